@@ -1,0 +1,85 @@
+// Row primitives over the feature dimension D, one per storage type.
+//
+// Each is a plain loop the compiler vectorises. On x86-64 with GCC, `target_clones` builds an
+// AVX-512, an AVX2 (+F16C, FMA) and a baseline copy and picks one at load time, so one binary
+// runs everywhere and still uses the wide units where they exist. fp16/bf16 are widened to
+// fp32 on load and rounded (to nearest even) on store; fp32 accumulates in fp32, fp64 in fp64.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LALM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LALM_MULTIVERSION
+#endif
+
+namespace lalm_fast {
+namespace cpu {
+
+template <typename scalar_t> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+
+// Widen / narrow one element. bf16 is the top half of an fp32; fp16 goes through _Float16,
+// which GCC turns into vcvtph2ps / vcvtps2ph when F16C is available.
+inline float widen(c10::BFloat16 v) {
+  uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+inline float widen(c10::Half v) {
+  _Float16 h;
+  std::memcpy(&h, &v.x, sizeof(h));
+  return static_cast<float>(h);
+}
+inline float widen(float v) { return v; }
+inline double widen(double v) { return v; }
+
+inline void narrow(float v, c10::BFloat16* out) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    out->x = 0x7fc0;  // NaN stays NaN
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  out->x = static_cast<uint16_t>(bits >> 16);
+}
+inline void narrow(float v, c10::Half* out) {
+  _Float16 h = static_cast<_Float16>(v);
+  std::memcpy(&out->x, &h, sizeof(h));
+}
+inline void narrow(float v, float* out) { *out = v; }
+inline void narrow(double v, double* out) { *out = v; }
+
+// acc[d] += row[d]
+void add_row(float* acc, const float* row, int64_t dim);
+void add_row(float* acc, const c10::Half* row, int64_t dim);
+void add_row(float* acc, const c10::BFloat16* row, int64_t dim);
+void add_row(double* acc, const double* row, int64_t dim);
+
+// out[d] = acc[d] * scale
+void store_scaled(c10::Half* out, const float* acc, float scale, int64_t dim);
+void store_scaled(c10::BFloat16* out, const float* acc, float scale, int64_t dim);
+void store_scaled(float* out, const float* acc, float scale, int64_t dim);
+void store_scaled(double* out, const double* acc, double scale, int64_t dim);
+
+// out[d] = row[d] * scale (backward: spread a token's gradient over its frames)
+void scale_row(c10::Half* out, const c10::Half* row, float scale, int64_t dim);
+void scale_row(c10::BFloat16* out, const c10::BFloat16* row, float scale, int64_t dim);
+void scale_row(float* out, const float* row, float scale, int64_t dim);
+void scale_row(double* out, const double* row, double scale, int64_t dim);
+
+// dot(a, b), |a|^2 and |b|^2 with a fixed lane order, so results are deterministic.
+void dot_and_norms(const float* a, const float* b, int64_t dim, float* out3);
+void dot_and_norms(const c10::Half* a, const c10::Half* b, int64_t dim, float* out3);
+void dot_and_norms(const c10::BFloat16* a, const c10::BFloat16* b, int64_t dim, float* out3);
+void dot_and_norms(const double* a, const double* b, int64_t dim, double* out3);
+
+}  // namespace cpu
+}  // namespace lalm_fast

@@ -1,0 +1,89 @@
+"""From per-frame segment starts to the spans the kernels pool, and back to results.
+
+Every pooling op is "mark where segments start, then average each segment": uniform pooling
+marks every k-th frame of a sample, segmentation marks detected boundaries, downsampling marks
+every k-th frame and keeps only that frame. One vectorised path turns the start mask into
+sorted, disjoint ``(starts, ends)`` per output row, without a host sync.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lalm_fast.ops._inputs import Grid
+from lalm_fast.ops.result import CompressedAudio
+
+
+def num_outputs(grid: Grid, rate: float) -> int:
+    """Static number of output rows when a sample of L frames gives at most ceil(L / rate)
+    tokens: per sample for padded, in total for packed (never more than the frames)."""
+    if not grid.packed:
+        return math.ceil(grid.num_frames / rate)
+    frames, samples = grid.num_frames, grid.num_samples
+    if float(rate).is_integer():  # sum of ceil(L_b / k) <= (N + B (k - 1)) // k
+        bound = (frames + samples * (int(rate) - 1)) // int(rate)
+    else:
+        bound = math.floor(frames / rate) + samples
+    return min(frames, bound)
+
+
+def start_mask_every(grid: Grid, k: int) -> torch.Tensor:
+    offset = grid.frames()[None, :] - grid.sample_start()
+    return grid.valid() & (offset % k == 0)
+
+
+def force_sample_starts(grid: Grid, is_start: torch.Tensor) -> torch.Tensor:
+    """Frame 0 of every non-empty sample always starts a segment."""
+    return (is_start | (grid.frames()[None, :] == grid.sample_start())) & grid.valid()
+
+
+def spans_from_starts(grid: Grid, is_start: torch.Tensor, num_out: int, single_frame: bool = False):
+    """Sorted, disjoint spans ``[R, num_out]`` of the segments that ``is_start`` opens.
+
+    A segment runs to the next start or to its sample's end. Rows past the last segment get
+    an empty span at the row's end. If a padded sample has more segments than ``num_out``,
+    the last output row absorbs the surplus (its span runs to the sample's end).
+    """
+    rows, frames = is_start.shape
+    if num_out == 0:
+        empty = torch.zeros(rows, 0, dtype=torch.long, device=is_start.device)
+        return empty, empty.clone()
+    positions = grid.frames()[None, :].expand(rows, -1)
+    segment = (is_start.cumsum(1) - 1).clamp(0, num_out - 1)
+    row_end = grid.row_lengths()[:, None]
+    starts = torch.full((rows, num_out), frames, dtype=torch.long, device=is_start.device)
+    starts = starts.scatter_reduce(1, segment, torch.where(is_start, positions, frames), "amin")
+    unused = starts == frames
+    starts = torch.where(unused, row_end, starts)
+    # The end of the sample that holds each start bounds its segment.
+    sample_end = torch.gather(grid.sample_end(), 1, starts.clamp(max=frames - 1)) if frames else starts
+    if single_frame:
+        ends = starts + 1
+    else:
+        ends = torch.cat([starts[:, 1:], row_end], dim=1)
+    ends = torch.where(unused, starts, torch.minimum(ends, sample_end))
+    return starts, ends
+
+
+def segment_counts(grid: Grid, is_start: torch.Tensor, num_out: int) -> torch.Tensor:
+    """Output tokens per sample: ``[B]`` int64."""
+    if not grid.packed:
+        return is_start.sum(1).clamp(max=num_out)
+    running = torch.cat([is_start.new_zeros(1, dtype=torch.long), is_start[0].long().cumsum(0)])
+    return running[grid.cu_seqlens[1:]] - running[grid.cu_seqlens[:-1]]
+
+
+def assemble(grid: Grid, values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+             counts: torch.Tensor) -> CompressedAudio:
+    """Wrap kernel output in the caller's layout, with spans local to each sample."""
+    spans = torch.stack([starts, ends], dim=-1)
+    if not grid.packed:
+        return CompressedAudio(values, counts, spans)
+    cu_out = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    rows = torch.arange(starts.shape[1], device=starts.device)
+    owner = torch.searchsorted(cu_out[1:], rows, right=True)  # B for rows past the total
+    first_frame = torch.cat([grid.cu_seqlens[:-1], grid.cu_seqlens[-1:]])[owner]
+    local = torch.where((rows < cu_out[-1])[:, None], spans[0] - first_frame[:, None], 0)
+    return CompressedAudio(values[0], counts, local, cu_out)

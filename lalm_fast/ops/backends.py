@@ -1,0 +1,84 @@
+"""Backend selection (design section 5).
+
+A backend is a module with three kernels, ``span_mean``, ``span_mean_backward`` and
+``boundary_scores``, with the contracts written in :mod:`lalm_fast.ops.reference`.
+
+- ``triton``: fused Triton kernels (``lalm_fast.kernels``), CUDA tensors; default on GPU.
+- ``cuda``: the C++/CUDA fallback in ``lalm_fast._C``, CUDA tensors.
+- ``cpu``: the C++ CPU kernels in ``lalm_fast._C``; default on CPU.
+- ``torch``: the pure-PyTorch reference, any device; the last resort.
+
+``backend=`` on an op, or the ``LALM_FAST_BACKEND`` environment variable, forces one; a
+forced backend that cannot run raises instead of silently falling back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+BACKENDS = ("triton", "cuda", "cpu", "torch")
+ENV_VAR = "LALM_FAST_BACKEND"
+
+# Module that implements each backend, and the device type its tensors must live on
+# (None: any device).
+_MODULES = {
+    "triton": ("lalm_fast.kernels", "cuda"),
+    "cuda": ("lalm_fast.ops._cuda_backend", "cuda"),
+    "cpu": ("lalm_fast.ops._cpu_backend", "cpu"),
+    "torch": ("lalm_fast.ops.reference", None),
+}
+_AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> tuple[Optional[ModuleType], str]:
+    """Import a backend module once; return it, or None and the reason it is unusable."""
+    try:
+        module = importlib.import_module(_MODULES[name][0])
+    except Exception as exc:  # ImportError, or a toolchain error raised at import
+        return None, f"{type(exc).__name__}: {exc}"
+    reason = getattr(module, "UNAVAILABLE_REASON", None)
+    return (None, reason) if reason else (module, "")
+
+
+def is_available(name: str, device_type: str = "cpu") -> bool:
+    wanted_device = _MODULES[name][1]
+    return (wanted_device is None or wanted_device == device_type) and _load(name)[0] is not None
+
+
+def resolve(requested: Optional[str], device: torch.device) -> str:
+    """Name of the backend to run on ``device``: the forced one, or the best available."""
+    forced = requested if requested is not None else os.environ.get(ENV_VAR) or None
+    if forced is not None:
+        if forced not in BACKENDS:
+            source = "backend" if requested is not None else ENV_VAR
+            raise ValueError(f"{source} must be one of {BACKENDS} or unset, got {forced!r}")
+        wanted_device = _MODULES[forced][1]
+        if wanted_device is not None and wanted_device != device.type:
+            raise ValueError(f"backend {forced!r} runs on {wanted_device} tensors, got tensors on {device}")
+        module, reason = _load(forced)
+        if module is None:
+            raise RuntimeError(f"backend {forced!r} was requested but cannot run here: {reason}")
+        return forced
+    for name in _AUTO_ORDER.get(device.type, ("torch",)):
+        if _load(name)[0] is not None:
+            return name
+    return "torch"
+
+
+def kernels(name: str) -> ModuleType:
+    module, reason = _load(name)
+    if module is None:
+        raise RuntimeError(f"backend {name!r} cannot run here: {reason}")
+    return module
+
+
+def available() -> dict[str, str]:
+    """Each backend and either 'ok' or why it cannot run (for bug reports and the CLI)."""
+    return {name: ("ok" if _load(name)[0] is not None else _load(name)[1]) for name in BACKENDS}

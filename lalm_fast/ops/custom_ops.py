@@ -1,0 +1,72 @@
+"""``torch.library`` custom ops around the backend kernels.
+
+Registering the kernels as custom ops (with fake implementations and an autograd formula)
+lets ``torch.compile(fullgraph=True)`` trace the public ops without graph breaks, and keeps
+the backend choice a plain string argument that the compiled graph records.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lalm_fast.ops import backends
+
+
+def _check_kernel_output(out: torch.Tensor, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    # A backend returning a wrong shape or dtype is a bug in that backend; catch it here
+    # rather than as a confusing error three layers up.
+    assert tuple(out.shape) == shape and out.dtype == like.dtype, (tuple(out.shape), shape, out.dtype, like.dtype)
+    return out
+
+
+@torch.library.custom_op("lalm_fast::span_mean", mutates_args=())
+def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, backend: str) -> torch.Tensor:
+    out = backends.kernels(backend).span_mean(x, starts, ends)
+    return _check_kernel_output(out, (x.shape[0], starts.shape[1], x.shape[2]), x)
+
+
+@span_mean.register_fake
+def _(x, starts, ends, backend):
+    return x.new_empty(x.shape[0], starts.shape[1], x.shape[2])
+
+
+@torch.library.custom_op("lalm_fast::span_mean_backward", mutates_args=())
+def span_mean_backward(
+    grad: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, num_frames: int, backend: str
+) -> torch.Tensor:
+    out = backends.kernels(backend).span_mean_backward(grad.contiguous(), starts, ends, num_frames)
+    return _check_kernel_output(out, (grad.shape[0], num_frames, grad.shape[2]), grad)
+
+
+@span_mean_backward.register_fake
+def _(grad, starts, ends, num_frames, backend):
+    return grad.new_empty(grad.shape[0], num_frames, grad.shape[2])
+
+
+def _span_mean_setup_context(ctx, inputs, output):
+    x, starts, ends, backend = inputs
+    ctx.save_for_backward(starts, ends)
+    ctx.num_frames = x.shape[1]
+    ctx.backend = backend
+
+
+def _span_mean_backward_formula(ctx, grad):
+    starts, ends = ctx.saved_tensors
+    return span_mean_backward(grad, starts, ends, ctx.num_frames, ctx.backend), None, None, None
+
+
+span_mean.register_autograd(_span_mean_backward_formula, setup_context=_span_mean_setup_context)
+
+
+@torch.library.custom_op("lalm_fast::boundary_scores", mutates_args=())
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> torch.Tensor:
+    out = backends.kernels(backend).boundary_scores(x, lengths)
+    expected_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    assert tuple(out.shape) == tuple(x.shape[:2]) and out.dtype == expected_dtype
+    return out
+
+
+@boundary_scores.register_fake
+def _(x, lengths, backend):
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return x.new_empty(x.shape[:2], dtype=dtype)

@@ -1,0 +1,61 @@
+"""Build lalm_fast._C (C++ CPU kernels, plus the CUDA fallback when a CUDA build of torch and a
+CUDA toolkit are present) and ship the Triton kernels in kernels/ as lalm_fast.kernels.
+
+    pip install --no-build-isolation -e .     # torch must already be installed
+
+FORCE_CUDA=1 builds the CUDA kernels even when no GPU is visible; FORCE_ONLY_CPU=1 skips them.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError as exc:  # build isolation would fetch a multi-GB CUDA torch; refuse instead
+    raise SystemExit(
+        "lalm-fast builds against your installed torch: install torch first, then run "
+        "`pip install --no-build-isolation -e .`"
+    ) from exc
+
+
+def want_cuda() -> bool:
+    if os.environ.get("FORCE_ONLY_CPU") == "1":
+        return False
+    if os.environ.get("FORCE_CUDA") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def extension():
+    cpu_sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno"]
+    if not want_cuda():
+        return CppExtension("lalm_fast._C", cpu_sources, extra_compile_args={"cxx": cxx_flags})
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    return CUDAExtension(
+        "lalm_fast._C",
+        cpu_sources + cuda_sources,
+        define_macros=[("WITH_CUDA", None)],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+    )
+
+
+setup(
+    name="lalm-fast",
+    version="0.1.0",
+    description="Fused audio-token compression (segment pooling, boundary detection) for audio LLMs",
+    packages=find_packages(include=["lalm_fast", "lalm_fast.*"]) + ["lalm_fast.kernels"],
+    package_dir={"lalm_fast.kernels": "kernels"},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.6", "numpy"],
+    extras_require={
+        "triton": ["triton"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "ninja"],
+    },
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+    entry_points={"console_scripts": ["lalm-fast=lalm_fast.cli:main"]},
+)
