@@ -24,19 +24,15 @@ namespace cpu {
 template <typename scalar_t> struct AccType { using type = float; };
 template <> struct AccType<double> { using type = double; };
 
-// Widen / narrow one element. bf16 is the top half of an fp32; fp16 goes through _Float16,
-// which GCC turns into vcvtph2ps / vcvtps2ph when F16C is available.
+// Widen / narrow one element with branch-free bit arithmetic the compiler can vectorise:
+// bf16 is the top half of an fp32; fp16 uses c10's IEEE conversions.
 inline float widen(c10::BFloat16 v) {
   uint32_t bits = static_cast<uint32_t>(v.x) << 16;
   float out;
   std::memcpy(&out, &bits, sizeof(out));
   return out;
 }
-inline float widen(c10::Half v) {
-  _Float16 h;
-  std::memcpy(&h, &v.x, sizeof(h));
-  return static_cast<float>(h);
-}
+inline float widen(c10::Half v) { return c10::detail::fp16_ieee_to_fp32_value(v.x); }
 inline float widen(float v) { return v; }
 inline double widen(double v) { return v; }
 
@@ -50,10 +46,7 @@ inline void narrow(float v, c10::BFloat16* out) {
   bits += 0x7fffu + ((bits >> 16) & 1u);
   out->x = static_cast<uint16_t>(bits >> 16);
 }
-inline void narrow(float v, c10::Half* out) {
-  _Float16 h = static_cast<_Float16>(v);
-  std::memcpy(&out->x, &h, sizeof(h));
-}
+inline void narrow(float v, c10::Half* out) { out->x = c10::detail::fp16_ieee_from_fp32_value(v); }
 inline void narrow(float v, float* out) { *out = v; }
 inline void narrow(double v, double* out) { *out = v; }
 

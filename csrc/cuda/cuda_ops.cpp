@@ -1,0 +1,120 @@
+// Torch bindings of the torch-free CUDA kernels in csrc/cuda/*.cu.
+//
+// Contracts: lalm_fast/ops/reference.py. This file checks devices, dtypes and shapes with
+// TORCH_CHECK, allocates outputs with torch, and launches on the current CUDA stream
+// (at::cuda::getCurrentCUDAStream), so the ops are asynchronous, CUDA-graph capturable and
+// never sync the host. It needs a CUDA build of torch; the kernels themselves are built
+// (and compiled in CI with `nvcc -c`) without torch.
+#include "cuda_ops.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "lalm_cuda_kernels.h"
+
+namespace {
+
+lalm_cuda::DType float_code(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return lalm_cuda::DType::kFloat32;
+    case at::kHalf: return lalm_cuda::DType::kFloat16;
+    case at::kBFloat16: return lalm_cuda::DType::kBFloat16;
+    case at::kDouble: return lalm_cuda::DType::kFloat64;
+    default:
+      TORCH_CHECK_TYPE(false, name, " must be float32, float16, bfloat16 or float64, got ", t.scalar_type());
+  }
+  return lalm_cuda::DType::kFloat32;  // unreachable
+}
+
+void check_cuda(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got a tensor on ", t.device());
+  TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ", t.device());
+}
+
+// starts / ends / lengths: int64, on x's device, contiguous (the public ops guarantee it;
+// a non-contiguous index tensor is made contiguous rather than rejected).
+at::Tensor index_tensor(const at::Tensor& t, const char* name, const at::Tensor& like, int64_t dim) {
+  check_cuda(t, name, like);
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == dim, name, " must have ", dim, " dimensions, got ", t.dim());
+  TORCH_CHECK(t.size(0) == like.size(0), name, " must have ", like.size(0), " rows, got ", t.size(0));
+  return t.contiguous();
+}
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+at::Tensor span_mean_cuda(const at::Tensor& x_in, const at::Tensor& starts_in, const at::Tensor& ends_in) {
+  TORCH_CHECK(x_in.is_cuda(), "x must be a CUDA tensor, got a tensor on ", x_in.device());
+  TORCH_CHECK(x_in.dim() == 3, "x must be [R, T, D], got ", x_in.dim(), " dimensions");
+  const auto code = float_code(x_in, "x");
+  const at::Tensor x = (x_in.stride(2) == 1 || x_in.size(2) <= 1) ? x_in : x_in.contiguous();
+  const at::Tensor starts = index_tensor(starts_in, "starts", x, 2);
+  const at::Tensor ends = index_tensor(ends_in, "ends", x, 2);
+  TORCH_CHECK(starts.sizes() == ends.sizes(), "starts and ends must have the same shape, got ", starts.sizes(),
+              " and ", ends.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t R = x.size(0), T = x.size(1), D = x.size(2), S = starts.size(1);
+  at::Tensor out = at::empty({R, S, D}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  check_launch(lalm_cuda::span_mean(code, x.data_ptr(), starts.data_ptr<int64_t>(), ends.data_ptr<int64_t>(),
+                                    out.data_ptr(), R, T, S, D, x.stride(0), x.stride(1),
+                                    at::cuda::getCurrentCUDAStream().stream()),
+               "span_mean_cuda");
+  return out;
+}
+
+at::Tensor span_mean_backward_cuda(const at::Tensor& grad_in, const at::Tensor& starts_in, const at::Tensor& ends_in,
+                                   int64_t num_frames) {
+  TORCH_CHECK(grad_in.is_cuda(), "grad must be a CUDA tensor, got a tensor on ", grad_in.device());
+  TORCH_CHECK(grad_in.dim() == 3, "grad must be [R, S, D], got ", grad_in.dim(), " dimensions");
+  TORCH_CHECK(num_frames >= 0, "num_frames must be >= 0, got ", num_frames);
+  const auto code = float_code(grad_in, "grad");
+  const at::Tensor grad = grad_in.contiguous();
+  const at::Tensor starts = index_tensor(starts_in, "starts", grad, 2);
+  const at::Tensor ends = index_tensor(ends_in, "ends", grad, 2);
+  TORCH_CHECK(starts.size(1) == grad.size(1) && ends.sizes() == starts.sizes(),
+              "starts and ends must be [R, S] with S = grad.size(1) = ", grad.size(1), ", got ", starts.sizes(),
+              " and ", ends.sizes());
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const int64_t R = grad.size(0), S = grad.size(1), D = grad.size(2);
+  at::Tensor out = at::empty({R, num_frames, D}, grad.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  check_launch(lalm_cuda::span_mean_backward(code, grad.data_ptr(), starts.data_ptr<int64_t>(),
+                                             ends.data_ptr<int64_t>(), out.data_ptr(), R, num_frames, S, D,
+                                             at::cuda::getCurrentCUDAStream().stream()),
+               "span_mean_backward_cuda");
+  return out;
+}
+
+at::Tensor boundary_scores_cuda(const at::Tensor& x_in, const at::Tensor& lengths_in) {
+  TORCH_CHECK(x_in.is_cuda(), "x must be a CUDA tensor, got a tensor on ", x_in.device());
+  TORCH_CHECK(x_in.dim() == 3, "x must be [R, T, D], got ", x_in.dim(), " dimensions");
+  const auto code = float_code(x_in, "x");
+  const at::Tensor x = (x_in.stride(2) == 1 || x_in.size(2) <= 1) ? x_in : x_in.contiguous();
+  const at::Tensor lengths = index_tensor(lengths_in, "lengths", x, 1);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t R = x.size(0), T = x.size(1), D = x.size(2);
+  const auto out_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor out = at::empty({R, T}, x.options().dtype(out_dtype).memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  check_launch(lalm_cuda::boundary_scores(code, x.data_ptr(), lengths.data_ptr<int64_t>(), out.data_ptr(), R, T, D,
+                                          x.stride(0), x.stride(1), at::cuda::getCurrentCUDAStream().stream()),
+               "boundary_scores_cuda");
+  return out;
+}
+
+}  // namespace
+
+void register_cuda_ops(pybind11::module_& m) {
+  m.def("span_mean_cuda", &span_mean_cuda,
+        "Span means [R, S, D] of x [R, T, D] over [starts, ends) (CUDA fallback; 0 for empty spans)",
+        pybind11::arg("x"), pybind11::arg("starts"), pybind11::arg("ends"));
+  m.def("span_mean_backward_cuda", &span_mean_backward_cuda,
+        "Gradient [R, T, D] of span_mean w.r.t. x (CUDA fallback)", pybind11::arg("grad"), pybind11::arg("starts"),
+        pybind11::arg("ends"), pybind11::arg("num_frames"));
+  m.def("boundary_scores_cuda", &boundary_scores_cuda,
+        "1 - cos(x[t-1], x[t]) for 1 <= t < lengths, else 0; [R, T] float32 (CUDA fallback)", pybind11::arg("x"),
+        pybind11::arg("lengths"));
+}

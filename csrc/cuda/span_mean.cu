@@ -1,0 +1,127 @@
+// Span means and their gradient: the CUDA fallback of lalm_fast/kernels/span_pool.py.
+//
+// Forward: a block of (kThreadsD x kSpansPerBlock) threads owns kSpansPerBlock consecutive
+// spans of one row; threadIdx.y picks the span, threadIdx.x walks the features (coalesced
+// across the warp) and each thread sums its column over the span's frames in fp32.
+// Several short spans share a block, so audio's 2-8 frame segments keep all warps busy.
+// Long spans are not split across blocks here (the Triton backend does that); this is the
+// fallback, kept simple and deterministic.
+//
+// Backward: one thread row per frame. The owner span of frame t is found by a binary
+// search over the row's sorted starts; the frame gets grad[owner] / len(owner) when it lies
+// inside the owner, else 0. Every output element is written once: no zero-fill pass.
+#include "common.cuh"
+
+namespace lalm_cuda {
+namespace {
+
+using detail::Acc;
+using detail::ceil_div;
+using detail::from_acc;
+using detail::to_acc;
+
+constexpr int kThreadsD = 64;
+constexpr int kSpansPerBlock = 4;
+
+template <typename T>
+__global__ void span_mean_kernel(const T* __restrict__ x, const int64_t* __restrict__ starts,
+                                 const int64_t* __restrict__ ends, T* __restrict__ out, int64_t S, int64_t D,
+                                 int64_t stride_r, int64_t stride_t, int64_t span_blocks) {
+  using acc_t = typename Acc<T>::type;
+  const int64_t r = blockIdx.x / span_blocks;
+  const int64_t s = (blockIdx.x % span_blocks) * kSpansPerBlock + threadIdx.y;
+  if (s >= S) return;
+  const int64_t st = starts[r * S + s];
+  const int64_t en = ends[r * S + s];
+  const acc_t inv = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
+  const T* base = x + r * stride_r;
+  T* dst = out + (r * S + s) * D;
+  for (int64_t d = int64_t(blockIdx.y) * kThreadsD + threadIdx.x; d < D; d += int64_t(gridDim.y) * kThreadsD) {
+    acc_t acc = acc_t(0);
+    const T* p = base + st * stride_t + d;
+    int64_t t = st;
+    // 4 independent loads in flight per thread
+    for (; t + 4 <= en; t += 4, p += 4 * stride_t) {
+      acc_t a0 = to_acc(p[0]), a1 = to_acc(p[stride_t]), a2 = to_acc(p[2 * stride_t]), a3 = to_acc(p[3 * stride_t]);
+      acc += (a0 + a1) + (a2 + a3);
+    }
+    for (; t < en; ++t, p += stride_t) acc += to_acc(*p);
+    dst[d] = from_acc<T>(acc * inv);
+  }
+}
+
+constexpr int kThreadsDBwd = 64;
+constexpr int kFramesPerBlock = 4;
+
+template <typename T>
+__global__ void span_mean_backward_kernel(const T* __restrict__ grad, const int64_t* __restrict__ starts,
+                                          const int64_t* __restrict__ ends, T* __restrict__ out, int64_t T_,
+                                          int64_t S, int64_t D, int64_t frame_blocks) {
+  using acc_t = typename Acc<T>::type;
+  const int64_t r = blockIdx.x / frame_blocks;
+  const int64_t t = (blockIdx.x % frame_blocks) * kFramesPerBlock + threadIdx.y;
+  if (t >= T_) return;
+  const int64_t* row_starts = starts + r * S;
+  // owner = (number of spans with start <= t) - 1  (upper_bound on sorted starts)
+  int64_t lo = 0, hi = S;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (row_starts[mid] <= t) lo = mid + 1; else hi = mid;
+  }
+  const int64_t owner = lo - 1;
+  bool inside = false;
+  acc_t scale = acc_t(0);
+  if (owner >= 0) {
+    const int64_t st = row_starts[owner];
+    const int64_t en = ends[r * S + owner];
+    inside = t < en;
+    scale = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
+  }
+  T* dst = out + (r * T_ + t) * D;
+  const T* src = grad + (r * S + (owner >= 0 ? owner : 0)) * D;
+  for (int64_t d = int64_t(blockIdx.y) * kThreadsDBwd + threadIdx.x; d < D; d += int64_t(gridDim.y) * kThreadsDBwd) {
+    dst[d] = inside ? from_acc<T>(to_acc(src[d]) * scale) : from_acc<T>(acc_t(0));
+  }
+}
+
+inline unsigned grid_d(int64_t D, int threads) {
+  const int64_t blocks = ceil_div(D, threads);
+  return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
+}
+
+}  // namespace
+
+cudaError_t span_mean(DType dtype, const void* x, const int64_t* starts, const int64_t* ends, void* out, int64_t R,
+                      int64_t T, int64_t S, int64_t D, int64_t stride_r, int64_t stride_t, cudaStream_t stream) {
+  (void)T;
+  if (R == 0 || S == 0 || D == 0) return cudaSuccess;
+  const int64_t span_blocks = ceil_div(S, kSpansPerBlock);
+  if (R * span_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(R * span_blocks), grid_d(D, kThreadsD));
+  const dim3 block(kThreadsD, kSpansPerBlock);
+  LALM_CUDA_DISPATCH(dtype, scalar_t,
+                     span_mean_kernel<scalar_t><<<grid, block, 0, stream>>>(
+                         static_cast<const scalar_t*>(x), starts, ends, static_cast<scalar_t*>(out), S, D, stride_r,
+                         stride_t, span_blocks));
+  return cudaGetLastError();
+}
+
+cudaError_t span_mean_backward(DType dtype, const void* grad, const int64_t* starts, const int64_t* ends, void* out,
+                               int64_t R, int64_t T, int64_t S, int64_t D, cudaStream_t stream) {
+  if (R == 0 || T == 0 || D == 0) return cudaSuccess;
+  if (S == 0) {  // no span owns any frame
+    const size_t elem = dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
+    return cudaMemsetAsync(out, 0, static_cast<size_t>(R * T * D) * elem, stream);
+  }
+  const int64_t frame_blocks = ceil_div(T, kFramesPerBlock);
+  if (R * frame_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(R * frame_blocks), grid_d(D, kThreadsDBwd));
+  const dim3 block(kThreadsDBwd, kFramesPerBlock);
+  LALM_CUDA_DISPATCH(dtype, scalar_t,
+                     span_mean_backward_kernel<scalar_t><<<grid, block, 0, stream>>>(
+                         static_cast<const scalar_t*>(grad), starts, ends, static_cast<scalar_t*>(out), T, S, D,
+                         frame_blocks));
+  return cudaGetLastError();
+}
+
+}  // namespace lalm_cuda
