@@ -116,7 +116,11 @@ def _check_detection_args(prominence, rate, threshold, min_len, max_len):
 
 def _detect_starts(grid: Grid, backend: str, prominence, rate, threshold, min_len, max_len) -> torch.Tensor:
     """Start mask on the grid, frame 0 of each sample included."""
-    scores = _raw_scores(grid, backend)
+    return starts_from_scores(grid, _raw_scores(grid, backend), prominence, rate, threshold, min_len, max_len)
+
+
+def starts_from_scores(grid: Grid, scores, prominence=None, rate=None, threshold=None, min_len=1, max_len=None):
+    """Detection on given raw ``[R, T]`` scores (the part of detection after the kernel)."""
     if rate is not None:
         starts = _detect.rate_starts(grid, scores, rate, min_len)
     else:

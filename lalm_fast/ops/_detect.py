@@ -10,8 +10,9 @@ caller):
 - *rate*: exactly ``ceil(L / rate)`` segments; starts at the highest scores.
 
 ``min_len`` keeps starts at least ``min_len`` frames apart (and from the sample's edges) by
-windowed-maximum suppression: a candidate survives if it beats every candidate up to
-``min_len - 1`` frames to its left and is not beaten by any to its right. ``max_len``
+windowed-maximum suppression: candidates too close to an edge are dropped, then a candidate
+survives if it beats every candidate up to ``min_len - 1`` frames to its left and is not
+beaten by any to its right (one vectorised pass, not a greedy loop). ``max_len``
 splits a longer segment every ``max_len`` frames (as a streaming kernel would).
 """
 
@@ -119,14 +120,15 @@ def suppress_close(grid: Grid, candidates: torch.Tensor, scores: torch.Tensor, m
     """Keep candidates at least ``min_len`` frames from each other and from sample edges."""
     if min_len <= 1:
         return candidates
-    ranked = torch.where(candidates, scores, -INF)
-    keep = candidates.clone()
+    # Edges first, so a candidate that cannot be used anyway suppresses nothing.
+    offset = grid.frames()[None, :] - grid.sample_start()
+    room_right = grid.sample_end() - grid.frames()[None, :]
+    keep = candidates & (offset >= min_len) & (room_right >= min_len)
+    ranked = torch.where(keep, scores, -INF)
     for gap in range(1, min_len):
         keep &= ranked > _shift(ranked, gap, -INF)  # beats every candidate to its left
         keep &= ranked >= _shift(ranked, -gap, -INF)  # no candidate to its right beats it
-    offset = grid.frames()[None, :] - grid.sample_start()
-    room_right = grid.sample_end() - grid.frames()[None, :]
-    return keep & (offset >= min_len) & (room_right >= min_len)
+    return keep
 
 
 def split_long(grid: Grid, is_start: torch.Tensor, max_len: int) -> torch.Tensor:

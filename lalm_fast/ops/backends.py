@@ -14,7 +14,6 @@ forced backend that cannot run raises instead of silently falling back.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 from types import ModuleType
@@ -36,15 +35,23 @@ _MODULES = {
 _AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
-@functools.lru_cache(maxsize=None)
+_LOADED: dict[str, tuple[Optional[ModuleType], str]] = {}
+
+
 def _load(name: str) -> tuple[Optional[ModuleType], str]:
-    """Import a backend module once; return it, or None and the reason it is unusable."""
-    try:
-        module = importlib.import_module(_MODULES[name][0])
-    except Exception as exc:  # ImportError, or a toolchain error raised at import
-        return None, f"{type(exc).__name__}: {exc}"
-    reason = getattr(module, "UNAVAILABLE_REASON", None)
-    return (None, reason) if reason else (module, "")
+    """Import a backend module once; return it, or None and the reason it is unusable.
+
+    A plain dict cache (not lru_cache) so that torch.compile, which traces into this after
+    :func:`resolve` has loaded the module, sees a dictionary lookup and no import machinery.
+    """
+    if name not in _LOADED:
+        try:
+            module = importlib.import_module(_MODULES[name][0])
+            reason = getattr(module, "UNAVAILABLE_REASON", None)
+            _LOADED[name] = (None, reason) if reason else (module, "")
+        except Exception as exc:  # ImportError, or a toolchain error raised at import
+            _LOADED[name] = (None, f"{type(exc).__name__}: {exc}")
+    return _LOADED[name]
 
 
 def is_available(name: str, device_type: str = "cpu") -> bool:
@@ -52,6 +59,7 @@ def is_available(name: str, device_type: str = "cpu") -> bool:
     return (wanted_device is None or wanted_device == device_type) and _load(name)[0] is not None
 
 
+@torch.compiler.assume_constant_result
 def resolve(requested: Optional[str], device: torch.device) -> str:
     """Name of the backend to run on ``device``: the forced one, or the best available."""
     forced = requested if requested is not None else os.environ.get(ENV_VAR) or None
