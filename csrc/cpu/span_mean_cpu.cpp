@@ -5,7 +5,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "ops_cpu.h"
 #include "row_math.h"
@@ -36,6 +41,21 @@ void check_spans(const at::Tensor& starts, const at::Tensor& ends, int64_t rows,
       TORCH_CHECK(s + 1 == spans || en[i] <= st[i + 1], "spans of row ", r, " must be sorted and disjoint");
     }
   }
+}
+
+// Outputs are written once, right after allocation, so a large one spends much of its time in
+// page faults (one per 4 KiB). Asking for transparent huge pages on the 2 MiB-aligned part of
+// the buffer cuts the faults ~500x where the kernel allows it (THP "madvise" mode, the common
+// default); elsewhere the call is a harmless no-op.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t end = begin + t.nbytes();
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = end & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
 }
 
 int64_t grain_for(int64_t work_per_item) {
@@ -111,6 +131,7 @@ at::Tensor span_mean(const at::Tensor& x, const at::Tensor& starts, const at::Te
   check_spans(starts, ends, x.size(0), x.size(1));
   at::Tensor out = at::empty({x.size(0), starts.size(1), x.size(2)}, x.options());
   if (out.numel() == 0) return out;
+  advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "span_mean_cpu",
                                   [&] { span_mean_impl<scalar_t>(x, starts, ends, out); });
   return out;
@@ -126,6 +147,7 @@ at::Tensor span_mean_backward(const at::Tensor& grad_in, const at::Tensor& start
   at::Tensor grad = grad_in.contiguous();
   at::Tensor out = at::empty({grad.size(0), num_frames, grad.size(2)}, grad.options());
   if (out.numel() == 0) return out;
+  advise_huge_pages(out);
   if (starts.size(1) == 0) return out.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "span_mean_backward_cpu",
                                   [&] { span_mean_backward_impl<scalar_t>(grad, starts, ends, out); });

@@ -1,0 +1,26 @@
+"""The benchmark script runs end to end (tiny shape): it must never rot between GPU sessions."""
+
+import os
+import runpy
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "kernels_cpu.py")
+
+
+@pytest.mark.slow
+def test_cpu_kernel_benchmark_quick_run(tmp_path, capsys):
+    main = runpy.run_path(BENCH, run_name="bench")["main"]
+    csv_path = tmp_path / "rows.csv"
+    assert main(["--quick", "--no-compile", "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert "seg_vs_segment_reduce" in out and "uniform_over_avgpool" in out
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("device,") and len(rows) > 5
+
+
+def test_cli_info(capsys):
+    from lalm_fast.cli import main
+
+    assert main(["info"]) == 0
+    assert "cpu     ok" in capsys.readouterr().out
