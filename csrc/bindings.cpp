@@ -14,6 +14,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad"), py::arg("starts"), py::arg("ends"), py::arg("num_frames"));
   m.def("boundary_scores_cpu", &lalm_fast::cpu::boundary_scores, "1 - cos(x[t-1], x[t])",
         py::arg("x"), py::arg("lengths"));
+  m.def("detect_boundaries_cpu", &lalm_fast::cpu::detect_boundaries, "segment start mask from raw scores",
+        py::arg("scores"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"),
+        py::arg("max_len"));
+  m.def("segment_compress_cpu", &lalm_fast::cpu::segment_compress, "fused scores + detection + pooling",
+        py::arg("x"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"), py::arg("max_len"),
+        py::arg("num_out"));
 #ifdef WITH_CUDA
   register_cuda_ops(m);
 #endif

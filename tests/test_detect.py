@@ -136,3 +136,49 @@ def test_normalised_scores_span_zero_to_one():
     normed = ops.boundary_scores(x, torch.tensor([30, 2]), normalize=True)
     assert normed[0, 1:].min() == 0 and normed[0, 1:].max() == 1 and normed[0, 0] == 0
     assert not normed[1].any()  # one score: flat, so 0
+
+
+@given(
+    lengths=st.lists(st.integers(0, 45), min_size=1, max_size=4),
+    mode=st.sampled_from([{"prominence": 0.0}, {"prominence": 0.1}, {}, {"threshold": 0.8}, {"threshold": 1.0},
+                          {"rate": 2}, {"rate": 3}, {"rate": 2.5}]),
+    min_len=st.integers(1, 4),
+    max_len=st.sampled_from([None, 3, 7]),
+    quantize=st.booleans(),
+    seed=st.integers(0, 9999),
+)
+def test_native_cpu_detection_and_fused_compress_equal_the_reference(lengths, mode, min_len, max_len, quantize, seed):
+    if max_len is not None and ("rate" in mode or max_len < min_len):
+        max_len = None
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(max(lengths), 1), 6, generator=gen)
+    if quantize:  # ties and plateaus
+        x = x.round()
+    lens = torch.tensor(lengths)
+    kwargs = dict(mode, min_len=min_len, max_len=max_len)
+    native = ops.detect_boundaries(x, lens, backend="cpu", **kwargs)
+    reference = ops.detect_boundaries(x, lens, backend="torch", **kwargs)
+    assert torch.equal(native, reference)
+    fused = ops.segment_compress(x, lens, backend="cpu", **kwargs)
+    composed = ops.segment_compress(x, lens, backend="torch", **kwargs)
+    assert torch.equal(fused.lengths, composed.lengths) and torch.equal(fused.spans, composed.spans)
+    torch.testing.assert_close(fused.values, composed.values)
+
+
+def test_fused_compress_gradient_equals_reference():
+    x = torch.randn(3, 40, 8, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([40, 17, 0])
+    assert torch.autograd.gradcheck(lambda v: ops.segment_compress(v, lengths, rate=3, backend="cpu").values, (x,))
+    grads = [torch.autograd.grad(ops.segment_compress(x, lengths, prominence=0.0, backend=b).values.sum(), x)[0]
+             for b in ("cpu", "torch")]
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_fused_compress_blocks_large_batches_consistently():
+    # Batches larger than one cache block (8 MiB) are processed block by block.
+    x = torch.randn(12, 600, 1280)
+    lengths = torch.randint(0, 601, (12,))
+    fused = ops.segment_compress(x, lengths, rate=3, backend="cpu")
+    composed = ops.segment_compress(x, lengths, rate=3, backend="torch")
+    assert torch.equal(fused.spans, composed.spans)
+    torch.testing.assert_close(fused.values, composed.values)

@@ -47,6 +47,8 @@ void check_spans(const at::Tensor& starts, const at::Tensor& ends, int64_t rows,
 // page faults (one per 4 KiB). Asking for transparent huge pages on the 2 MiB-aligned part of
 // the buffer cuts the faults ~500x where the kernel allows it (THP "madvise" mode, the common
 // default); elsewhere the call is a harmless no-op.
+}  // namespace
+
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
@@ -57,6 +59,8 @@ void advise_huge_pages(const at::Tensor& t) {
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #endif
 }
+
+namespace {
 
 int64_t grain_for(int64_t work_per_item) {
   // Aim for tasks of ~32K element-operations so scheduling overhead stays negligible.
@@ -126,14 +130,21 @@ void check_features(const at::Tensor& x, const char* name) {
 
 }  // namespace
 
-at::Tensor span_mean(const at::Tensor& x, const at::Tensor& starts, const at::Tensor& ends) {
+void span_mean_into(const at::Tensor& x, const at::Tensor& starts, const at::Tensor& ends, at::Tensor& out) {
   check_features(x, "x");
   check_spans(starts, ends, x.size(0), x.size(1));
-  at::Tensor out = at::empty({x.size(0), starts.size(1), x.size(2)}, x.options());
-  if (out.numel() == 0) return out;
-  advise_huge_pages(out);
+  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == x.scalar_type() && out.size(0) == x.size(0) &&
+                  out.size(1) == starts.size(1) && out.size(2) == x.size(2),
+              "out must be a contiguous [R, S, D] tensor of x's dtype");
+  if (out.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "span_mean_cpu",
                                   [&] { span_mean_impl<scalar_t>(x, starts, ends, out); });
+}
+
+at::Tensor span_mean(const at::Tensor& x, const at::Tensor& starts, const at::Tensor& ends) {
+  at::Tensor out = at::empty({x.size(0), starts.size(1), x.size(2)}, x.options());
+  if (out.numel() != 0) advise_huge_pages(out);
+  span_mean_into(x, starts, ends, out);
   return out;
 }
 

@@ -114,9 +114,21 @@ def _check_detection_args(prominence, rate, threshold, min_len, max_len):
             raise ValueError("max_len cannot be combined with rate: rate fixes the token count exactly")
 
 
+def _native_mode(prominence, rate, threshold) -> tuple[int, float]:
+    if rate is not None:
+        return custom_ops.DETECT_MODES["rate"], float(rate)
+    if threshold is not None:
+        return custom_ops.DETECT_MODES["threshold"], float(threshold)
+    return custom_ops.DETECT_MODES["peak"], float(DEFAULT_PROMINENCE if prominence is None else prominence)
+
+
 def _detect_starts(grid: Grid, backend: str, prominence, rate, threshold, min_len, max_len) -> torch.Tensor:
     """Start mask on the grid, frame 0 of each sample included."""
-    return starts_from_scores(grid, _raw_scores(grid, backend), prominence, rate, threshold, min_len, max_len)
+    scores = _raw_scores(grid, backend)
+    if not grid.packed and hasattr(backends.kernels(backend), "detect_boundaries"):
+        mode, param = _native_mode(prominence, rate, threshold)
+        return custom_ops.detect_starts(scores, grid.lengths, mode, param, min_len, max_len or 0, backend)
+    return starts_from_scores(grid, scores, prominence, rate, threshold, min_len, max_len)
 
 
 def starts_from_scores(grid: Grid, scores, prominence=None, rate=None, threshold=None, min_len=1, max_len=None):
@@ -241,6 +253,11 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
         num_out = check_positive_int(max_segments, "max_segments")
     else:
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
+    if not grid.packed and hasattr(backends.kernels(name), "segment_compress"):
+        mode, param = _native_mode(prominence, rate, threshold)
+        values, starts, ends, counts = custom_ops.segment_compress_fused(
+            grid.x, grid.lengths, mode, param, min_len, max_len or 0, num_out, name)
+        return _spans.assemble(grid, values, starts, ends, counts)
     with torch.no_grad():
         starts = _detect_starts(grid, name, prominence, rate, threshold, min_len, max_len)
     return _pool(grid, starts, num_out, name)

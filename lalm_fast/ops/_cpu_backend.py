@@ -19,3 +19,12 @@ def span_mean_backward(grad, starts, ends, num_frames):
 
 def boundary_scores(x, lengths):
     return _C.boundary_scores_cpu(x, lengths)
+
+
+# Optional capabilities (padded input only): the ops use them when a backend has them.
+def detect_boundaries(scores, lengths, mode, param, min_len, max_len):
+    return _C.detect_boundaries_cpu(scores, lengths, mode, param, min_len, max_len)
+
+
+def segment_compress(x, lengths, mode, param, min_len, max_len, num_out):
+    return tuple(_C.segment_compress_cpu(x, lengths, mode, param, min_len, max_len, num_out))

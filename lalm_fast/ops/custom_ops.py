@@ -70,3 +70,50 @@ def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> tor
 def _(x, lengths, backend):
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return x.new_empty(x.shape[:2], dtype=dtype)
+
+
+# Detection modes as the kernels number them.
+DETECT_MODES = {"peak": 0, "threshold": 1, "rate": 2}
+
+
+@torch.library.custom_op("lalm_fast::detect_starts", mutates_args=())
+def detect_starts(scores: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int,
+                  max_len: int, backend: str) -> torch.Tensor:
+    """Start mask from raw scores, for backends that detect natively (padded input)."""
+    return backends.kernels(backend).detect_boundaries(scores, lengths, mode, param, min_len, max_len)
+
+
+@detect_starts.register_fake
+def _(scores, lengths, mode, param, min_len, max_len, backend):
+    return scores.new_empty(scores.shape, dtype=torch.bool)
+
+
+@torch.library.custom_op("lalm_fast::segment_compress_fused", mutates_args=())
+def segment_compress_fused(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int,
+                           max_len: int, num_out: int, backend: str
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores, detection and pooling in one kernel call: (values, starts, ends, counts)."""
+    return backends.kernels(backend).segment_compress(x, lengths, mode, param, min_len, max_len, num_out)
+
+
+@segment_compress_fused.register_fake
+def _(x, lengths, mode, param, min_len, max_len, num_out, backend):
+    spans = lengths.new_empty(x.shape[0], num_out)
+    return x.new_empty(x.shape[0], num_out, x.shape[2]), spans, spans.clone(), lengths.new_empty(x.shape[0])
+
+
+def _compress_setup_context(ctx, inputs, output):
+    _, starts, ends, _ = output
+    ctx.save_for_backward(starts, ends)
+    ctx.num_frames = inputs[0].shape[1]
+    ctx.backend = inputs[-1]
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _compress_backward(ctx, grad_values, *unused):
+    starts, ends = ctx.saved_tensors
+    grad = span_mean_backward(grad_values, starts, ends, ctx.num_frames, ctx.backend)
+    return (grad,) + (None,) * 7
+
+
+segment_compress_fused.register_autograd(_compress_backward, setup_context=_compress_setup_context)
