@@ -17,7 +17,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("detect_boundaries_cpu", &lalm_fast::cpu::detect_boundaries, "segment start mask from raw scores",
         py::arg("scores"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"),
         py::arg("max_len"));
-  m.def("segment_compress_cpu", &lalm_fast::cpu::segment_compress, "fused scores + detection + pooling",
+  m.def("compress_cpu", &lalm_fast::cpu::compress, "x to tokens in one call (segmentation, uniform, downsample)",
         py::arg("x"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"), py::arg("max_len"),
         py::arg("num_out"));
 #ifdef WITH_CUDA

@@ -57,8 +57,9 @@ def test_opcheck_native_detection_and_fused_compress():
     x = torch.randn(3, 20, 6)
     lengths = torch.tensor([20, 7, 0])
     scores = custom_ops.boundary_scores(x, lengths, "cpu")
-    for mode, param in ((0, 0.05), (1, 0.5), (2, 3.0)):
-        torch.library.opcheck(custom_ops.detect_starts, (scores, lengths, mode, param, 2, 0, "cpu"))
-        torch.library.opcheck(custom_ops.segment_compress_fused, (x, lengths, mode, param, 1, 0, 7, "cpu"))
-    torch.library.opcheck(custom_ops.segment_compress_fused,
+    for mode, param in ((0, 0.05), (1, 0.5), (2, 3.0), (3, 3.0), (4, 2.0)):
+        if mode <= 2:
+            torch.library.opcheck(custom_ops.detect_starts, (scores, lengths, mode, param, 2, 0, "cpu"))
+        torch.library.opcheck(custom_ops.compress, (x, lengths, mode, param, 1, 0, 7, "cpu"))
+    torch.library.opcheck(custom_ops.compress,
                           (x.double().requires_grad_(), lengths, 2, 2.0, 1, 0, 10, "cpu"))

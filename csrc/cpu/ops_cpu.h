@@ -22,8 +22,10 @@ at::Tensor boundary_scores(const at::Tensor& x, const at::Tensor& lengths);
 // 1 threshold, 2 rate; max_len 0 = none. Decisions identical to lalm_fast/ops/_detect.py.
 at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths, int64_t mode, double param,
                              int64_t min_len, int64_t max_len);
-// Fused scores + detection + pooling: {values [B, S, D], starts [B, S], ends [B, S], counts [B]}.
-std::vector<at::Tensor> segment_compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
+// One call from x to tokens: {values [B, S, D], starts [B, S], ends [B, S], counts [B]}.
+// Modes 0-2 fuse scores + detection + pooling; 3 uniform pooling and 4 downsampling by
+// k = param (arithmetic spans, no scores).
+std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
                                          int64_t min_len, int64_t max_len, int64_t num_out);
 
 }  // namespace cpu

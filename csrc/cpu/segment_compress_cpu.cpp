@@ -23,7 +23,7 @@ namespace cpu {
 
 namespace {
 
-enum Mode : int64_t { kPeak = 0, kThreshold = 1, kRate = 2 };
+enum Mode : int64_t { kPeak = 0, kThreshold = 1, kRate = 2, kUniform = 3, kDownsample = 4 };
 
 template <typename acc_t>
 struct Detector {
@@ -143,9 +143,12 @@ struct Detector {
   }
 };
 
-void check_scores_args(int64_t mode, double param, int64_t min_len, int64_t max_len) {
-  TORCH_CHECK(mode == kPeak || mode == kThreshold || mode == kRate, "mode must be 0 (peak), 1 (threshold) or 2 (rate)");
-  TORCH_CHECK(mode != kRate || param >= 1.0, "rate must be >= 1, got ", param);
+void check_mode_args(int64_t mode, double param, int64_t min_len, int64_t max_len, bool allow_fixed) {
+  const bool detected = mode == kPeak || mode == kThreshold || mode == kRate;
+  const bool fixed = mode == kUniform || mode == kDownsample;
+  TORCH_CHECK(detected || (allow_fixed && fixed), "mode must be 0 (peak), 1 (threshold), 2 (rate)",
+              allow_fixed ? ", 3 (uniform) or 4 (downsample)" : "", ", got ", mode);
+  TORCH_CHECK(!(mode == kRate || fixed) || param >= 1.0, "rate / k must be >= 1, got ", param);
   TORCH_CHECK(min_len >= 1, "min_len must be >= 1");
   TORCH_CHECK(max_len >= 0, "max_len must be >= 0 (0: none)");
 }
@@ -201,7 +204,7 @@ void compress_impl(const at::Tensor& x, const at::Tensor& lengths, const Detecto
 
 at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths, int64_t mode, double param,
                              int64_t min_len, int64_t max_len) {
-  check_scores_args(mode, param, min_len, max_len);
+  check_mode_args(mode, param, min_len, max_len, false);
   TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 2, "scores must be a [R, T] CPU tensor");
   TORCH_CHECK(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble, "scores must be fp32 or fp64");
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == scores.size(0) && lengths.scalar_type() == at::kLong,
@@ -226,9 +229,26 @@ at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths
   return out;
 }
 
-std::vector<at::Tensor> segment_compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
-                                         int64_t min_len, int64_t max_len, int64_t num_out) {
-  check_scores_args(mode, param, min_len, max_len);
+// Windows of k frames (or their first frame): plain arithmetic, no scores needed.
+void every_kth_spans(const at::Tensor& lengths, int64_t frames, int64_t k, bool single_frame, at::Tensor& starts,
+                     at::Tensor& ends, at::Tensor& counts) {
+  const int64_t num_out = starts.size(1);
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
+  for (int64_t b = 0; b < lengths.size(0); ++b) {
+    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
+    cp[b] = std::min(num_out, (length + k - 1) / k);
+    for (int64_t s = 0; s < num_out; ++s) {
+      const int64_t first = std::min(s * k, length);
+      sp[b * num_out + s] = first;
+      ep[b * num_out + s] = std::min(first + (single_frame ? 1 : k), length);
+    }
+  }
+}
+
+std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
+                                 int64_t min_len, int64_t max_len, int64_t num_out) {
+  check_mode_args(mode, param, min_len, max_len, true);
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
   TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
@@ -241,6 +261,12 @@ std::vector<at::Tensor> segment_compress(const at::Tensor& x, const at::Tensor& 
   at::Tensor ends = at::empty({x.size(0), num_out}, lens.options());
   at::Tensor counts = at::zeros({x.size(0)}, lens.options());
   if (num_out == 0 || x.size(0) == 0) return {values, starts, ends, counts};
+  if (mode == kUniform || mode == kDownsample) {
+    TORCH_CHECK(param == std::floor(param), "k must be an integer, got ", param);
+    every_kth_spans(lens, x.size(1), static_cast<int64_t>(param), mode == kDownsample, starts, ends, counts);
+    span_mean_into(x, starts, ends, values);
+    return {values, starts, ends, counts};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_compress_cpu", [&] {
     using acc_t = typename AccType<scalar_t>::type;
     const Detector<acc_t> det{mode, param, min_len, max_len};

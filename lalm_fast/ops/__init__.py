@@ -56,6 +56,26 @@ def _unpack_scores(grid: Grid, grid_tensor: torch.Tensor) -> torch.Tensor:
     return grid_tensor[0] if grid.packed else grid_tensor
 
 
+def _compress_native(grid: Grid, mode: int, param: float, min_len: int, max_len: int, num_out: int,
+                     backend: str) -> CompressedAudio:
+    values, starts, ends, counts = custom_ops.compress(grid.x, grid.lengths, mode, param, min_len, max_len,
+                                                       num_out, backend)
+    return _spans.assemble(grid, values, starts, ends, counts)
+
+
+def _pool_every(grid: Grid, k: int, backend: str, single_frame: bool) -> CompressedAudio:
+    if not grid.packed and hasattr(backends.kernels(backend), "compress"):
+        mode = custom_ops.MODES["downsample" if single_frame else "uniform"]
+        return _compress_native(grid, mode, float(k), 1, 0, math.ceil(grid.num_frames / k), backend)
+    if grid.packed:
+        return _pool(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend, single_frame)
+    # Padded: the spans are plain arithmetic, a handful of small ops instead of the mask path
+    # (this overhead is what matters for B=1 latency).
+    starts, ends = _spans.every_kth_spans(grid.lengths, grid.num_frames, k, single_frame)
+    counts = (grid.lengths + (k - 1)) // k
+    return _spans.assemble(grid, _span_mean(grid, starts, ends, backend), starts, ends, counts)
+
+
 def uniform_pool(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens=None, max_seqlen=None,
                  backend: Optional[str] = None) -> CompressedAudio:
     """Length-aware average pooling: token i averages frames ``[i k, min((i+1) k, L))``.
@@ -64,8 +84,7 @@ def uniform_pool(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens
     """
     k = check_positive_int(k, "k")
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
-    name = backends.resolve(backend, grid.x.device)
-    return _pool(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), name)
+    return _pool_every(grid, k, backends.resolve(backend, grid.x.device), single_frame=False)
 
 
 def downsample(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens=None, max_seqlen=None,
@@ -73,8 +92,7 @@ def downsample(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens=N
     """Keep frames ``0, k, 2k, ...`` below L; output length ``ceil(L / k)``."""
     k = check_positive_int(k, "k")
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
-    name = backends.resolve(backend, grid.x.device)
-    return _pool(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), name, single_frame=True)
+    return _pool_every(grid, k, backends.resolve(backend, grid.x.device), single_frame=True)
 
 
 def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=None, cu_seqlens=None,
@@ -116,10 +134,10 @@ def _check_detection_args(prominence, rate, threshold, min_len, max_len):
 
 def _native_mode(prominence, rate, threshold) -> tuple[int, float]:
     if rate is not None:
-        return custom_ops.DETECT_MODES["rate"], float(rate)
+        return custom_ops.MODES["rate"], float(rate)
     if threshold is not None:
-        return custom_ops.DETECT_MODES["threshold"], float(threshold)
-    return custom_ops.DETECT_MODES["peak"], float(DEFAULT_PROMINENCE if prominence is None else prominence)
+        return custom_ops.MODES["threshold"], float(threshold)
+    return custom_ops.MODES["peak"], float(DEFAULT_PROMINENCE if prominence is None else prominence)
 
 
 def _detect_starts(grid: Grid, backend: str, prominence, rate, threshold, min_len, max_len) -> torch.Tensor:
@@ -253,11 +271,9 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
         num_out = check_positive_int(max_segments, "max_segments")
     else:
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
-    if not grid.packed and hasattr(backends.kernels(name), "segment_compress"):
+    if not grid.packed and hasattr(backends.kernels(name), "compress"):
         mode, param = _native_mode(prominence, rate, threshold)
-        values, starts, ends, counts = custom_ops.segment_compress_fused(
-            grid.x, grid.lengths, mode, param, min_len, max_len or 0, num_out, name)
-        return _spans.assemble(grid, values, starts, ends, counts)
+        return _compress_native(grid, mode, param, min_len, max_len or 0, num_out, name)
     with torch.no_grad():
         starts = _detect_starts(grid, name, prominence, rate, threshold, min_len, max_len)
     return _pool(grid, starts, num_out, name)

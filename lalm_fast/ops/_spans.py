@@ -29,6 +29,15 @@ def num_outputs(grid: Grid, rate: float) -> int:
     return min(frames, bound)
 
 
+def every_kth_spans(lengths: torch.Tensor, frames: int, k: int, single_frame: bool):
+    """Spans ``[B, ceil(T / k)]`` of windows ``[i k, min((i+1) k, L))`` (or the window's first
+    frame only); windows at or past L become the empty span ``(L, L)``."""
+    bound = lengths[:, None]
+    starts = (torch.arange(math.ceil(frames / k), device=lengths.device) * k)[None, :].minimum(bound)
+    ends = (starts + (1 if single_frame else k)).minimum(bound)
+    return starts, ends
+
+
 def start_mask_every(grid: Grid, k: int) -> torch.Tensor:
     offset = grid.frames()[None, :] - grid.sample_start()
     return grid.valid() & (offset % k == 0)

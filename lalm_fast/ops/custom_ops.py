@@ -72,8 +72,8 @@ def _(x, lengths, backend):
     return x.new_empty(x.shape[:2], dtype=dtype)
 
 
-# Detection modes as the kernels number them.
-DETECT_MODES = {"peak": 0, "threshold": 1, "rate": 2}
+# Compression modes as the kernels number them.
+MODES = {"peak": 0, "threshold": 1, "rate": 2, "uniform": 3, "downsample": 4}
 
 
 @torch.library.custom_op("lalm_fast::detect_starts", mutates_args=())
@@ -88,15 +88,16 @@ def _(scores, lengths, mode, param, min_len, max_len, backend):
     return scores.new_empty(scores.shape, dtype=torch.bool)
 
 
-@torch.library.custom_op("lalm_fast::segment_compress_fused", mutates_args=())
-def segment_compress_fused(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int,
-                           max_len: int, num_out: int, backend: str
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scores, detection and pooling in one kernel call: (values, starts, ends, counts)."""
-    return backends.kernels(backend).segment_compress(x, lengths, mode, param, min_len, max_len, num_out)
+@torch.library.custom_op("lalm_fast::compress", mutates_args=())
+def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int, max_len: int,
+             num_out: int, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x to tokens in one kernel call, for backends that have it (padded input):
+    ``(values, starts, ends, counts)``. Segmentation modes fuse scores, detection and pooling;
+    uniform / downsample modes (param = k) build their spans inside the kernel."""
+    return backends.kernels(backend).compress(x, lengths, mode, param, min_len, max_len, num_out)
 
 
-@segment_compress_fused.register_fake
+@compress.register_fake
 def _(x, lengths, mode, param, min_len, max_len, num_out, backend):
     spans = lengths.new_empty(x.shape[0], num_out)
     return x.new_empty(x.shape[0], num_out, x.shape[2]), spans, spans.clone(), lengths.new_empty(x.shape[0])
@@ -116,4 +117,4 @@ def _compress_backward(ctx, grad_values, *unused):
     return (grad,) + (None,) * 7
 
 
-segment_compress_fused.register_autograd(_compress_backward, setup_context=_compress_setup_context)
+compress.register_autograd(_compress_backward, setup_context=_compress_setup_context)

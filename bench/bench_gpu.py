@@ -1,0 +1,294 @@
+"""GPU microbenchmark of the Triton / CUDA kernels against PyTorch baselines (issue 3, item 4).
+
+Measures forward, backward and forward+backward of span means (uniform_pool and
+segment_pool layouts), boundary scores and the fused threshold segment_compress, with
+``triton.testing.do_bench`` (median and 20/80 % quantiles), and reports GB/s and the
+percentage of the copy bandwidth measured in the same run (``y.copy_(x)`` on a tensor of
+the input's size). Baselines, measured in the same run: ``torch.segment_reduce``, the
+eager reference composite (``lalm_fast.ops.reference``), ``torch.compile`` of the
+reference, ``nn.AvgPool1d`` (uniform only; it also averages padding) and a reshape-mean.
+B=1 latency under a CUDA graph is reported too.
+
+Rows are appended to ``bench/results/bench_gpu.csv`` with GPU name, versions and date; a
+bar chart of GB/s goes next to it as SVG (no plotting dependency needed).
+
+    python bench/bench_gpu.py                       # H100 target: B=32 T=1500 D=1280 bf16, rates 2,3,4
+    python bench/bench_gpu.py --dry-run             # CPU smoke test: tiny shapes, torch backend or the
+                                                    # Triton interpreter when TRITON_INTERPRET=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lalm_fast.ops import reference as ref  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+FIELDS = ["date", "device", "torch", "triton", "cuda", "op", "impl", "direction", "B", "T", "D", "dtype", "rate",
+          "ms_median", "ms_p20", "ms_p80", "GBps", "pct_copy_bw", "copy_GBps", "note"]
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def bench(fn, device, quick: bool):
+    """(median, p20, p80) in milliseconds."""
+    if device.type == "cuda":
+        import triton.testing
+
+        res = triton.testing.do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 200,
+                                      quantiles=[0.5, 0.2, 0.8])
+        return tuple(float(v) for v in res)
+    fn()  # warm-up (compiles / autotunes)
+    times = []
+    for _ in range(3 if quick else 10):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    q = lambda p: times[min(len(times) - 1, int(p * len(times)))]
+    return statistics.median(times), q(0.2), q(0.8)
+
+
+def bench_graph(fn, quick: bool):
+    """Per-call latency (ms) of ``fn`` replayed from a CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return bench(graph.replay, torch.device("cuda"), quick)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def uniform_spans(lengths, frames, k):
+    S = -(-frames // k)
+    i = torch.arange(S, device=lengths.device)
+    return (torch.minimum(i[None] * k, lengths[:, None]).contiguous(),
+            torch.minimum((i[None] + 1) * k, lengths[:, None]).contiguous())
+
+
+def random_spans(lengths, frames, k, gen):
+    """Segments of random length in [max(1, k//2), 2k - max(1, k//2)] (mean k), tiling [0, L)."""
+    B = lengths.shape[0]
+    lo = max(1, k // 2)
+    S = -(-frames // lo)
+    seg = torch.randint(lo, 2 * k - lo + 1, (B, S), generator=gen)
+    ends = torch.cumsum(seg, 1)
+    starts = ends - seg
+    L = lengths.cpu()[:, None]
+    starts, ends = torch.minimum(starts, L), torch.minimum(ends, L)
+    return starts.to(lengths.device).contiguous(), ends.to(lengths.device).contiguous()
+
+
+def backends_to_run(device, args):
+    """name -> backend module with span_mean / span_mean_backward / boundary_scores."""
+    out = {}
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        try:
+            import lalm_fast.kernels as k
+
+            if k.UNAVAILABLE_REASON is None:
+                out["triton"] = k
+            else:
+                print(f"[skip] triton: {k.UNAVAILABLE_REASON}")
+        except Exception as exc:
+            print(f"[skip] triton: {exc}")
+    if device.type == "cuda":
+        try:
+            import lalm_fast.ops._cuda_backend as c
+
+            if c.UNAVAILABLE_REASON is None:
+                out["cuda"] = c
+            else:
+                print(f"[skip] cuda: {c.UNAVAILABLE_REASON}")
+        except Exception as exc:
+            print(f"[skip] cuda: {exc}")
+    if not out:
+        out["torch"] = ref  # dry run without the interpreter: the reference stands in
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--B", type=int, default=32)
+    p.add_argument("--T", type=int, default=1500)
+    p.add_argument("--D", type=int, default=1280)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--rates", default="2,3,4")
+    p.add_argument("--threshold", type=float, default=0.5, help="segment_compress threshold on 1 - cos")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--dry-run", action="store_true", help="CPU smoke test with tiny shapes")
+    p.add_argument("--out", default=None, help="CSV to append to (default bench/results/bench_gpu.csv; "
+                   "no file in --dry-run unless given)")
+    args = p.parse_args(argv)
+
+    if args.dry_run:
+        device = torch.device("cpu")
+        args.B, args.T, args.D, args.quick, args.no_compile = 2, 24, 16, True, True
+        if args.dtype == "bf16" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            args.dtype = "fp32"  # the interpreter has no bf16 arithmetic
+    else:
+        if not torch.cuda.is_available():
+            p.error("no CUDA device: run on a GPU, or pass --dry-run for a CPU smoke test")
+        device = torch.device("cuda")
+    out_path = Path(args.out) if args.out else (None if args.dry_run else REPO / "bench" / "results" / "bench_gpu.csv")
+
+    dtype = DTYPES[args.dtype]
+    B, T, D = args.B, args.T, args.D
+    elt = torch.tensor([], dtype=dtype).element_size()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, T, D, generator=gen).to(dtype).to(device)
+    lengths = torch.full((B,), T, dtype=torch.int64, device=device)  # full length: bytes are exact
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:
+        triton_version = "-"
+    meta = dict(
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
+        torch=torch.__version__, triton=triton_version, cuda=torch.version.cuda or "-",
+        B=B, T=T, D=D, dtype=args.dtype,
+    )
+    rows = []
+
+    # copy bandwidth, measured in the same run on a tensor of x's size
+    y = torch.empty_like(x)
+    copy_ms = bench(lambda: y.copy_(x), device, args.quick)[0]
+    copy_gbps = 2 * x.numel() * elt / copy_ms / 1e6
+    print(f"{meta['device']}  torch {meta['torch']}  triton {meta['triton']}  copy {copy_gbps:.0f} GB/s")
+
+    def record(op, impl, direction, rate, fn, nbytes, note="", graph=False):
+        try:
+            med, p20, p80 = bench_graph(fn, args.quick) if graph else bench(fn, device, args.quick)
+        except Exception as exc:  # a baseline that cannot run here is reported, not fatal
+            print(f"[fail] {op} {impl} {direction} rate={rate}: {type(exc).__name__}: {str(exc)[:200]}")
+            return
+        gbps = nbytes / med / 1e6 if nbytes else float("nan")
+        row = dict(meta, op=op, impl=impl, direction=direction, rate=rate, ms_median=f"{med:.5f}",
+                   ms_p20=f"{p20:.5f}", ms_p80=f"{p80:.5f}", GBps=f"{gbps:.1f}",
+                   pct_copy_bw=f"{100 * gbps / copy_gbps:.1f}", copy_GBps=f"{copy_gbps:.1f}", note=note)
+        rows.append(row)
+        print(f"{op:17s} {impl:22s} {direction:4s} k={rate}  {med * 1e3:9.1f} us  [{p20 * 1e3:.1f}, {p80 * 1e3:.1f}]"
+              f"  {gbps:8.1f} GB/s  {row['pct_copy_bw']:>6s}% copy  {note}")
+
+    impls = backends_to_run(device, args)
+    compiled_ref = None if args.no_compile else torch.compile(ref.span_mean)
+    x_bytes = x.numel() * elt
+
+    for k in [int(r) for r in args.rates.split(",")]:
+        for op in ("uniform_pool", "segment_pool"):
+            starts, ends = uniform_spans(lengths, T, k) if op == "uniform_pool" else random_spans(lengths, T, k, gen)
+            S = starts.shape[1]
+            out_bytes = B * S * D * elt
+            idx_bytes = 2 * starts.numel() * 8
+            fwd_bytes = x_bytes + out_bytes + idx_bytes
+            bwd_bytes = out_bytes + x_bytes + idx_bytes
+            grad = torch.randn(B, S, D, generator=gen).to(dtype).to(device)
+            for name, mod in impls.items():
+                record(op, name, "fwd", k, lambda: mod.span_mean(x, starts, ends), fwd_bytes)
+                record(op, name, "bwd", k, lambda: mod.span_mean_backward(grad, starts, ends, T), bwd_bytes)
+                if name == "triton":
+                    xr = x.detach().requires_grad_(True)
+                    record(op, name, "both", k,
+                           lambda: torch.autograd.grad(mod.span_mean_op(xr, starts, ends), xr, grad),
+                           fwd_bytes + bwd_bytes)
+                if device.type == "cuda" and name != "torch":
+                    x1, s1, e1 = x[:1].clone(), starts[:1].clone(), ends[:1].clone()
+                    record(op, name, "fwd", k, lambda: mod.span_mean(x1, s1, e1),
+                           (x1.numel() + S * D) * elt, note="B=1 CUDA graph", graph=True)
+            # baselines
+            record(op, "eager_reference", "fwd", k, lambda: ref.span_mean(x, starts, ends), fwd_bytes)
+            record(op, "eager_reference", "bwd", k, lambda: ref.span_mean_backward(grad, starts, ends, T), bwd_bytes)
+            if compiled_ref is not None:
+                record(op, "compile_reference", "fwd", k, lambda: compiled_ref(x, starts, ends), fwd_bytes)
+            seg_len = (ends - starts).reshape(-1)
+            flat = x.reshape(B * T, D)
+            # segment_reduce needs segments to tile the data: append one padding segment per
+            # sample is unnecessary here (full lengths), so lengths tile [0, B*T) exactly.
+            record(op, "torch.segment_reduce", "fwd", k,
+                   lambda: torch.segment_reduce(flat, "mean", lengths=seg_len, axis=0, unsafe=True), fwd_bytes,
+                   note="empty segment -> NaN on CUDA")
+            if op == "uniform_pool":
+                pool = torch.nn.AvgPool1d(k, k, ceil_mode=True)
+                record(op, "nn.AvgPool1d", "fwd", k, lambda: pool(x.transpose(1, 2)), fwd_bytes,
+                       note="averages padding; transposed input")
+                if T % k == 0:
+                    record(op, "reshape_mean", "fwd", k, lambda: x.view(B, T // k, k, D).float().mean(2).to(dtype),
+                           fwd_bytes)
+
+        # fused segment_compress vs boundary_scores + segment_pool
+        if "triton" in impls:
+            kt = impls["triton"]
+            num_out = -(-T // k)
+            record("segment_compress", "triton_fused", "fwd", k,
+                   lambda: kt.threshold_segment_mean(x, lengths, args.threshold, num_out),
+                   2 * x_bytes + B * num_out * D * elt, note="2 passes over x")
+
+    for name, mod in impls.items():
+        record("boundary_scores", name, "fwd", "-", lambda: mod.boundary_scores(x, lengths), x_bytes + B * T * 4)
+    record("boundary_scores", "eager_reference", "fwd", "-", lambda: ref.boundary_scores(x, lengths),
+           x_bytes + B * T * 4)
+
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        new = not out_path.exists()
+        with out_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+        svg = out_path.with_suffix(".svg")
+        svg.write_text(bar_chart_svg(rows, f"{meta['device']}  B={B} T={T} D={D} {args.dtype}"))
+        print(f"appended {len(rows)} rows to {out_path}; chart {svg}")
+    return rows
+
+
+def bar_chart_svg(rows, title):
+    """Horizontal bars of GB/s per (op, impl, direction, rate): a dependency-free plot."""
+    items = [(f"{r['op']} {r['impl']} {r['direction']} k={r['rate']}{' (' + r['note'] + ')' if r['note'] else ''}",
+              float(r["GBps"])) for r in rows if r["GBps"] != "nan" and not math.isnan(float(r["GBps"]))]
+    top = max([v for _, v in items] + [1.0])
+    h, w0, w = 16, 430, 420
+    lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w0 + w + 80}" height="{(len(items) + 2) * h + 10}" '
+             f'font-family="monospace" font-size="11">', f'<text x="4" y="{h}">{title} (GB/s)</text>']
+    for i, (label, v) in enumerate(items):
+        yy = (i + 2) * h
+        bw = w * v / top
+        lines.append(f'<text x="4" y="{yy}">{label[:70]}</text>')
+        lines.append(f'<rect x="{w0}" y="{yy - 11}" width="{bw:.1f}" height="12" fill="#4472c4"/>')
+        lines.append(f'<text x="{w0 + bw + 4:.1f}" y="{yy}">{v:.0f}</text>')
+    lines.append("</svg>")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

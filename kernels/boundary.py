@@ -1,0 +1,113 @@
+"""Boundary scores ``1 - cos(x[t-1], x[t])`` in Triton.
+
+Contract: :func:`lalm_fast.ops.reference.boundary_scores`.
+
+One program owns ``BLOCK_T`` frames of one row and walks the feature axis in
+``BLOCK_D`` chunks, accumulating ``dot``, ``|x[t-1]|^2`` and ``|x[t]|^2`` in fp32 (fp64 for
+fp64). The ``x[t-1]`` tile overlaps the ``x[t]`` tile in all but one frame, so its second
+read hits L1/L2: HBM sees x about once. Loads are masked by ``1 <= t < lengths[r]``, so
+padding frames are never read; every frame ``t < T`` is written (0 outside the valid
+range), so no zero-fill pass is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, register_op, tl, triton
+
+COSINE_EPS = 1e-8
+
+
+@triton.jit(do_not_specialize=["T"])
+def _boundary_scores_kernel(
+    x_ptr, lengths_ptr, out_ptr,
+    T, D, stride_xr, stride_xt,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, ACC_FP64: tl.constexpr,
+):
+    r = tl.program_id(0).to(tl.int64)
+    t = (tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    length = tl.load(lengths_ptr + r)
+    valid = (t >= 1) & (t < length)
+    if ACC_FP64:
+        acc_dtype = tl.float64
+    else:
+        acc_dtype = tl.float32
+    dot = tl.zeros((BLOCK_T,), dtype=acc_dtype)
+    na = tl.zeros((BLOCK_T,), dtype=acc_dtype)
+    nb = tl.zeros((BLOCK_T,), dtype=acc_dtype)
+    base = x_ptr + r * stride_xr
+    cur_ptrs = base + t[:, None] * stride_xt
+    prev_ptrs = base + (t - 1)[:, None] * stride_xt
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        m = valid[:, None] & (d < D)[None, :]
+        b = tl.load(cur_ptrs + d[None, :], mask=m, other=0.0).to(acc_dtype)
+        a = tl.load(prev_ptrs + d[None, :], mask=m, other=0.0).to(acc_dtype)
+        dot += tl.sum(a * b, axis=1)
+        na += tl.sum(a * a, axis=1)
+        nb += tl.sum(b * b, axis=1)
+    norms = tl.maximum(tl.sqrt(na), 1e-8) * tl.maximum(tl.sqrt(nb), 1e-8)
+    score = 1.0 - dot / norms
+    score = tl.where(valid, score, 0.0)
+    tl.store(out_ptr + r * T + t, score.to(out_ptr.dtype.element_ty), mask=t < T)
+
+
+_CONFIGS = [  # (BLOCK_T, BLOCK_D, num_warps)
+    (4, 256, 4), (8, 128, 4), (8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 64, 4), (32, 128, 8), (4, 512, 8),
+]
+
+_boundary_scores_tuned = triton.autotune(
+    configs=[triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=w) for bt, bd, w in _CONFIGS],
+    key=["D"],  # plus the tensor dtypes, added by triton; never the batch size or T
+)(_boundary_scores_kernel)
+
+
+def _fixed_config(dim: int) -> dict:
+    block_d = max(16, min(128, next_pow2(dim)))
+    return dict(BLOCK_T=16, BLOCK_D=block_d, num_warps=4)
+
+
+def _launch_boundary_scores(x, lengths, *, wrap: bool = False):
+    check_float("x", x)
+    rows, frames, dim = x.shape
+    out_dtype = torch.float64 if acc_is_fp64(x.dtype) else torch.float32
+    out = torch.empty((rows, frames), dtype=out_dtype, device=x.device)
+    if rows == 0 or frames == 0:
+        return out
+    if dim == 0:  # every norm is clamped to eps and every dot is 0: score 1 inside, 0 outside
+        t = torch.arange(frames, device=x.device)
+        return ((t[None, :] >= 1) & (t[None, :] < lengths[:, None])).to(out_dtype)
+    kernel = _boundary_scores_kernel
+    if not fixed_config():
+        kernel = _boundary_scores_tuned
+    if wrap:
+        from torch.library import wrap_triton
+
+        kernel = wrap_triton(kernel)
+    args = (x, lengths, out, frames, dim, x.stride(0), x.stride(1))
+    fp64 = acc_is_fp64(x.dtype)
+    if fixed_config():
+        cfg = _fixed_config(dim)
+        kernel[(rows, triton.cdiv(frames, cfg["BLOCK_T"]))](*args, ACC_FP64=fp64, **cfg)
+    else:
+        kernel[lambda meta: (rows, triton.cdiv(frames, meta["BLOCK_T"]))](*args, ACC_FP64=fp64)
+    return out
+
+
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0."""
+    return _launch_boundary_scores(x, lengths)
+
+
+def _register_ops():
+    def boundary_scores_op(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return _launch_boundary_scores(x, lengths, wrap=True)
+
+    def boundary_scores_fake(x, lengths):
+        return x.new_empty(x.shape[:2], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+    return register_op("triton_boundary_scores", boundary_scores_op, boundary_scores_fake)
+
+
+boundary_scores_op = _register_ops()

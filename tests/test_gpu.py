@@ -1,0 +1,252 @@
+"""GPU tests: compiled Triton and the CUDA fallback against the reference, CUDA graphs,
+torch.compile. Skip cleanly without a CUDA device (marker ``gpu``)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+from lalm_fast.ops import reference as ref  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+TOL = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2),
+}
+SCORE_TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.float16: dict(atol=2e-3, rtol=2e-3),
+             torch.bfloat16: dict(atol=2e-3, rtol=2e-3)}
+
+
+def _module(name):
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # pragma: no cover - reported as a skip
+        pytest.skip(f"{name} not importable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def triton_kernels():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    k = _module("lalm_fast.kernels")
+    if k.UNAVAILABLE_REASON:
+        pytest.skip(f"triton backend unavailable: {k.UNAVAILABLE_REASON}")
+    if k.interpreting():
+        pytest.skip("TRITON_INTERPRET is set; compiled Triton is tested without it")
+    return k
+
+
+@pytest.fixture(scope="module")
+def cuda_kernels():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    k = _module("lalm_fast.ops._cuda_backend")
+    if k.UNAVAILABLE_REASON:
+        pytest.skip(f"cuda backend unavailable: {k.UNAVAILABLE_REASON}")
+    return k
+
+
+@pytest.fixture(params=["autotune", "fixed"])
+def config_mode(request, monkeypatch):
+    monkeypatch.setenv("LALM_FAST_TRITON_FIXED_CONFIG", "1" if request.param == "fixed" else "0")
+    return request.param
+
+
+def random_spans(gen, rows, frames, spans, lengths):
+    starts = torch.zeros(rows, spans, dtype=torch.int64)
+    ends = torch.zeros(rows, spans, dtype=torch.int64)
+    for r in range(rows):
+        cuts = torch.sort(torch.randint(0, int(lengths[r]) + 1, (2 * spans,), generator=gen)).values
+        starts[r], ends[r] = cuts[0::2], cuts[1::2]
+    return starts.cuda(), ends.cuda()
+
+
+def uniform_spans(lengths, frames, k):
+    S = -(-frames // k)
+    i = torch.arange(S, device=lengths.device)
+    return torch.minimum(i[None] * k, lengths[:, None]), torch.minimum((i[None] + 1) * k, lengths[:, None])
+
+
+CASES = [  # (R, T, D, layout)
+    (4, 300, 1280, "uniform4"),
+    (3, 257, 41, "random"),
+    (2, 1500, 256, "whole"),   # one span per row: the split-and-combine path
+    (5, 64, 130, "uniform2"),
+]
+
+
+def make_case(R, T, D, layout, dtype, strided=False):
+    gen = torch.Generator().manual_seed(R * 1000 + T)
+    lengths = torch.randint(0, T + 1, (R,), generator=gen)
+    lengths[0] = T
+    x = torch.randn(R, T, D + (5 if strided else 0), generator=gen).to(dtype).cuda()
+    if strided:
+        x = x[..., :D]
+    lengths = lengths.cuda()
+    if layout.startswith("uniform"):
+        starts, ends = uniform_spans(lengths, T, int(layout[-1]))
+    elif layout == "whole":
+        starts, ends = torch.zeros(R, 1, dtype=torch.int64).cuda(), lengths[:, None].clone()
+    else:
+        starts, ends = random_spans(gen, R, T, 37, lengths.cpu())
+    return x, lengths, starts.contiguous(), ends.contiguous()
+
+
+def check_backend(k, dtype, case, strided=False):
+    x, lengths, starts, ends = make_case(*case, dtype, strided)
+    torch.testing.assert_close(k.span_mean(x, starts, ends), ref.span_mean(x, starts, ends), **TOL[dtype])
+    g = torch.randn(x.shape[0], starts.shape[1], x.shape[2], device="cuda").to(dtype)
+    T = x.shape[1]
+    torch.testing.assert_close(k.span_mean_backward(g, starts, ends, T), ref.span_mean_backward(g, starts, ends, T),
+                               **TOL[dtype])
+    scores = k.boundary_scores(x, lengths)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, ref.boundary_scores(x, lengths), **SCORE_TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[3]}")
+def test_triton_vs_reference(triton_kernels, config_mode, dtype, case):
+    check_backend(triton_kernels, dtype, case, strided=case[3] == "random")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-{c[3]}")
+def test_cuda_vs_reference(cuda_kernels, dtype, case):
+    check_backend(cuda_kernels, dtype, case, strided=case[3] == "random")
+
+
+def test_triton_fp64(triton_kernels):
+    x, lengths, starts, ends = make_case(3, 100, 33, "random", torch.float64)
+    torch.testing.assert_close(triton_kernels.span_mean(x, starts, ends), ref.span_mean(x, starts, ends))
+    torch.testing.assert_close(triton_kernels.boundary_scores(x, lengths), ref.boundary_scores(x, lengths))
+
+
+@pytest.mark.parametrize("nsplit", [2, 5])
+def test_triton_split_path_forced(triton_kernels, nsplit):
+    from lalm_fast.kernels.span_pool import _launch_span_mean, _launch_span_mean_backward
+
+    x, lengths, starts, ends = make_case(3, 257, 41, "random", torch.float32)
+    torch.testing.assert_close(_launch_span_mean(x, starts, ends, nsplit=nsplit), ref.span_mean(x, starts, ends))
+    g = torch.randn(3, starts.shape[1], 41, device="cuda")
+    torch.testing.assert_close(_launch_span_mean_backward(g, starts, ends, 257, nsplit=nsplit),
+                               ref.span_mean_backward(g, starts, ends, 257))
+
+
+def test_triton_deterministic(triton_kernels):
+    x, lengths, starts, ends = make_case(2, 1500, 256, "whole", torch.bfloat16)
+    a = triton_kernels.span_mean(x, starts, ends)
+    assert all(torch.equal(a, triton_kernels.span_mean(x, starts, ends)) for _ in range(5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_threshold_segment_mean(triton_kernels, dtype):
+    x, lengths, _, _ = make_case(4, 300, 128, "random", dtype)
+    num_out = 64
+    values, starts, ends, counts = triton_kernels.threshold_segment_mean(x, lengths, 0.9, num_out)
+    scores = ref.boundary_scores(x, lengths)
+    t = torch.arange(x.shape[1], device="cuda")[None]
+    flags = (t < lengths[:, None]) & ((t == 0) | (scores > 0.9))
+    for r in range(x.shape[0]):
+        L = int(lengths[r])
+        first = torch.nonzero(flags[r]).flatten().tolist()
+        n = min(len(first), num_out)
+        want_s = torch.full((num_out,), L, dtype=torch.int64)
+        want_e = torch.full((num_out,), L, dtype=torch.int64)
+        for i in range(n):
+            want_s[i] = first[i]
+            want_e[i] = first[i + 1] if i + 1 < n else L
+        assert int(counts[r]) == n
+        assert torch.equal(starts[r].cpu(), want_s) and torch.equal(ends[r].cpu(), want_e)
+    torch.testing.assert_close(values, ref.span_mean(x, starts, ends), **TOL[dtype])
+
+
+def test_triton_op_autograd(triton_kernels):
+    x, lengths, starts, ends = make_case(4, 300, 1280, "uniform4", torch.bfloat16)
+    x.requires_grad_(True)
+    y = triton_kernels.span_mean_op(x, starts, ends)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 300), **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_cuda_graph_capture(backend, request):
+    k = request.getfixturevalue("triton_kernels" if backend == "triton" else "cuda_kernels")
+    x, lengths, starts, ends = make_case(1, 300, 1280, "uniform4", torch.bfloat16)
+    g = torch.randn(1, starts.shape[1], 1280, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        return k.span_mean(x, starts, ends), k.span_mean_backward(g, starts, ends, 300), k.boundary_scores(x, lengths)
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside capture: autotuning and compilation happen here
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step()
+    x.copy_(torch.randn_like(x))
+    g.copy_(torch.randn_like(g))
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(outs[0], ref.span_mean(x, starts, ends), **TOL[torch.bfloat16])
+    torch.testing.assert_close(outs[1], ref.span_mean_backward(g, starts, ends, 300), **TOL[torch.bfloat16])
+    torch.testing.assert_close(outs[2], ref.boundary_scores(x, lengths), **SCORE_TOL[torch.bfloat16])
+
+
+def test_torch_compile_sees_triton_kernels(triton_kernels):
+    from torch._inductor.utils import run_and_get_code
+
+    x, lengths, starts, ends = make_case(2, 300, 256, "uniform4", torch.float16)
+
+    def f(x, starts, ends, lengths):
+        return triton_kernels.span_mean_op(x * 2, starts, ends), triton_kernels.boundary_scores_op(x, lengths)
+
+    torch._dynamo.reset()
+    (y, s), codes = run_and_get_code(torch.compile(f, fullgraph=True), x, starts, ends, lengths)
+    torch.testing.assert_close(y, ref.span_mean(x * 2, starts, ends), **TOL[torch.float16])
+    torch.testing.assert_close(s, ref.boundary_scores(x, lengths), **SCORE_TOL[torch.float16])
+    code = "\n".join(codes)
+    assert "_span_mean_fwd_kernel" in code and "_boundary_scores_kernel" in code
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_public_ops_compile_fullgraph(triton_kernels, dtype):
+    ops = _module("lalm_fast.ops")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 300, 256, generator=gen).to(dtype).cuda().requires_grad_(True)
+    lengths = torch.tensor([300, 0, 1, 177]).cuda()
+    boundaries = (torch.rand(4, 300, generator=gen) < 0.3).cuda()
+
+    def f(x, lengths, boundaries):
+        return (
+            ops.uniform_pool(x, lengths, 4, backend="triton").values,
+            ops.downsample(x, lengths, 3, backend="triton").values,
+            ops.segment_pool(x, lengths, boundaries, backend="triton").values,
+            ops.boundary_scores(x.detach(), lengths, backend="triton"),
+        )
+
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True)(x, lengths, boundaries)
+    want = (
+        ops.uniform_pool(x, lengths, 4, backend="torch").values,
+        ops.downsample(x, lengths, 3, backend="torch").values,
+        ops.segment_pool(x, lengths, boundaries, backend="torch").values,
+        ops.boundary_scores(x.detach(), lengths, backend="torch"),
+    )
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **(TOL[dtype] if a.dtype == dtype else SCORE_TOL[dtype]))
+    (ga,) = torch.autograd.grad(got[0].float().sum() + got[2].float().sum(), x)
+    (gb,) = torch.autograd.grad(want[0].float().sum() + want[2].float().sum(), x)
+    torch.testing.assert_close(ga, gb, **TOL[dtype])

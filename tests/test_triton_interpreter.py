@@ -1,0 +1,331 @@
+"""Triton kernels vs the pure-PyTorch reference, in Triton's CPU interpreter.
+
+The conftest sets ``TRITON_INTERPRET=1`` before triton is imported when no CUDA device is
+present; this module also sets it (if triton has not been imported yet) so it can run on
+its own. Shapes are tiny (T <= 40, D <= 41): the interpreter runs numpy per program.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+if "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton", reason="triton is not importable")
+
+from lalm_fast.ops import reference as ref  # noqa: E402
+
+pytestmark = pytest.mark.triton_interp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_kernels():
+    """``lalm_fast.kernels`` when installed; else the repo's ``kernels/`` mounted under that name."""
+    try:
+        return importlib.import_module("lalm_fast.kernels")
+    except ModuleNotFoundError:
+        spec = importlib.util.spec_from_file_location(
+            "lalm_fast.kernels", REPO / "kernels" / "__init__.py", submodule_search_locations=[str(REPO / "kernels")]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lalm_fast.kernels"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+K = load_kernels()
+if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    pytest.skip("TRITON_INTERPRET is not set (triton was imported before it could be set)", allow_module_level=True)
+if K.UNAVAILABLE_REASON:
+    pytest.skip(f"triton backend unavailable: {K.UNAVAILABLE_REASON}", allow_module_level=True)
+
+DTYPES = [torch.float32, torch.float16]
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-3, rtol=2e-3)}
+
+
+def random_spans(gen, rows, frames, spans, lengths=None):
+    """Sorted, disjoint spans inside [0, L) with empty spans and gaps mixed in."""
+    starts = torch.zeros(rows, spans, dtype=torch.int64)
+    ends = torch.zeros(rows, spans, dtype=torch.int64)
+    for r in range(rows):
+        limit = frames if lengths is None else int(lengths[r])
+        cuts = torch.sort(torch.randint(0, limit + 1, (2 * spans,), generator=gen)).values
+        starts[r], ends[r] = cuts[0::2], cuts[1::2]
+    return starts, ends
+
+
+def make_x(gen, shape, dtype, strided=False):
+    x = torch.randn(*shape, generator=gen).to(dtype)
+    if strided:  # non-contiguous row and time strides, stride(-1) == 1
+        big = torch.randn(shape[0], shape[1] * 2, shape[2] + 3, generator=gen).to(dtype)
+        big[:, ::2, : shape[2]] = x
+        x = big[:, ::2, : shape[2]]
+        assert not x.is_contiguous() and x.stride(-1) == 1
+    return x
+
+
+def check_span_mean(x, starts, ends, **kw):
+    got = K.span_mean(x, starts, ends)
+    want = ref.span_mean(x, starts, ends)
+    assert got.shape == want.shape and got.dtype == x.dtype
+    torch.testing.assert_close(got, want, **TOL[x.dtype])
+    g = torch.randn(want.shape, generator=torch.Generator().manual_seed(7)).to(x.dtype)
+    got_b = K.span_mean_backward(g, starts, ends, x.shape[1])
+    want_b = ref.span_mean_backward(g, starts, ends, x.shape[1])
+    assert got_b.shape == want_b.shape and got_b.dtype == g.dtype
+    torch.testing.assert_close(got_b, want_b, **TOL[x.dtype])
+
+
+# ----------------------------------------------------------------------------- span_mean
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strided", [False, True])
+def test_span_mean_random(dtype, strided):
+    gen = torch.Generator().manual_seed(0)
+    x = make_x(gen, (3, 37, 41), dtype, strided)
+    starts, ends = random_spans(gen, 3, 37, 9)
+    check_span_mean(x, starts, ends)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_span_mean_edge_cases(dtype):
+    gen = torch.Generator().manual_seed(1)
+    T, D = 12, 41
+    x = make_x(gen, (5, T, D), dtype)
+    starts = torch.tensor([
+        [0, 12, 12, 12],   # one span covering the whole sample, then empty spans at T
+        [0, 1, 2, 3],      # one-frame spans
+        [0, 0, 0, 0],      # length 0: every span empty
+        [2, 5, 5, 9],      # gaps, an empty span in the middle
+        [3, 3, 7, 7],      # empty span followed by a span starting at the same frame
+    ])
+    ends = torch.tensor([
+        [12, 12, 12, 12],
+        [1, 2, 3, 4],
+        [0, 0, 0, 0],
+        [4, 5, 9, 10],
+        [3, 7, 7, 12],
+    ])
+    check_span_mean(x, starts, ends)
+    got = K.span_mean(x, starts, ends)
+    assert torch.all(got[2] == 0) and torch.isfinite(got).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_span_mean_t1(dtype):
+    gen = torch.Generator().manual_seed(2)
+    x = make_x(gen, (2, 1, 5), dtype)
+    starts = torch.tensor([[0], [1]])
+    ends = torch.tensor([[1], [1]])
+    check_span_mean(x, starts, ends)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_span_mean_uniform_windows(dtype):
+    # the uniform_pool layout: windows [i*k, min((i+1)*k, L)), rows past ceil(L/k) at (L, L)
+    gen = torch.Generator().manual_seed(3)
+    T, D, k = 40, 24, 3
+    lengths = torch.tensor([40, 17, 0, 1])
+    S = -(-T // k)
+    i = torch.arange(S)
+    starts = torch.minimum(i[None] * k, lengths[:, None])
+    ends = torch.minimum((i[None] + 1) * k, lengths[:, None])
+    x = make_x(gen, (4, T, D), dtype)
+    check_span_mean(x, starts, ends)
+
+
+@pytest.mark.parametrize("nsplit", [2, 3])
+def test_span_mean_split_path(nsplit):
+    # long spans split across programs and combined by the second kernel
+    from lalm_fast.kernels.span_pool import _launch_span_mean, _launch_span_mean_backward
+
+    gen = torch.Generator().manual_seed(4)
+    x = make_x(gen, (2, 40, 41), torch.float32)
+    starts = torch.tensor([[0, 33], [5, 40]])
+    ends = torch.tensor([[33, 40], [39, 40]])
+    torch.testing.assert_close(_launch_span_mean(x, starts, ends, nsplit=nsplit), ref.span_mean(x, starts, ends))
+    g = torch.randn(2, 2, 41, generator=gen)
+    torch.testing.assert_close(
+        _launch_span_mean_backward(g, starts, ends, 40, nsplit=nsplit), ref.span_mean_backward(g, starts, ends, 40)
+    )
+
+
+def test_span_mean_deterministic():
+    gen = torch.Generator().manual_seed(5)
+    x = make_x(gen, (2, 30, 17), torch.float32)
+    starts, ends = random_spans(gen, 2, 30, 6)
+    a, b = K.span_mean(x, starts, ends), K.span_mean(x, starts, ends)
+    assert torch.equal(a, b)
+
+
+def test_span_mean_fp64():
+    gen = torch.Generator().manual_seed(6)
+    x = make_x(gen, (2, 20, 9), torch.float64)
+    starts, ends = random_spans(gen, 2, 20, 5)
+    torch.testing.assert_close(K.span_mean(x, starts, ends), ref.span_mean(x, starts, ends))
+
+
+def test_span_mean_no_spans():
+    x = torch.randn(2, 6, 4)
+    empty = torch.zeros(2, 0, dtype=torch.int64)
+    assert K.span_mean(x, empty, empty).shape == (2, 0, 4)
+    grad = torch.zeros(2, 0, 4)
+    assert torch.equal(K.span_mean_backward(grad, empty, empty, 6), torch.zeros(2, 6, 4))
+
+
+def test_rejects_integer_input():
+    with pytest.raises(TypeError, match="x"):
+        K.span_mean(torch.zeros(1, 2, 3, dtype=torch.int32), torch.zeros(1, 1, dtype=torch.int64),
+                    torch.zeros(1, 1, dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- boundary_scores
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("strided", [False, True])
+def test_boundary_scores(dtype, strided):
+    gen = torch.Generator().manual_seed(10)
+    x = make_x(gen, (5, 33, 41), dtype, strided)
+    x[0, 5] = 0  # zero vector: norm clamped to eps
+    x[0, 7] = x[0, 6]  # identical neighbours: score 0
+    lengths = torch.tensor([33, 0, 1, 2, 20])
+    got = K.boundary_scores(x, lengths)
+    want = ref.boundary_scores(x, lengths)
+    assert got.dtype == torch.float32 and got.shape == (5, 33)
+    torch.testing.assert_close(got, want, atol=2e-5 if dtype == torch.float32 else 2e-3, rtol=1e-4)
+    assert torch.all(got[1] == 0) and torch.all(got[2] == 0) and torch.all(got[4, 20:] == 0) and torch.all(got[:, 0] == 0)
+
+
+def test_boundary_scores_t1_and_fp64():
+    x = torch.randn(2, 1, 3)
+    assert torch.equal(K.boundary_scores(x, torch.tensor([1, 0])), torch.zeros(2, 1))
+    x64 = torch.randn(2, 9, 5, dtype=torch.float64)
+    lengths = torch.tensor([9, 4])
+    got = K.boundary_scores(x64, lengths)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref.boundary_scores(x64, lengths))
+
+
+# ----------------------------------------------------------------------------- fused threshold segmentation
+
+
+def reference_threshold_segment_mean(x, lengths, threshold, num_out):
+    scores = ref.boundary_scores(x, lengths)
+    R, T, _ = x.shape
+    starts = torch.zeros(R, num_out, dtype=torch.int64)
+    ends = torch.zeros(R, num_out, dtype=torch.int64)
+    counts = torch.zeros(R, dtype=torch.int64)
+    for r in range(R):
+        L = int(lengths[r])
+        first = [0] + [t for t in range(1, L) if scores[r, t] > threshold] if L > 0 else []
+        n = min(len(first), num_out)
+        counts[r] = n
+        starts[r].fill_(L)
+        ends[r].fill_(L)
+        for i in range(n):
+            starts[r, i] = first[i]
+            ends[r, i] = first[i + 1] if i + 1 < n else L
+    return ref.span_mean(x, starts, ends), starts, ends, counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threshold,num_out", [(1.0, 40), (0.9, 6), (-1.0, 40), (3.0, 3)])
+def test_threshold_segment_mean(dtype, threshold, num_out):
+    gen = torch.Generator().manual_seed(20)
+    x = make_x(gen, (4, 40, 13), dtype)
+    lengths = torch.tensor([40, 0, 1, 23])
+    values, starts, ends, counts = K.threshold_segment_mean(x, lengths, threshold, num_out)
+    w_values, w_starts, w_ends, w_counts = reference_threshold_segment_mean(x, lengths, threshold, num_out)
+    assert torch.equal(starts, w_starts) and torch.equal(ends, w_ends) and torch.equal(counts, w_counts)
+    torch.testing.assert_close(values, w_values, **TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- torch.library ops
+
+
+def test_triton_ops_eager_and_autograd():
+    gen = torch.Generator().manual_seed(30)
+    x = make_x(gen, (2, 16, 8), torch.float32).requires_grad_(True)
+    starts, ends = random_spans(gen, 2, 16, 4)
+    y = K.span_mean_op(x, starts, ends)
+    torch.testing.assert_close(y, ref.span_mean(x.detach(), starts, ends))
+    g = torch.randn(y.shape, generator=gen)
+    (gx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 16))
+    lengths = torch.tensor([16, 5])
+    torch.testing.assert_close(K.boundary_scores_op(x.detach(), lengths), ref.boundary_scores(x.detach(), lengths))
+    assert hasattr(torch.ops.lalm_fast, "triton_span_mean")
+    assert hasattr(torch.ops.lalm_fast, "triton_span_mean_backward")
+    assert hasattr(torch.ops.lalm_fast, "triton_boundary_scores")
+
+
+def test_triton_op_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(3, 10, 7)
+        starts = torch.empty(3, 4, dtype=torch.int64)
+        y = torch.ops.lalm_fast.triton_span_mean(x, starts, starts)
+        assert y.shape == (3, 4, 7)
+        b = torch.ops.lalm_fast.triton_span_mean_backward(y, starts, starts, 10)
+        assert b.shape == (3, 10, 7)
+        s = torch.ops.lalm_fast.triton_boundary_scores(x, torch.empty(3, dtype=torch.int64))
+        assert s.shape == (3, 10) and s.dtype == torch.float32
+
+
+def test_threshold_segment_mean_op_autograd():
+    gen = torch.Generator().manual_seed(31)
+    x = make_x(gen, (2, 20, 6), torch.float32).requires_grad_(True)
+    lengths = torch.tensor([20, 11])
+    values, starts, ends, counts = K.threshold_segment_mean_op(x, lengths, 0.8, 8)
+    w_values, w_starts, w_ends, w_counts = reference_threshold_segment_mean(x.detach(), lengths, 0.8, 8)
+    assert torch.equal(starts, w_starts) and torch.equal(ends, w_ends) and torch.equal(counts, w_counts)
+    torch.testing.assert_close(values, w_values)
+    g = torch.randn(values.shape, generator=gen)
+    (gx,) = torch.autograd.grad(values, x, g)
+    torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 20))
+
+
+def test_torch_compile_fullgraph_of_ops():
+    # In the interpreter the ops are opaque custom ops (see kernels/_common.register_op);
+    # on a GPU they are triton_ops that torch.compile traces into (tests/test_gpu.py).
+    gen = torch.Generator().manual_seed(32)
+    x = make_x(gen, (2, 16, 8), torch.float32).requires_grad_(True)
+    starts, ends = random_spans(gen, 2, 16, 4)
+    lengths = torch.tensor([16, 9])
+
+    def f(x, starts, ends, lengths):
+        return K.span_mean_op(x, starts, ends), K.boundary_scores_op(x.detach(), lengths)
+
+    y, s = torch.compile(f, fullgraph=True, backend="aot_eager")(x, starts, ends, lengths)
+    torch.testing.assert_close(y, ref.span_mean(x.detach(), starts, ends))
+    torch.testing.assert_close(s, ref.boundary_scores(x.detach(), lengths))
+    g = torch.randn(y.shape, generator=gen)
+    (gx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 16))
+
+
+def test_bench_gpu_dry_run(tmp_path):
+    """CI smoke test of bench/bench_gpu.py: tiny shapes through the interpreted kernels."""
+    import importlib.util as iu
+
+    spec = iu.spec_from_file_location("bench_gpu", REPO / "bench" / "bench_gpu.py")
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.csv"
+    rows = bench.main(["--dry-run", "--rates", "2", "--out", str(out)])
+    impls = {(r["op"], r["impl"], r["direction"]) for r in rows}
+    assert ("uniform_pool", "triton", "fwd") in impls and ("segment_pool", "triton", "both") in impls
+    assert ("segment_compress", "triton_fused", "fwd") in impls
+    assert out.exists() and out.with_suffix(".svg").exists()
