@@ -19,7 +19,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("max_len"));
   m.def("compress_cpu", &lalm_fast::cpu::compress, "x to tokens in one call (segmentation, uniform, downsample)",
         py::arg("x"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"), py::arg("max_len"),
-        py::arg("num_out"));
+        py::arg("num_out"), py::arg("boundaries") = py::none());
 #ifdef WITH_CUDA
   register_cuda_ops(m);
 #endif

@@ -63,3 +63,5 @@ def test_opcheck_native_detection_and_fused_compress():
         torch.library.opcheck(custom_ops.compress, (x, lengths, mode, param, 1, 0, 7, "cpu"))
     torch.library.opcheck(custom_ops.compress,
                           (x.double().requires_grad_(), lengths, 2, 2.0, 1, 0, 10, "cpu"))
+    boundaries = torch.rand(3, 20) < 0.3
+    torch.library.opcheck(custom_ops.compress, (x.requires_grad_(), lengths, 5, 1.0, 1, 0, 20, "cpu", boundaries))

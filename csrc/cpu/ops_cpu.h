@@ -24,9 +24,10 @@ at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths
                              int64_t min_len, int64_t max_len);
 // One call from x to tokens: {values [B, S, D], starts [B, S], ends [B, S], counts [B]}.
 // Modes 0-2 fuse scores + detection + pooling; 3 uniform pooling and 4 downsampling by
-// k = param (arithmetic spans, no scores).
+// k = param (arithmetic spans, no scores); 5 pools the segments of a given start mask.
 std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
-                                         int64_t min_len, int64_t max_len, int64_t num_out);
+                                 int64_t min_len, int64_t max_len, int64_t num_out,
+                                 const c10::optional<at::Tensor>& boundaries);
 
 }  // namespace cpu
 }  // namespace lalm_fast

@@ -23,7 +23,7 @@ namespace cpu {
 
 namespace {
 
-enum Mode : int64_t { kPeak = 0, kThreshold = 1, kRate = 2, kUniform = 3, kDownsample = 4 };
+enum Mode : int64_t { kPeak = 0, kThreshold = 1, kRate = 2, kUniform = 3, kDownsample = 4, kGiven = 5 };
 
 template <typename acc_t>
 struct Detector {
@@ -145,10 +145,11 @@ struct Detector {
 
 void check_mode_args(int64_t mode, double param, int64_t min_len, int64_t max_len, bool allow_fixed) {
   const bool detected = mode == kPeak || mode == kThreshold || mode == kRate;
-  const bool fixed = mode == kUniform || mode == kDownsample;
+  const bool fixed = mode == kUniform || mode == kDownsample || mode == kGiven;
   TORCH_CHECK(detected || (allow_fixed && fixed), "mode must be 0 (peak), 1 (threshold), 2 (rate)",
-              allow_fixed ? ", 3 (uniform) or 4 (downsample)" : "", ", got ", mode);
-  TORCH_CHECK(!(mode == kRate || fixed) || param >= 1.0, "rate / k must be >= 1, got ", param);
+              allow_fixed ? ", 3 (uniform), 4 (downsample) or 5 (given boundaries)" : "", ", got ", mode);
+  TORCH_CHECK(!(mode == kRate || mode == kUniform || mode == kDownsample) || param >= 1.0,
+              "rate / k must be >= 1, got ", param);
   TORCH_CHECK(min_len >= 1, "min_len must be >= 1");
   TORCH_CHECK(max_len >= 0, "max_len must be >= 0 (0: none)");
 }
@@ -246,14 +247,35 @@ void every_kth_spans(const at::Tensor& lengths, int64_t frames, int64_t k, bool 
   }
 }
 
+// Segments from a caller's start mask [B, T] (frame 0 always starts one; padding ignored).
+void given_spans(const at::Tensor& boundaries, const at::Tensor& lengths, int64_t frames, at::Tensor& starts,
+                 at::Tensor& ends, at::Tensor& counts) {
+  TORCH_CHECK(boundaries.device().is_cpu() && boundaries.scalar_type() == at::kBool && boundaries.dim() == 2 &&
+                  boundaries.size(0) == lengths.size(0) && boundaries.size(1) == frames,
+              "boundaries must be a bool [B, T] CPU tensor");
+  const at::Tensor mask = boundaries.contiguous();
+  const bool* mp = mask.data_ptr<bool>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  const int64_t num_out = starts.size(1);
+  int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
+  std::vector<char> start(frames);
+  for (int64_t b = 0; b < lengths.size(0); ++b) {
+    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
+    for (int64_t t = 0; t < length; ++t) start[t] = t == 0 || mp[b * frames + t];
+    cp[b] = write_spans(start, length, num_out, sp + b * num_out, ep + b * num_out);
+  }
+}
+
 std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
-                                 int64_t min_len, int64_t max_len, int64_t num_out) {
+                                 int64_t min_len, int64_t max_len, int64_t num_out,
+                                 const c10::optional<at::Tensor>& boundaries) {
   check_mode_args(mode, param, min_len, max_len, true);
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
   TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
               "lengths must be int64 [B]");
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
+  TORCH_CHECK((mode == kGiven) == boundaries.has_value(), "boundaries are needed by mode 5 and only by it");
   const at::Tensor lens = lengths.contiguous();
   at::Tensor values = at::empty({x.size(0), num_out, x.size(2)}, x.options());
   if (values.numel() != 0) advise_huge_pages(values);
@@ -264,6 +286,11 @@ std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths,
   if (mode == kUniform || mode == kDownsample) {
     TORCH_CHECK(param == std::floor(param), "k must be an integer, got ", param);
     every_kth_spans(lens, x.size(1), static_cast<int64_t>(param), mode == kDownsample, starts, ends, counts);
+    span_mean_into(x, starts, ends, values);
+    return {values, starts, ends, counts};
+  }
+  if (mode == kGiven) {
+    given_spans(*boundaries, lens, x.size(1), starts, ends, counts);
     span_mean_into(x, starts, ends, values);
     return {values, starts, ends, counts};
   }

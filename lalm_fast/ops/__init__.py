@@ -57,9 +57,9 @@ def _unpack_scores(grid: Grid, grid_tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _compress_native(grid: Grid, mode: int, param: float, min_len: int, max_len: int, num_out: int,
-                     backend: str) -> CompressedAudio:
+                     backend: str, boundaries: Optional[torch.Tensor] = None) -> CompressedAudio:
     values, starts, ends, counts = custom_ops.compress(grid.x, grid.lengths, mode, param, min_len, max_len,
-                                                       num_out, backend)
+                                                       num_out, backend, boundaries)
     return _spans.assemble(grid, values, starts, ends, counts)
 
 
@@ -252,6 +252,8 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     if tuple(boundaries.shape) != mask_shape or boundaries.device != grid.x.device:
         raise ValueError(f"boundaries must have shape {list(mask_shape)} on {grid.x.device}, "
                          f"got {list(boundaries.shape)} on {boundaries.device}")
+    if not grid.packed and hasattr(backends.kernels(name), "compress"):
+        return _compress_native(grid, custom_ops.MODES["given"], 1.0, 1, 0, num_out, name, boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.view(-1, grid.num_frames))
     return _pool(grid, starts, num_out, name)
 

@@ -26,5 +26,5 @@ def detect_boundaries(scores, lengths, mode, param, min_len, max_len):
     return _C.detect_boundaries_cpu(scores, lengths, mode, param, min_len, max_len)
 
 
-def compress(x, lengths, mode, param, min_len, max_len, num_out):
-    return tuple(_C.compress_cpu(x, lengths, mode, param, min_len, max_len, num_out))
+def compress(x, lengths, mode, param, min_len, max_len, num_out, boundaries=None):
+    return tuple(_C.compress_cpu(x, lengths, mode, param, min_len, max_len, num_out, boundaries))

@@ -7,6 +7,8 @@ the backend choice a plain string argument that the compiled graph records.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from lalm_fast.ops import backends
@@ -73,7 +75,7 @@ def _(x, lengths, backend):
 
 
 # Compression modes as the kernels number them.
-MODES = {"peak": 0, "threshold": 1, "rate": 2, "uniform": 3, "downsample": 4}
+MODES = {"peak": 0, "threshold": 1, "rate": 2, "uniform": 3, "downsample": 4, "given": 5}
 
 
 @torch.library.custom_op("lalm_fast::detect_starts", mutates_args=())
@@ -90,15 +92,17 @@ def _(scores, lengths, mode, param, min_len, max_len, backend):
 
 @torch.library.custom_op("lalm_fast::compress", mutates_args=())
 def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int, max_len: int,
-             num_out: int, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+             num_out: int, backend: str, boundaries: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x to tokens in one kernel call, for backends that have it (padded input):
     ``(values, starts, ends, counts)``. Segmentation modes fuse scores, detection and pooling;
-    uniform / downsample modes (param = k) build their spans inside the kernel."""
-    return backends.kernels(backend).compress(x, lengths, mode, param, min_len, max_len, num_out)
+    uniform / downsample modes (param = k) build their spans inside the kernel; mode "given"
+    pools the segments that a caller's ``boundaries`` start mask opens."""
+    return backends.kernels(backend).compress(x, lengths, mode, param, min_len, max_len, num_out, boundaries)
 
 
 @compress.register_fake
-def _(x, lengths, mode, param, min_len, max_len, num_out, backend):
+def _(x, lengths, mode, param, min_len, max_len, num_out, backend, boundaries=None):
     spans = lengths.new_empty(x.shape[0], num_out)
     return x.new_empty(x.shape[0], num_out, x.shape[2]), spans, spans.clone(), lengths.new_empty(x.shape[0])
 
@@ -107,14 +111,14 @@ def _compress_setup_context(ctx, inputs, output):
     _, starts, ends, _ = output
     ctx.save_for_backward(starts, ends)
     ctx.num_frames = inputs[0].shape[1]
-    ctx.backend = inputs[-1]
+    ctx.backend = inputs[7]
     ctx.mark_non_differentiable(*output[1:])
 
 
 def _compress_backward(ctx, grad_values, *unused):
     starts, ends = ctx.saved_tensors
     grad = span_mean_backward(grad_values, starts, ends, ctx.num_frames, ctx.backend)
-    return (grad,) + (None,) * 7
+    return (grad,) + (None,) * 8
 
 
 compress.register_autograd(_compress_backward, setup_context=_compress_setup_context)
