@@ -33,6 +33,8 @@ DEFAULT_PROMINENCE = 0.05  # SCPC / UnsupSeg's tuned range is 0..0.14
 
 def _span_mean(grid: Grid, starts, ends, backend: str) -> torch.Tensor:
     module = backends.kernels(backend)
+    if custom_ops.dispatch_free(grid.x):
+        return module.span_mean(grid.x, starts, ends)
     if hasattr(module, "span_mean_op"):  # Triton: a triton_op that torch.compile sees into
         return module.span_mean_op(grid.x, starts, ends)
     return custom_ops.span_mean(grid.x, starts, ends, backend)
@@ -58,8 +60,12 @@ def _unpack_scores(grid: Grid, grid_tensor: torch.Tensor) -> torch.Tensor:
 
 def _compress_native(grid: Grid, mode: int, param: float, min_len: int, max_len: int, num_out: int,
                      backend: str, boundaries: Optional[torch.Tensor] = None) -> CompressedAudio:
-    values, starts, ends, counts = custom_ops.compress(grid.x, grid.lengths, mode, param, min_len, max_len,
-                                                       num_out, backend, boundaries)
+    if custom_ops.dispatch_free(grid.x):
+        values, starts, ends, counts = backends.kernels(backend).compress(
+            grid.x, grid.lengths, mode, param, min_len, max_len, num_out, boundaries)
+    else:
+        values, starts, ends, counts = custom_ops.compress(
+            grid.x, grid.lengths, mode, param, min_len, max_len, num_out, backend, boundaries)
     return _spans.assemble(grid, values, starts, ends, counts)
 
 

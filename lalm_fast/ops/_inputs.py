@@ -134,7 +134,7 @@ def padded_grid(x, lengths=None, attention_mask=None) -> Grid:
     else:
         _check_index_tensor(lengths, "lengths", (x.shape[0],), x)
         if should_check_values(lengths) and lengths.numel():
-            low, high = int(lengths.min()), int(lengths.max())
+            low, high = (int(v) for v in torch.aminmax(lengths))
             if low < 0 or high > x.shape[1]:
                 raise ValueError(f"lengths must lie in [0, T={x.shape[1]}], got values in [{low}, {high}]")
     lengths = lengths.long().clamp(0, x.shape[1])
