@@ -31,15 +31,20 @@ def want_cuda() -> bool:
 
 def extension():
     cpu_sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno"]
+    # -fopenmp: at::parallel_for is an inline OpenMP loop; compiled without it, it silently runs
+    # on one thread (the process shares torch's libgomp.so.1, so there is one thread pool).
+    cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if not want_cuda():
-        return CppExtension("lalm_fast._C", cpu_sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension("lalm_fast._C", cpu_sources, extra_compile_args={"cxx": cxx_flags},
+                            extra_link_args=link_flags)
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     return CUDAExtension(
         "lalm_fast._C",
         cpu_sources + cuda_sources,
         define_macros=[("WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+        extra_link_args=link_flags,
     )
 
 

@@ -23,6 +23,7 @@ import datetime
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,15 @@ class Timing:
 
 
 def measure(fn, min_run_time: float) -> Timing:
-    fn()  # warm-up (and compile, for torch.compile baselines)
-    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    # Warm-up: compiles torch.compile baselines, and lets the OS settle the first huge-page
+    # faults of large outputs (the first calls of a process can be several times slower).
+    fn()
+    warm_until = time.perf_counter() + min_run_time / 2
+    while time.perf_counter() < warm_until:
+        fn()
+    # Timer defaults to one thread; measure with all the threads torch would use.
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
     times = np.array(m.times) * 1e3
     return Timing(float(np.median(times)), float(np.percentile(times, 20)), float(np.percentile(times, 80)))
 

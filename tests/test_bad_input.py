@@ -46,7 +46,7 @@ CASES = [
     ("max_len with rate", lambda: ops.segment_compress(X, LENGTHS, rate=2, max_len=4), ValueError, "max_len cannot"),
     ("min_len 0", lambda: ops.detect_boundaries(X, LENGTHS, min_len=0), ValueError, "min_len must be >= 1"),
     ("unknown backend", lambda: ops.uniform_pool(X, LENGTHS, 2, backend="fast"), ValueError, "backend must be one of"),
-    ("GPU backend on CPU tensors", lambda: ops.uniform_pool(X, LENGTHS, 2, backend="triton"), ValueError,
+    ("GPU backend on CPU tensors", lambda: ops.uniform_pool(X, LENGTHS, 2, backend="cuda"), ValueError,
      "runs on cuda tensors"),
     ("packed without max_seqlen", lambda: ops.uniform_pool(X[0], k=2, cu_seqlens=torch.tensor([0, 6])), ValueError,
      "needs max_seqlen"),

@@ -9,17 +9,72 @@ constexpr int kLanes = 16;  // independent partial sums: lets the reduction vect
                             // without -ffast-math and fixes its order (determinism)
 }  // namespace
 
+// Register-blocked bodies, inlined into each multiversioned wrapper below so they compile
+// for that wrapper's instruction set. A block of kBlock features is summed over the span's
+// frames in registers, in time order (deterministic), then scaled and stored once.
+template <typename scalar_t, typename acc_t>
+__attribute__((always_inline)) inline void mean_spans_body(const SpanJob<scalar_t>& job, int64_t begin,
+                                                           int64_t end) {
+  constexpr int64_t kBlock = 256 / sizeof(acc_t);  // 64 fp32 lanes: four AVX-512 registers
+  const int64_t dim = job.dim;
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* rows = job.x + (i / job.spans) * job.stride_r;
+    const int64_t first = job.starts[i], last = job.ends[i];
+    const acc_t scale = last > first ? acc_t(1) / acc_t(last - first) : acc_t(0);
+    scalar_t* out = job.out + i * dim;
+    int64_t d0 = 0;
+    for (; d0 + kBlock <= dim; d0 += kBlock) {
+      acc_t acc[kBlock] = {};
+      for (int64_t t = first; t < last; ++t) {
+        const scalar_t* row = rows + t * job.stride_t + d0;
+        for (int64_t d = 0; d < kBlock; ++d) acc[d] += widen(row[d]);
+      }
+      for (int64_t d = 0; d < kBlock; ++d) narrow(acc[d] * scale, out + d0 + d);
+    }
+    if (d0 < dim) {
+      const int64_t tail = dim - d0;
+      acc_t acc[kBlock] = {};
+      for (int64_t t = first; t < last; ++t) {
+        const scalar_t* row = rows + t * job.stride_t + d0;
+        for (int64_t d = 0; d < tail; ++d) acc[d] += widen(row[d]);
+      }
+      for (int64_t d = 0; d < tail; ++d) narrow(acc[d] * scale, out + d0 + d);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__attribute__((always_inline)) inline void spread_spans_body(const SpanJob<scalar_t>& job, int64_t begin,
+                                                             int64_t end) {
+  const int64_t dim = job.dim, spans = job.spans;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t s = i % spans;
+    const int64_t lo = s == 0 ? 0 : job.starts[i];
+    const int64_t hi = s + 1 == spans ? job.frames : job.starts[i + 1];
+    const int64_t first = job.starts[i], last = job.ends[i];
+    const acc_t scale = last > first ? acc_t(1) / acc_t(last - first) : acc_t(0);
+    const scalar_t* grad = job.x + i * dim;
+    scalar_t* frames = job.out + (i / spans) * job.frames * dim;
+    for (int64_t t = lo; t < hi; ++t) {
+      scalar_t* out = frames + t * dim;
+      if (t >= first && t < last) {
+        for (int64_t d = 0; d < dim; ++d) narrow(widen(grad[d]) * scale, out + d);
+      } else {
+        std::memset(static_cast<void*>(out), 0, sizeof(scalar_t) * dim);
+      }
+    }
+  }
+}
+
+
 #define LALM_DEFINE_ROW_OPS(scalar_t, acc_t)                                              \
-  LALM_MULTIVERSION void add_row(acc_t* acc, const scalar_t* row, int64_t dim) {          \
-    for (int64_t d = 0; d < dim; ++d) acc[d] += widen(row[d]);                            \
+  LALM_MULTIVERSION void mean_spans(const SpanJob<scalar_t>& job, int64_t begin,          \
+                                    int64_t end) {                                        \
+    mean_spans_body<scalar_t, acc_t>(job, begin, end);                                    \
   }                                                                                       \
-  LALM_MULTIVERSION void store_scaled(scalar_t* out, const acc_t* acc, acc_t scale,       \
-                                      int64_t dim) {                                      \
-    for (int64_t d = 0; d < dim; ++d) narrow(acc[d] * scale, out + d);                    \
-  }                                                                                       \
-  LALM_MULTIVERSION void scale_row(scalar_t* out, const scalar_t* row, acc_t scale,       \
-                                   int64_t dim) {                                         \
-    for (int64_t d = 0; d < dim; ++d) narrow(widen(row[d]) * scale, out + d);             \
+  LALM_MULTIVERSION void spread_spans(const SpanJob<scalar_t>& job, int64_t begin,        \
+                                      int64_t end) {                                      \
+    spread_spans_body<scalar_t, acc_t>(job, begin, end);                                  \
   }                                                                                       \
   LALM_MULTIVERSION void dot_and_norms(const scalar_t* a, const scalar_t* b, int64_t dim, \
                                        acc_t* out3) {                                     \

@@ -50,23 +50,30 @@ inline void narrow(float v, c10::Half* out) { out->x = c10::detail::fp16_ieee_fr
 inline void narrow(float v, float* out) { *out = v; }
 inline void narrow(double v, double* out) { *out = v; }
 
-// acc[d] += row[d]
-void add_row(float* acc, const float* row, int64_t dim);
-void add_row(float* acc, const c10::Half* row, int64_t dim);
-void add_row(float* acc, const c10::BFloat16* row, int64_t dim);
-void add_row(double* acc, const double* row, int64_t dim);
+// The spans [begin, end) of a span_mean call: x rows at x + r * stride_r + t * stride_t,
+// spans flattened over rows (index i = r * spans + s), outputs / gradients contiguous.
+template <typename scalar_t>
+struct SpanJob {
+  const scalar_t* x;   // forward input, or the token gradient [R, S, D] for spread_spans
+  scalar_t* out;       // forward output [R, S, D], or the frame gradient [R, T, D]
+  const int64_t* starts;
+  const int64_t* ends;
+  int64_t stride_r, stride_t, spans, frames, dim;
+};
 
-// out[d] = acc[d] * scale
-void store_scaled(c10::Half* out, const float* acc, float scale, int64_t dim);
-void store_scaled(c10::BFloat16* out, const float* acc, float scale, int64_t dim);
-void store_scaled(float* out, const float* acc, float scale, int64_t dim);
-void store_scaled(double* out, const double* acc, double scale, int64_t dim);
+// out[i] = mean of x[r, starts[i]:ends[i]] (0 if empty), for i in [begin, end).
+void mean_spans(const SpanJob<float>& job, int64_t begin, int64_t end);
+void mean_spans(const SpanJob<c10::Half>& job, int64_t begin, int64_t end);
+void mean_spans(const SpanJob<c10::BFloat16>& job, int64_t begin, int64_t end);
+void mean_spans(const SpanJob<double>& job, int64_t begin, int64_t end);
 
-// out[d] = row[d] * scale (backward: spread a token's gradient over its frames)
-void scale_row(c10::Half* out, const c10::Half* row, float scale, int64_t dim);
-void scale_row(c10::BFloat16* out, const c10::BFloat16* row, float scale, int64_t dim);
-void scale_row(float* out, const float* row, float scale, int64_t dim);
-void scale_row(double* out, const double* row, double scale, int64_t dim);
+// Backward: span i owns frames [starts[i], starts[i+1]) (span 0 from frame 0, the last span
+// to the last frame); frames inside it get grad[i] / len, the others 0. Every frame is written
+// once, so the output needs no zero-fill pass.
+void spread_spans(const SpanJob<float>& job, int64_t begin, int64_t end);
+void spread_spans(const SpanJob<c10::Half>& job, int64_t begin, int64_t end);
+void spread_spans(const SpanJob<c10::BFloat16>& job, int64_t begin, int64_t end);
+void spread_spans(const SpanJob<double>& job, int64_t begin, int64_t end);
 
 // dot(a, b), |a|^2 and |b|^2 with a fixed lane order, so results are deterministic.
 void dot_and_norms(const float* a, const float* b, int64_t dim, float* out3);

@@ -51,6 +51,9 @@ void check_spans(const at::Tensor& starts, const at::Tensor& ends, int64_t rows,
 
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // Below glibc's largest mmap threshold (32 MiB) a buffer is usually recycled heap memory
+  // whose pages are already mapped: advice would only cost a system call.
+  if (t.nbytes() < (size_t{32} << 20)) return;
   constexpr uintptr_t kHuge = uintptr_t{1} << 21;
   const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
   const uintptr_t end = begin + t.nbytes();
@@ -68,57 +71,28 @@ int64_t grain_for(int64_t work_per_item) {
 }
 
 template <typename scalar_t>
+SpanJob<scalar_t> make_job(const scalar_t* in, scalar_t* out, const at::Tensor& starts, const at::Tensor& ends,
+                           int64_t stride_r, int64_t stride_t, int64_t frames, int64_t dim) {
+  return {in, out, starts.data_ptr<int64_t>(), ends.data_ptr<int64_t>(), stride_r, stride_t, starts.size(1), frames, dim};
+}
+
+template <typename scalar_t>
 void span_mean_impl(const at::Tensor& x, const at::Tensor& starts, const at::Tensor& ends, at::Tensor& out) {
-  using acc_t = typename AccType<scalar_t>::type;
-  const int64_t spans = starts.size(1), dim = x.size(2);
-  const int64_t stride_r = x.stride(0), stride_t = x.stride(1);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  scalar_t* yp = out.data_ptr<scalar_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  const int64_t* en = ends.data_ptr<int64_t>();
-  const int64_t avg_len = std::max<int64_t>(1, x.size(1) / std::max<int64_t>(1, spans));
-  at::parallel_for(0, out.size(0) * spans, grain_for(avg_len * dim), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(dim);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t row = i / spans;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      const scalar_t* base = xp + row * stride_r;
-      for (int64_t t = st[i]; t < en[i]; ++t) add_row(acc.data(), base + t * stride_t, dim);
-      const int64_t count = en[i] - st[i];
-      store_scaled(yp + i * dim, acc.data(), count > 0 ? acc_t(1) / acc_t(count) : acc_t(0), dim);
-    }
-  });
+  const auto job = make_job(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), starts, ends, x.stride(0),
+                            x.stride(1), x.size(1), x.size(2));
+  const int64_t avg_len = std::max<int64_t>(1, x.size(1) / std::max<int64_t>(1, job.spans));
+  at::parallel_for(0, out.size(0) * job.spans, grain_for(avg_len * job.dim),
+                   [&](int64_t begin, int64_t end) { mean_spans(job, begin, end); });
 }
 
 template <typename scalar_t>
 void span_mean_backward_impl(const at::Tensor& grad, const at::Tensor& starts, const at::Tensor& ends,
                              at::Tensor& out) {
-  using acc_t = typename AccType<scalar_t>::type;
-  const int64_t spans = starts.size(1), dim = grad.size(2), frames = out.size(1);
-  const scalar_t* gp = grad.data_ptr<scalar_t>();
-  scalar_t* op = out.data_ptr<scalar_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  const int64_t* en = ends.data_ptr<int64_t>();
-  const int64_t avg_len = std::max<int64_t>(1, frames / std::max<int64_t>(1, spans));
-  at::parallel_for(0, out.size(0) * spans, grain_for(avg_len * dim), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t row = i / spans, s = i % spans;
-      // Span s owns the frames from its start to the next span's start (the first span from
-      // frame 0, the last to the end): every frame is written once, with no zero-fill pass.
-      const int64_t lo = s == 0 ? 0 : st[i];
-      const int64_t hi = s + 1 == spans ? frames : st[i + 1];
-      const int64_t count = en[i] - st[i];
-      const acc_t scale = count > 0 ? acc_t(1) / acc_t(count) : acc_t(0);
-      scalar_t* base = op + row * frames * dim;
-      for (int64_t t = lo; t < hi; ++t) {
-        if (t >= st[i] && t < en[i]) {
-          scale_row(base + t * dim, gp + i * dim, scale, dim);
-        } else {
-          std::memset(static_cast<void*>(base + t * dim), 0, sizeof(scalar_t) * dim);
-        }
-      }
-    }
-  });
+  const int64_t frames = out.size(1), dim = grad.size(2);
+  const auto job = make_job(grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), starts, ends, 0, 0, frames, dim);
+  const int64_t avg_len = std::max<int64_t>(1, frames / std::max<int64_t>(1, job.spans));
+  at::parallel_for(0, out.size(0) * job.spans, grain_for(avg_len * dim),
+                   [&](int64_t begin, int64_t end) { spread_spans(job, begin, end); });
 }
 
 void check_features(const at::Tensor& x, const char* name) {

@@ -68,7 +68,9 @@ def resolve(requested: Optional[str], device: torch.device) -> str:
             source = "backend" if requested is not None else ENV_VAR
             raise ValueError(f"{source} must be one of {BACKENDS} or unset, got {forced!r}")
         wanted_device = _MODULES[forced][1]
-        if wanted_device is not None and wanted_device != device.type:
+        # The Triton interpreter runs the same kernels on CPU tensors (tests, debugging).
+        interpreted = forced == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+        if wanted_device is not None and wanted_device != device.type and not interpreted:
             raise ValueError(f"backend {forced!r} runs on {wanted_device} tensors, got tensors on {device}")
         module, reason = _load(forced)
         if module is None:
