@@ -175,7 +175,7 @@ def test_fused_compress_gradient_equals_reference():
 
 
 def test_fused_compress_blocks_large_batches_consistently():
-    # Batches larger than one cache block (8 MiB) are processed block by block.
+    # Batches larger than one cache block (16 MiB) are processed block by block.
     x = torch.randn(12, 600, 1280)
     lengths = torch.randint(0, 601, (12,))
     fused = ops.segment_compress(x, lengths, rate=3, backend="cpu")
