@@ -104,27 +104,14 @@ def random_spans(lengths, frames, k, gen):
 
 def backends_to_run(device, args):
     """name -> backend module with span_mean / span_mean_backward / boundary_scores."""
+    from lalm_fast.ops import backends
+
     out = {}
-    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        try:
-            import lalm_fast.kernels as k
-
-            if k.UNAVAILABLE_REASON is None:
-                out["triton"] = k
-            else:
-                print(f"[skip] triton: {k.UNAVAILABLE_REASON}")
-        except Exception as exc:
-            print(f"[skip] triton: {exc}")
-    if device.type == "cuda":
-        try:
-            import lalm_fast.ops._cuda_backend as c
-
-            if c.UNAVAILABLE_REASON is None:
-                out["cuda"] = c
-            else:
-                print(f"[skip] cuda: {c.UNAVAILABLE_REASON}")
-        except Exception as exc:
-            print(f"[skip] cuda: {exc}")
+    for name in ("triton", "cuda"):
+        if backends.is_available(name, device.type):
+            out[name] = backends.kernels(name)
+        elif device.type == "cuda" or name == "triton":
+            print(f"[skip] {name}: {backends.available()[name]}")
     if not out:
         out["torch"] = ref  # dry run without the interpreter: the reference stands in
     return out

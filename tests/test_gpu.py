@@ -32,13 +32,19 @@ def _module(name):
         pytest.skip(f"{name} not importable: {exc}")
 
 
-@pytest.fixture(scope="module")
-def triton_kernels():
+def _gpu_backend_or_skip(name):
+    from lalm_fast.ops import backends
+
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    k = _module("lalm_fast.kernels")
-    if k.UNAVAILABLE_REASON:
-        pytest.skip(f"triton backend unavailable: {k.UNAVAILABLE_REASON}")
+    if not backends.is_available(name, "cuda"):
+        pytest.skip(f"{name} backend unavailable: {backends.available()[name]}")
+    return backends.kernels(name)
+
+
+@pytest.fixture(scope="module")
+def triton_kernels():
+    k = _gpu_backend_or_skip("triton")
     if k.interpreting():
         pytest.skip("TRITON_INTERPRET is set; compiled Triton is tested without it")
     return k
@@ -46,12 +52,7 @@ def triton_kernels():
 
 @pytest.fixture(scope="module")
 def cuda_kernels():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    k = _module("lalm_fast.ops._cuda_backend")
-    if k.UNAVAILABLE_REASON:
-        pytest.skip(f"cuda backend unavailable: {k.UNAVAILABLE_REASON}")
-    return k
+    return _gpu_backend_or_skip("cuda")
 
 
 @pytest.fixture(params=["autotune", "fixed"])

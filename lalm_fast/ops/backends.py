@@ -54,9 +54,15 @@ def _load(name: str) -> tuple[Optional[ModuleType], str]:
     return _LOADED[name]
 
 
-def is_available(name: str, device_type: str = "cpu") -> bool:
+def _runs_on(name: str, device_type: str) -> bool:
     wanted_device = _MODULES[name][1]
-    return (wanted_device is None or wanted_device == device_type) and _load(name)[0] is not None
+    # The Triton interpreter runs the same kernels on CPU tensors (tests, debugging).
+    interpreted = name == "triton" and device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    return wanted_device is None or wanted_device == device_type or interpreted
+
+
+def is_available(name: str, device_type: str = "cpu") -> bool:
+    return _runs_on(name, device_type) and _load(name)[0] is not None
 
 
 @torch.compiler.assume_constant_result
@@ -67,11 +73,8 @@ def resolve(requested: Optional[str], device: torch.device) -> str:
         if forced not in BACKENDS:
             source = "backend" if requested is not None else ENV_VAR
             raise ValueError(f"{source} must be one of {BACKENDS} or unset, got {forced!r}")
-        wanted_device = _MODULES[forced][1]
-        # The Triton interpreter runs the same kernels on CPU tensors (tests, debugging).
-        interpreted = forced == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
-        if wanted_device is not None and wanted_device != device.type and not interpreted:
-            raise ValueError(f"backend {forced!r} runs on {wanted_device} tensors, got tensors on {device}")
+        if not _runs_on(forced, device.type):
+            raise ValueError(f"backend {forced!r} runs on {_MODULES[forced][1]} tensors, got tensors on {device}")
         module, reason = _load(forced)
         if module is None:
             raise RuntimeError(f"backend {forced!r} was requested but cannot run here: {reason}")
