@@ -20,25 +20,38 @@ def _run_bench_script(name: str, argv: list[str]) -> int:
     return module["main"](argv)
 
 
+BENCH_SUITES = {"kernels": "kernels_cpu.py"}
+
+
+def _info() -> int:
+    import torch
+
+    import lalm_fast
+    from lalm_fast.ops import backends
+
+    print(f"lalm-fast {lalm_fast.__version__}, torch {torch.__version__}, cuda {torch.cuda.is_available()}")
+    for name, state in backends.available().items():
+        print(f"  {name:<7} {state}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lalm-fast", description="audio-token compression for audio LLMs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="benchmarks (default: CPU kernels against baselines)")
-    bench.add_argument("suite", nargs="?", default="kernels", choices=["kernels"])
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (try --help)")
-    sub.add_parser("info", help="versions and which backends can run here")
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        import torch
-
-        import lalm_fast
-        from lalm_fast.ops import backends
-
-        print(f"lalm-fast {lalm_fast.__version__}, torch {torch.__version__}, cuda {torch.cuda.is_available()}")
-        for name, state in backends.available().items():
-            print(f"  {name:<7} {state}")
-        return 0
-    return _run_bench_script("kernels_cpu.py", args.args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="lalm-fast", description="audio-token compression for audio LLMs",
+        epilog="lalm-fast bench [kernels] [options...]: the CPU kernel benchmark (options: bench kernels --help); "
+               "lalm-fast info: versions and which backends can run here")
+    parser.add_argument("command", choices=["bench", "info"])
+    if not argv or argv[0] not in ("bench", "info"):
+        parser.parse_args(argv)  # prints usage and exits
+    if argv[0] == "info":
+        return _info()
+    # Everything after `bench [suite]` belongs to the benchmark script's own parser.
+    rest = argv[1:]
+    suite = rest.pop(0) if rest and not rest[0].startswith("-") else "kernels"
+    if suite not in BENCH_SUITES:
+        parser.error(f"unknown benchmark suite {suite!r}; choose from {sorted(BENCH_SUITES)}")
+    return _run_bench_script(BENCH_SUITES[suite], rest)
 
 
 if __name__ == "__main__":

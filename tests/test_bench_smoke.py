@@ -24,3 +24,16 @@ def test_cli_info(capsys):
 
     assert main(["info"]) == 0
     assert "cpu     ok" in capsys.readouterr().out
+
+
+def test_cli_passes_options_through_to_the_benchmark(monkeypatch):
+    from lalm_fast import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_bench_script", lambda name, argv: seen.update(name=name, argv=argv) or 0)
+    assert cli.main(["bench", "--quick", "--csv", ""]) == 0
+    assert seen == {"name": "kernels_cpu.py", "argv": ["--quick", "--csv", ""]}
+    assert cli.main(["bench", "kernels", "--dims", "41"]) == 0
+    assert seen["argv"] == ["--dims", "41"]
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "nope"])
