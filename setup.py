@@ -58,6 +58,7 @@ setup(
     install_requires=["torch>=2.6", "numpy"],
     extras_require={
         "triton": ["triton"],
+        "hf": ["transformers>=5.0", "peft>=0.17"],  # lalm_fast.integrations (Qwen2-Audio, LoRA presets)
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "ninja"],
     },
     ext_modules=[extension()],

@@ -1,0 +1,450 @@
+"""Audio-token compression inside transformers' native Qwen2-Audio (transformers 5.x).
+
+Qwen2-Audio (``Qwen2AudioModel.forward``) runs the Whisper-style tower on exactly 3000 mel
+frames, halves its 1500 frames with a length-unaware ``AvgPool1d(2, 2)``, projects them with one
+Linear and scatters them onto the ``<|AUDIO|>`` placeholders the processor expanded by the
+formula ``((L - 1) // 2 + 1 - 2) // 2 + 1``. There is no ``get_audio_features`` hook, so
+:func:`apply_compression` rebinds ``forward`` on the live ``Qwen2AudioModel`` instance: it
+builds ``inputs_embeds`` itself (tower -> compressor -> projector -> placeholders) and hands
+them to the original ``forward``, which then only runs the language model. Nothing is forked;
+:func:`revert` restores the instance exactly.
+
+Fixed-rate compressors (``static_length``)::
+
+    apply_compression(model, "uniform:3")
+    patch_processor(processor, "uniform:3")      # placeholder counts by formula
+    model(**processor(text=..., audio=..., return_tensors="pt", padding=True))
+
+Content-adaptive compressors (``segment:prominence=...``) only know their counts after the
+encoder ran: :func:`build_inputs_embeds` runs it once, expands every placeholder run to its
+audio's token count (either padding side, labels kept aligned) and returns ``inputs_embeds``
+for ``model(...)`` or ``model.generate(...)``. It works for fixed-rate compressors too.
+
+Audio longer than one 30 s window (``patch_processor(..., long_audio=True)``) is encoded
+window by window and joined (:mod:`lalm_fast.integrations.long_audio`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+from transformers import Qwen2AudioModel
+from transformers.masking_utils import create_bidirectional_mask
+
+from lalm_fast import ops
+from lalm_fast.integrations.long_audio import encode_windowed, padded_samples, windowed_token_counts
+from lalm_fast.nn import AudioCompressor, build_compressor
+from lalm_fast.ops import CompressedAudio
+
+__all__ = ["apply_compression", "revert", "compression", "is_compressed", "patch_processor", "revert_processor",
+           "audio_token_counts", "get_audio_features", "build_inputs_embeds", "expand_audio_placeholders",
+           "LengthAwareAvgPool"]
+
+CompressorSpec = Union[str, dict, AudioCompressor]
+NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
+IGNORE_INDEX = -100      # label of positions that carry no loss
+_PATCH_ATTR = "_lalm_fast_compression"
+_PROCESSOR_ATTR = "_lalm_fast_compression"
+
+
+# ---------------------------------------------------------------------------------------------
+# Token counts (shared by the model and the processor, so the two cannot drift apart)
+
+def _pooled_lengths(frame_lengths: torch.Tensor, replace_avg_pool: bool) -> torch.Tensor:
+    """Tower output tokens for ``frame_lengths`` encoder frames (1500 per 30 s window)."""
+    if replace_avg_pool:
+        return (frame_lengths + NATIVE_POOL - 1) // NATIVE_POOL   # length-aware: the odd last frame is kept
+    return (frame_lengths - 2) // 2 + 1                           # AvgPool1d(2, 2): the odd last frame is dropped
+
+
+def _frame_lengths(mel_lengths: torch.Tensor) -> torch.Tensor:
+    return (mel_lengths - 1) // 2 + 1                              # conv2 has stride 2
+
+
+def audio_token_counts(mel_lengths, compressor: CompressorSpec, *, replace_avg_pool: bool = False,
+                       window: int = 3000) -> torch.Tensor:
+    """``<|AUDIO|>`` tokens per audio of ``mel_lengths`` mel frames (fixed-rate compressors only).
+
+    ``window`` is the encoder's mel window (3000 for Qwen2-Audio); longer audio is counted
+    window by window, as :func:`get_audio_features` encodes it.
+    """
+    compressor = build_compressor(compressor)
+    _require_static(compressor, "count placeholder tokens before the encoder runs")
+
+    def tokens_per_window(window_mel_lengths):
+        return compressor.output_lengths(_pooled_lengths(_frame_lengths(window_mel_lengths), replace_avg_pool))
+
+    return windowed_token_counts(torch.as_tensor(mel_lengths).long(), window, tokens_per_window)
+
+
+def _require_static(compressor: AudioCompressor, purpose: str) -> None:
+    if not compressor.static_length:
+        raise ValueError(f"compressor {compressor.config()} is content-adaptive, so it cannot {purpose}; "
+                         "use build_inputs_embeds(model, ...), which runs the encoder first")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model patch
+
+class LengthAwareAvgPool(nn.Module):
+    """Stands in for the tower's ``AvgPool1d(2, 2)``: averages only valid frames, keeps an odd last frame.
+
+    The tower calls its pooler with ``[B, D, T]`` and no lengths, so the patched forward sets
+    :attr:`frame_lengths` around the tower call (:meth:`using`); without them every frame counts
+    as valid, which equals ``AvgPool1d`` on an even ``T``.
+    """
+
+    def __init__(self, k: int = NATIVE_POOL):
+        super().__init__()
+        self.k = k
+        self.frame_lengths: Optional[torch.Tensor] = None
+
+    @contextlib.contextmanager
+    def using(self, frame_lengths: torch.Tensor):
+        self.frame_lengths = frame_lengths
+        try:
+            yield
+        finally:
+            self.frame_lengths = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.transpose(1, 2)
+        lengths = self.frame_lengths
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+        return ops.uniform_pool(frames, lengths.to(x.device), self.k).values.transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+@dataclass
+class _Patch:
+    compressor: AudioCompressor
+    replace_avg_pool: bool
+    original_avg_pooler: nn.Module
+    had_instance_forward: bool
+    instance_forward: Any
+
+
+def _inner_model(model: nn.Module) -> Qwen2AudioModel:
+    """The ``Qwen2AudioModel`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
+    for module in model.modules():
+        if isinstance(module, Qwen2AudioModel):
+            return module
+    raise TypeError(f"{type(model).__name__} holds no transformers Qwen2AudioModel")
+
+
+def _patch_of(inner: Qwen2AudioModel) -> Optional[_Patch]:
+    return inner.__dict__.get(_PATCH_ATTR)
+
+
+def is_compressed(model: nn.Module) -> bool:
+    return _patch_of(_inner_model(model)) is not None
+
+
+def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_avg_pool: bool = False) -> nn.Module:
+    """Compress Qwen2-Audio's audio tokens with ``compressor`` (a layer, spec string or config dict).
+
+    ``replace_avg_pool=True`` swaps the tower's length-unaware ``AvgPool1d(2, 2)`` for
+    :class:`LengthAwareAvgPool` (an odd last frame becomes its own token instead of being
+    dropped, padding is never read). The compressor then runs on the tower's 25 Hz output.
+    Returns ``model``, patched in place; :func:`revert` undoes it.
+    """
+    inner = _inner_model(model)
+    if _patch_of(inner) is not None:
+        raise ValueError("model already has compression applied; call revert(model) first")
+    compressor = build_compressor(compressor)
+    tower = inner.audio_tower
+    patch = _Patch(compressor, replace_avg_pool, tower.avg_pooler, "forward" in inner.__dict__,
+                   inner.__dict__.get("forward"))
+    if replace_avg_pool:
+        tower.avg_pooler = LengthAwareAvgPool(NATIVE_POOL)
+    inner.__dict__[_PATCH_ATTR] = patch   # a plain attribute: not a submodule, so state_dict is unchanged
+    inner.forward = types.MethodType(_compressed_forward, inner)
+    return model
+
+
+def revert(model: nn.Module) -> nn.Module:
+    """Undo :func:`apply_compression`: the original forward and pooler objects come back."""
+    inner = _inner_model(model)
+    patch = _patch_of(inner)
+    if patch is None:
+        raise ValueError("model has no compression applied")
+    inner.audio_tower.avg_pooler = patch.original_avg_pooler
+    if patch.had_instance_forward:
+        inner.forward = patch.instance_forward
+    else:
+        del inner.forward
+    del inner.__dict__[_PATCH_ATTR]
+    return model
+
+
+@contextlib.contextmanager
+def compression(model: nn.Module, compressor: CompressorSpec, *, replace_avg_pool: bool = False):
+    """``with compression(model, "uniform:3"): ...`` applies compression and reverts it on exit."""
+    apply_compression(model, compressor, replace_avg_pool=replace_avg_pool)
+    try:
+        yield model
+    finally:
+        revert(model)
+
+
+def _compressed_forward(self: Qwen2AudioModel, input_ids=None, input_features=None, attention_mask=None,
+                        feature_attention_mask=None, inputs_embeds=None, **kwargs):
+    # Same condition as the original: audio is merged on prefill only (generate drops
+    # input_features after the first step).
+    if input_features is not None and inputs_embeds is None and input_ids.shape[1] != 1:
+        audio = get_audio_features(self, input_features, feature_attention_mask)
+        inputs_embeds = _merge_audio(self, input_ids, self.get_input_embeddings()(input_ids), audio)
+        input_ids = input_features = feature_attention_mask = None
+    patch = _patch_of(self)
+    original = patch.instance_forward if patch.had_instance_forward else type(self).forward.__get__(self)
+    return original(input_ids=input_ids, input_features=input_features, attention_mask=attention_mask,
+                    feature_attention_mask=feature_attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio path: tower -> compressor -> projector
+
+def _window_frames(tower: nn.Module) -> int:
+    # The tower's own check: max_source_positions * conv strides mel frames (3000).
+    return tower.config.max_source_positions * tower.conv1.stride[0] * tower.conv2.stride[0]
+
+
+def get_audio_features(model: nn.Module, input_features: torch.Tensor,
+                       feature_attention_mask: torch.Tensor) -> CompressedAudio:
+    """Compressed, projected audio tokens of every audio: ``values [N, S, hidden]``, ``lengths [N]``.
+
+    ``input_features [N, mel, M]`` may be longer than one window (``M`` a multiple of 3000 as
+    :func:`patch_processor` with ``long_audio=True`` pads it); each window is encoded and
+    compressed on its own and the tokens are joined per audio.
+    """
+    inner = _inner_model(model)
+    patch = _patch_of(inner)
+    if patch is None:
+        raise ValueError("apply_compression(model, compressor) first")
+    if feature_attention_mask is None:
+        raise ValueError("feature_attention_mask is required: it gives each audio's length")
+    tower = inner.audio_tower
+    input_features = input_features.to(tower.device)
+    mel_lengths = feature_attention_mask.to(tower.device).sum(-1)
+
+    def encode(windows, window_mel_lengths):
+        return _encode_window(inner, patch, windows, window_mel_lengths)
+
+    window = _window_frames(tower)
+    # Spans count the compressor's input frames (the tower's 25 Hz output) from the audio's start.
+    frames_per_window = int(_pooled_lengths(_frame_lengths(torch.tensor(window)), patch.replace_avg_pool))
+    joined = encode_windowed(encode, input_features, mel_lengths, window, frames_per_window)
+    projected = inner.multi_modal_projector(joined.values) * joined.mask()[..., None].to(joined.values.dtype)
+    return CompressedAudio(projected, joined.lengths, joined.spans)
+
+
+def _encode_window(inner: Qwen2AudioModel, patch: _Patch, windows: torch.Tensor,
+                   mel_lengths: torch.Tensor) -> CompressedAudio:
+    tower = inner.audio_tower
+    frame_lengths = _frame_lengths(mel_lengths)
+    frames = windows.shape[-1] // tower.conv2.stride[0]
+    valid = torch.arange(frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
+    # The attention mask exactly as Qwen2AudioModel.forward builds it.
+    mask = create_bidirectional_mask(config=tower.config, attention_mask=valid.long(),
+                                     inputs_embeds=windows.new_zeros(windows.shape[0], frames, 1))
+    pooler = tower.avg_pooler
+    scope = pooler.using(frame_lengths) if isinstance(pooler, LengthAwareAvgPool) else contextlib.nullcontext()
+    with scope:
+        hidden = tower(windows, attention_mask=mask).last_hidden_state
+    out = patch.compressor(hidden, _pooled_lengths(frame_lengths, patch.replace_avg_pool))
+    if out.values.shape[-1] != hidden.shape[-1]:
+        raise ValueError(f"compressor {patch.compressor.config()} changed the feature size from {hidden.shape[-1]} "
+                         f"to {out.values.shape[-1]}; the projector expects {hidden.shape[-1]}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Placeholders
+
+def _placeholder_runs(input_ids: torch.Tensor, audio_token_id: int) -> list[list[int]]:
+    """Per sample, the lengths of its runs of consecutive ``<|AUDIO|>`` tokens, in order."""
+    runs = []
+    for row in (input_ids == audio_token_id).tolist():
+        lengths, current = [], 0
+        for is_audio in row + [False]:
+            if is_audio:
+                current += 1
+            elif current:
+                lengths.append(current)
+                current = 0
+        runs.append(lengths)
+    return runs
+
+
+def _check_placeholders(inner: Qwen2AudioModel, input_ids: torch.Tensor, audio: CompressedAudio) -> None:
+    """Raise a ValueError that names the disagreeing audio, instead of transformers' opaque one."""
+    runs = _placeholder_runs(input_ids, inner.config.audio_token_id)
+    flat_runs = [run for sample in runs for run in sample]
+    tokens = audio.lengths.tolist()
+    if len(flat_runs) != len(tokens):
+        raise ValueError(f"input_ids hold {len(flat_runs)} runs of <|AUDIO|> placeholders but {len(tokens)} audios "
+                         "were given; wrap every audio's placeholders in <|audio_bos|> ... <|audio_eos|>")
+    owners = [sample for sample, sample_runs in enumerate(runs) for _ in sample_runs]
+    for index, (placeholders, count) in enumerate(zip(flat_runs, tokens)):
+        if placeholders != count:
+            raise ValueError(_mismatch_message(inner, index, owners[index], placeholders, count))
+
+
+def _mismatch_message(inner, index, sample, placeholders, count) -> str:
+    patch = _patch_of(inner)
+    message = (f"audio {index} (in sample {sample}) has {placeholders} <|AUDIO|> placeholders but compressor "
+               f"{patch.compressor.config()} (replace_avg_pool={patch.replace_avg_pool}) produced {count} tokens. ")
+    if not patch.compressor.static_length:
+        return message + ("A content-adaptive compressor's counts are only known after the encoder runs: "
+                          "use build_inputs_embeds(model, ...).")
+    return message + ("Expand placeholders with the same compressor: patch_processor(processor, compressor, "
+                      "replace_avg_pool=...) (an unpatched processor counts at the native 25 Hz rate), "
+                      "or use build_inputs_embeds(model, ...).")
+
+
+def _merge_audio(inner: Qwen2AudioModel, input_ids: torch.Tensor, inputs_embeds: torch.Tensor,
+                 audio: CompressedAudio) -> torch.Tensor:
+    _check_placeholders(inner, input_ids, audio)
+    placeholders = (input_ids == inner.config.audio_token_id).to(inputs_embeds.device)[..., None]
+    tokens = audio.values[audio.mask().bool()].to(inputs_embeds.device, inputs_embeds.dtype)
+    return inputs_embeds.masked_scatter(placeholders, tokens)
+
+
+def _padding_side(attention_mask: torch.Tensor, default: str) -> str:
+    if bool((attention_mask[:, 0] == 0).any()):
+        return "left"
+    if bool((attention_mask[:, -1] == 0).any()):
+        return "right"
+    return default
+
+
+def expand_audio_placeholders(input_ids: torch.Tensor, counts, audio_token_id: int, pad_token_id: int,
+                              attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                              padding_side: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """Rewrite every run of ``<|AUDIO|>`` tokens (one or many) as ``counts[i]`` tokens, audio ``i``
+    in reading order, and re-pad the batch on ``padding_side`` (default: the side the
+    ``attention_mask`` pads, else left). Labels move with their tokens; audio positions and
+    padding get -100. Returns ``input_ids``, ``attention_mask`` and (when given) ``labels``.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    side = padding_side or _padding_side(attention_mask, "left")
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    counts = [int(c) for c in (counts.tolist() if torch.is_tensor(counts) else counts)]
+    valid_ids = input_ids.masked_fill(attention_mask == 0, -1)
+    runs = sum(len(sample) for sample in _placeholder_runs(valid_ids, audio_token_id))
+    if runs != len(counts):
+        raise ValueError(f"input_ids hold {runs} runs of <|AUDIO|> placeholders but {len(counts)} audio counts "
+                         "were given")
+    remaining = iter(counts)
+    rows = [_expand_row(ids, mask, None if labels is None else labels[b], remaining, audio_token_id)
+            for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist()))]
+    width = max(len(row[0]) for row in rows)
+    out = {"input_ids": _pad_rows([r[0] for r in rows], width, pad_token_id, side),
+           "attention_mask": _pad_rows([[1] * len(r[0]) for r in rows], width, 0, side)}
+    if labels is not None:
+        out["labels"] = _pad_rows([r[1] for r in rows], width, IGNORE_INDEX, side)
+    device = input_ids.device
+    return {name: torch.tensor(value, dtype=torch.long, device=device) for name, value in out.items()}
+
+
+def _expand_row(ids, mask, labels, counts, audio_token_id):
+    """One sample's valid tokens with each placeholder run expanded; takes counts from the ``counts`` iterator."""
+    labels = labels.tolist() if labels is not None else [IGNORE_INDEX] * len(ids)
+    out_ids, out_labels, previous_audio = [], [], False
+    for token, valid, label in zip(ids, mask, labels):
+        if not valid:
+            continue
+        is_audio = token == audio_token_id
+        if is_audio and not previous_audio:
+            count = next(counts)
+            out_ids += [audio_token_id] * count
+            out_labels += [IGNORE_INDEX] * count
+        elif not is_audio:
+            out_ids.append(token)
+            out_labels.append(label)
+        previous_audio = is_audio
+    return out_ids, out_labels
+
+
+def _pad_rows(rows, width, value, side):
+    return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
+
+
+def build_inputs_embeds(model: nn.Module, input_ids: torch.Tensor, input_features: torch.Tensor,
+                        feature_attention_mask: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                        labels: Optional[torch.Tensor] = None, padding_side: Optional[str] = None) -> dict:
+    """The ``inputs_embeds`` path, for any compressor (content-adaptive ones included).
+
+    Runs the encoder and compressor once, expands each audio's placeholder run (one token or
+    the processor's native count) to its compressed length, and returns ``inputs_embeds``,
+    ``attention_mask`` and (when given) aligned ``labels``, ready for ``model(**out)`` or
+    ``model.generate(**out)``.
+    """
+    inner = _inner_model(model)
+    audio = get_audio_features(inner, input_features, feature_attention_mask)
+    pad_token_id = inner.pad_token_id if inner.pad_token_id >= 0 else 0
+    expanded = expand_audio_placeholders(input_ids, audio.lengths, inner.config.audio_token_id, pad_token_id,
+                                         attention_mask, labels, padding_side)
+    embeds = _merge_audio(inner, expanded["input_ids"], inner.get_input_embeddings()(expanded.pop("input_ids")), audio)
+    return {"inputs_embeds": embeds, **expanded}
+
+
+# ---------------------------------------------------------------------------------------------
+# Processor patch
+
+def patch_processor(processor, compressor: CompressorSpec, *, replace_avg_pool: bool = False,
+                    long_audio: bool = False):
+    """Make a ``Qwen2AudioProcessor`` expand ``<|AUDIO|>`` to the compressed token count.
+
+    Fixed-rate compressors get their count by formula (:func:`audio_token_counts`). A
+    content-adaptive compressor gets one placeholder per audio, which
+    :func:`build_inputs_embeds` expands after the encoder ran. ``long_audio=True`` pads
+    waveforms to whole 30 s windows instead of truncating them at 30 s. Undo with
+    :func:`revert_processor`.
+    """
+    if _PROCESSOR_ATTR in processor.__dict__:
+        raise ValueError("processor is already patched; call revert_processor(processor) first")
+    compressor = build_compressor(compressor)
+    original = processor._process_audio
+
+    def process_audio(audio, **kwargs):
+        if long_audio:
+            audio = processor.feature_extractor.fetch_audio(audio)
+            longest = max(len(a) for a in (audio if isinstance(audio, (list, tuple)) else [audio]))
+            kwargs.update(max_length=padded_samples(longest, processor.feature_extractor.n_samples), truncation=False)
+        audio_inputs, _ = original(audio, **kwargs)
+        audio_inputs["num_audio_tokens"] = _processor_counts(processor, audio_inputs, compressor, replace_avg_pool)
+        replacements = [processor.replace_audio_token(audio_inputs, audio_idx=i)
+                        for i in range(len(audio_inputs["num_audio_tokens"]))]
+        return audio_inputs, replacements
+
+    processor.__dict__[_PROCESSOR_ATTR] = compressor
+    processor._process_audio = process_audio
+    return processor
+
+
+def _processor_counts(processor, audio_inputs, compressor, replace_avg_pool) -> list[int]:
+    mel_lengths = torch.as_tensor(audio_inputs["feature_attention_mask"]).sum(-1)
+    if not compressor.static_length:
+        return [1] * len(mel_lengths)
+    window = processor.feature_extractor.nb_max_frames
+    return audio_token_counts(mel_lengths, compressor, replace_avg_pool=replace_avg_pool, window=window).tolist()
+
+
+def revert_processor(processor):
+    """Undo :func:`patch_processor`."""
+    if _PROCESSOR_ATTR not in processor.__dict__:
+        raise ValueError("processor is not patched")
+    del processor.__dict__["_process_audio"]
+    del processor.__dict__[_PROCESSOR_ATTR]
+    return processor
