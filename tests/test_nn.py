@@ -97,3 +97,18 @@ def test_layers_work_inside_a_model_with_gradients_and_compile():
 def test_bad_specs_raise_clear_errors(spec, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
         lnn.build_compressor(spec)
+
+
+def test_layer_on_a_transformers_whisper_encoder():
+    """The README's example: a layer on the output of a (tiny, random) WhisperEncoder."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2,
+                                        encoder_ffn_dim=32, num_mel_bins=8, max_source_positions=50)
+    encoder = transformers.WhisperModel(config).get_encoder()
+    mel = torch.randn(2, 8, 100)                      # 2 s of log-mel at 100 frames/s
+    hidden = encoder(mel).last_hidden_state           # [2, 50, 16]: 50 encoder frames/s
+    frame_lengths = torch.tensor([50, 31])            # valid encoder frames per sample
+    out = lnn.build_compressor("segment:rate=3")(hidden, frame_lengths)
+    assert out.values.shape == (2, 17, 16) and out.lengths.tolist() == [17, 11]
+    out.values.sum().backward()
+    assert encoder.layers[0].fc1.weight.grad.abs().sum() > 0
