@@ -103,7 +103,8 @@ def test_layer_on_a_transformers_whisper_encoder():
     """The README's example: a layer on the output of a (tiny, random) WhisperEncoder."""
     transformers = pytest.importorskip("transformers")
     config = transformers.WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2,
-                                        encoder_ffn_dim=32, num_mel_bins=8, max_source_positions=50)
+                                        encoder_ffn_dim=32, decoder_layers=1, decoder_attention_heads=2,
+                                        decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=50)
     encoder = transformers.WhisperModel(config).get_encoder()
     mel = torch.randn(2, 8, 100)                      # 2 s of log-mel at 100 frames/s
     hidden = encoder(mel).last_hidden_state           # [2, 50, 16]: 50 encoder frames/s
