@@ -59,6 +59,8 @@ setup(
     extras_require={
         "triton": ["triton"],
         "hf": ["transformers>=5.0", "peft>=0.17"],  # lalm_fast.integrations (Qwen2-Audio, LoRA presets)
+        # lalm_fast.data and lalm_fast.evaluate (audio, features, caches, WER / BLEU)
+        "data": ["soundfile>=0.12", "scipy", "safetensors", "transformers>=5.0", "jiwer>=4.0", "sacrebleu>=2.4"],
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "ninja"],
     },
     ext_modules=[extension()],

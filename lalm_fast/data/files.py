@@ -1,0 +1,45 @@
+"""Atomic file writes: a reader (or a crashed run) never sees a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+_DEFAULT_MODE = 0o644  # mkstemp makes 0600 files; datasets and reports are meant to be shared
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an exception it is
+    moved over ``path`` with os.replace, otherwise removed and ``path`` is left as it was.
+
+    The temporary file sits in the same folder so the rename stays on one filesystem, which
+    POSIX makes atomic. Use it for writers that want a file name (safetensors, torch.save).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else _DEFAULT_MODE
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
+    """Like ``open(path, mode)``, but the file appears at ``path`` only once fully written."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
