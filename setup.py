@@ -61,6 +61,8 @@ setup(
         "hf": ["transformers>=5.0", "peft>=0.17"],  # lalm_fast.integrations (Qwen2-Audio, LoRA presets)
         # lalm_fast.data and lalm_fast.evaluate (audio, features, caches, WER / BLEU)
         "data": ["soundfile>=0.12", "scipy", "safetensors", "transformers>=5.0", "jiwer>=4.0", "sacrebleu>=2.4"],
+        # lalm_fast.train and the `lalm-fast train` / `lalm-fast eval` commands
+        "train": ["accelerate>=1.0", "peft>=0.17", "tqdm"],
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "ninja"],
     },
     ext_modules=[extension()],

@@ -9,50 +9,13 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, WhisperConfig,  # noqa: E402
-                          WhisperModel)
+from transformers import LlamaForCausalLM, WhisperModel  # noqa: E402
 
 from lalm_fast.models import AudioLM, AudioLMConfig, MLPProjector  # noqa: E402
 from lalm_fast.models.audio_lm import CONFIG_FILE, IGNORE_INDEX, PROJECTOR_FILE  # noqa: E402
+from lalm_fast.models.tiny import MEL_BINS, MEL_FRAMES, PROMPTS, tiny_encoder, tiny_lm, tiny_tokenizer  # noqa: E402
+from lalm_fast.models.tiny import tiny_audio_lm as tiny_model  # noqa: E402
 from lalm_fast.nn import AudioCompressor, CompressedAudio  # noqa: E402
-
-MEL_BINS, MEL_FRAMES = 8, 100  # max_source_positions=50 -> the encoder takes exactly 100 mel frames
-WORDS = ["<audio>", "transcribe", "translate", "to", "german", "the", "cat", "sat", "dog", "ran", "a", "bird",
-         "sang", "fish", "swam", "red", "blue"]
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-PROMPTS = {"transcribe": "transcribe <audio>", "translate": "<audio> translate to {lang}"}
-
-
-def tiny_tokenizer(padding_side="right", pad=True):
-    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                      pad_token="<pad>" if pad else None)
-    wrapped.padding_side = padding_side
-    return wrapped
-
-
-def tiny_encoder(d_model=16):
-    config = WhisperConfig(d_model=d_model, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=MEL_BINS,
-                           max_source_positions=MEL_FRAMES // 2)
-    return WhisperModel(config).get_encoder()
-
-
-def tiny_lm(hidden=32):
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(SPECIALS) + len(WORDS), pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(config)
-
-
-def tiny_model(compressor="uniform:3", padding_side="right", seed=0, **config):
-    torch.manual_seed(seed)
-    projector = MLPProjector(16, 32, hidden=32, layers=2)
-    return AudioLM(tiny_encoder(), compressor, projector, tiny_lm(), tiny_tokenizer(padding_side),
-                   AudioLMConfig(prompts=dict(PROMPTS), **config))
 
 
 def batch(lengths=(100, 37, 64), seed=1):

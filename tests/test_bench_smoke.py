@@ -37,3 +37,11 @@ def test_cli_passes_options_through_to_the_benchmark(monkeypatch):
     assert seen["argv"] == ["--dims", "41"]
     with pytest.raises(SystemExit):
         cli.main(["bench", "nope"])
+
+
+def test_cli_reports_bad_paths_in_one_line(capsys, tmp_path):
+    from lalm_fast.cli import main
+
+    assert main(["eval", "--model", str(tmp_path), "--manifest", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lalm-fast eval: error:") and len(err.strip().splitlines()) == 1

@@ -1,0 +1,627 @@
+"""Training and evaluation of :class:`~lalm_fast.models.AudioLM` (design section 8).
+
+One code path for one CPU, one GPU or many GPUs (``accelerate launch -m lalm_fast.cli train ...``):
+AdamW over the trainable parameters (projector + LoRA), warmup + cosine, gradient accumulation,
+bf16 autocast on GPU, periodic evaluation, atomic checkpoints and exact resume::
+
+    config = TrainConfig.from_file("configs/tiny.json", output_dir="runs/tiny")
+    result = train(config)                 # or train(config, resume=True) after an interruption
+
+The data order is a pure function of (seed, epoch) and a checkpoint stores the position in it
+together with the RNG states, so a resumed run takes the same steps as an uninterrupted one.
+Checkpoints hold only the trainable weights (a full ``accelerator.save_state`` would copy the
+frozen encoder and LM: gigabytes per checkpoint for a 1-8B LM). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from lalm_fast.data import (SkipReport, Utterance, UtteranceLoader, audio_duration, bucket_batches,
+                            log_mel, read_manifest, write_manifest)
+from lalm_fast.data.errors import AudioError
+from lalm_fast.data.files import atomic_write
+from lalm_fast.evaluate import EvalReport, audio_tokens_per_second, bleu, wer
+
+__all__ = ["DataSpec", "ModelSpec", "OptimSpec", "RunSpec", "TrainConfig", "TrainResult", "build_model",
+           "epoch_batches", "evaluate_model", "latest_checkpoint", "load_trained", "train"]
+
+TINY_RANDOM = "tiny-random"     # model source: seeded tiny random Whisper encoder / Llama + tokenizer
+SYNTHETIC = "synthetic:"        # data source "synthetic:N": N sine-tone clips written into the run folder
+TRAIN_SPEC_FILE = "lalm_train.json"
+STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
+CHECKPOINT = re.compile(r"^step-(\d{8})$")
+
+
+# ----- configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    encoder: str = TINY_RANDOM              # "packaged:tiny.en", a local HF folder, or tiny-random
+    lm: str = TINY_RANDOM                   # "packaged:smollm2-135m", a local HF folder, or tiny-random
+    compressor: Any = "uniform:4"
+    projector: dict = field(default_factory=lambda: {"layers": 2})   # MLPProjector options besides dims
+    lora: Optional[dict] = None             # AudioLM.add_lora options, e.g. {"r": 8}
+    prompts: Optional[dict] = None          # None: the tiny prompts for tiny-random, else the defaults
+    freeze_encoder: bool = True
+    window_seconds: float = 30.0            # encoder input window; clips must fit
+    mel_bins: int = 80                      # 128 for Whisper large-v3
+    lm_dtype: str = "float32"
+    seed: int = 0                           # builds the projector (and tiny-random weights)
+
+
+@dataclass
+class DataSpec:
+    train: str = ""                         # JSONL manifest, or "synthetic:N"
+    eval: Optional[str] = None
+    task: Any = "transcribe"                # or {"task": "translate", "lang": "Spanish"} (targets = translations)
+    batch_size: Optional[int] = 8
+    max_frames: Optional[float] = None      # padded seconds per batch (len * longest), with or instead of batch_size
+    skip_bad: bool = False                  # count and skip bad utterances instead of raising
+    eval_generate: int = 16                 # utterances decoded for WER / BLEU at each evaluation
+    max_new_tokens: int = 64
+
+
+@dataclass
+class OptimSpec:
+    lr: float = 1e-4
+    projector_lr_scale: float = 1.0         # projector lr = lr * this (it starts from random)
+    weight_decay: float = 0.01              # matrices only; biases and norms get none
+    warmup_steps: int = 0
+    total_steps: int = 100                  # optimizer steps
+    grad_accum: int = 1
+    max_grad_norm: Optional[float] = 1.0
+
+
+@dataclass
+class RunSpec:
+    output_dir: str = "runs/default"
+    seed: int = 0                           # data order and dropout
+    eval_every: int = 0                     # steps; 0: only at the end
+    save_every: int = 0                     # steps; 0: only at the end
+    keep_last: int = 2
+    mixed_precision: str = "auto"           # auto: bf16 on CUDA, none on CPU; or "no" / "bf16"
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    run: RunSpec = field(default_factory=RunSpec)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        specs = {"model": ModelSpec, "data": DataSpec, "optim": OptimSpec, "run": RunSpec}
+        _reject_unknown(data, specs, "config")
+        return cls(**{name: _spec(spec, data.get(name, {}), name) for name, spec in specs.items()})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **run_overrides: Any) -> "TrainConfig":
+        """Read JSON (or YAML when the name ends in .yaml/.yml and PyYAML is installed);
+        ``run_overrides`` replace fields of ``run`` (e.g. ``output_dir=...``)."""
+        config = cls.from_dict(_read_structured(Path(path)))
+        for name, value in run_overrides.items():
+            if value is not None:
+                _reject_unknown({name: value}, {f.name: None for f in fields(RunSpec)}, "run")
+                setattr(config.run, name, value)
+        return config
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _spec(spec_type, values: dict, name: str):
+    _reject_unknown(values, {f.name: None for f in fields(spec_type)}, name)
+    return spec_type(**values)
+
+
+def _reject_unknown(values: dict, known: dict, where: str) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {where} field(s) {unknown}; expected some of {sorted(known)}")
+
+
+def _read_structured(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml  # optional: only YAML configs need it
+
+            return yaml.safe_load(handle)
+        return json.load(handle)
+
+
+# ----- model ------------------------------------------------------------------------------------
+
+
+def build_model(spec: ModelSpec):
+    """An AudioLM from the spec's sources, with a fresh projector (and LoRA when asked)."""
+    from lalm_fast.models import AudioLM, AudioLMConfig, MLPProjector
+    from lalm_fast.models.tiny import PROMPTS
+
+    encoder, lm, tokenizer = _load_bases(spec)
+    torch.manual_seed(spec.seed)
+    width = lm.get_input_embeddings().embedding_dim
+    projector = MLPProjector(encoder.config.d_model, width, **spec.projector)
+    prompts = spec.prompts or (dict(PROMPTS) if spec.lm == TINY_RANDOM else None)
+    config = AudioLMConfig(encoder=spec.encoder, lm=spec.lm, freeze_encoder=spec.freeze_encoder,
+                           **({"prompts": prompts} if prompts else {}))
+    model = AudioLM(encoder, spec.compressor, projector, lm, tokenizer, config)
+    if spec.lora:
+        model.add_lora(**spec.lora)
+    return model
+
+
+def load_trained(directory: str | os.PathLike, is_trainable: bool = False):
+    """Reload a model written by :func:`train` (``<output_dir>/final``): bases from the recorded
+    sources, projector and LoRA from the folder. Returns ``(model, ModelSpec)``."""
+    from lalm_fast.models import AudioLM
+
+    path = Path(directory) / TRAIN_SPEC_FILE
+    if not path.exists():
+        raise ValueError(f"{directory} has no {TRAIN_SPEC_FILE}: it was not written by lalm_fast.train")
+    spec = _spec(ModelSpec, json.loads(path.read_text())["model"], "model")
+    encoder, lm, tokenizer = _load_bases(spec)
+    return AudioLM.from_pretrained(directory, encoder, lm, tokenizer, is_trainable=is_trainable), spec
+
+
+def _load_bases(spec: ModelSpec):
+    """(encoder, lm, tokenizer). tiny-random parts are seeded so a reload rebuilds the same weights."""
+    from lalm_fast.models import pretrained, tiny
+
+    torch.manual_seed(spec.seed)
+    if spec.encoder == TINY_RANDOM:
+        encoder = tiny.tiny_encoder(mel_bins=spec.mel_bins, mel_frames=round(spec.window_seconds * 100))
+    else:
+        encoder = pretrained.load_whisper_encoder(spec.encoder, spec.window_seconds)
+    if spec.lm == TINY_RANDOM:
+        lm, tokenizer = tiny.tiny_lm(), tiny.tiny_tokenizer()
+    else:
+        lm, tokenizer = pretrained.load_causal_lm(spec.lm, getattr(torch, spec.lm_dtype))
+    return encoder, lm, tokenizer
+
+
+# ----- data -------------------------------------------------------------------------------------
+
+
+class Dataset:
+    """A manifest's usable utterances, their durations, and batch loading under the bad-data rules.
+
+    Text and duration (manifest field, else the file header) are checked up front, so a missing
+    file or an over-long clip is found before training; a file that only fails to decode is
+    found when its batch is loaded. Either raises naming the file, or with ``skip_bad`` is counted
+    in ``self.loader.skips``.
+    """
+
+    def __init__(self, utterances: list[Utterance], model_spec: ModelSpec, data_spec: DataSpec):
+        self.window, self.mel_bins, self.task = model_spec.window_seconds, model_spec.mel_bins, data_spec.task
+        self.loader = UtteranceLoader(max_seconds=self.window, skip_bad=data_spec.skip_bad,
+                                      require_translation=_is_translation(self.task))
+        checked = [(utt, self.loader.guarded(self._duration, utt)) for utt in utterances]
+        self.utterances = [utt for utt, seconds in checked if seconds is not None]
+        self.durations = [seconds for _, seconds in checked if seconds is not None]
+        if not self.utterances:
+            raise ValueError(f"no usable utterances ({self.loader.skips})")
+
+    def _duration(self, utt: Utterance) -> float:
+        self.loader.check_text(utt)
+        seconds = utt.duration if utt.duration is not None else audio_duration(utt.audio)
+        if seconds > self.window:
+            raise AudioError(utt.audio, "too_long", f"clip is {seconds:.2f} s, longer than the {self.window:g} s window")
+        return seconds
+
+    def load(self, indices: list[int]):
+        """``(features, mel_frames, targets, seconds)`` of the loadable ones among ``indices``; None if none is."""
+        loaded = [(i, self.loader.guarded(self.loader.load, self.utterances[i])) for i in indices]
+        loaded = [(i, audio) for i, audio in loaded if audio is not None]
+        if not loaded:
+            return None
+        features, encoder_frames = log_mel([audio for _, audio in loaded], self.window, self.mel_bins)
+        utts = [self.utterances[i] for i, _ in loaded]
+        # AudioLM counts input (mel) frames; 2 per encoder frame.
+        return features, encoder_frames * 2, [self.target(u) for u in utts], sum(self.durations[i] for i, _ in loaded)
+
+    def target(self, utt: Utterance) -> str:
+        return utt.translation if _is_translation(self.task) else utt.text
+
+
+def _is_translation(task: Any) -> bool:
+    return isinstance(task, dict) and task.get("task") == "translate"
+
+
+def _open_dataset(source: str, model_spec: ModelSpec, data_spec: DataSpec, run_dir: Path) -> Dataset:
+    if source.startswith(SYNTHETIC):
+        utterances = make_synthetic(run_dir / "synthetic", int(source[len(SYNTHETIC):]), model_spec.seed)
+    else:
+        utterances = read_manifest(source)
+    return Dataset(utterances, model_spec, data_spec)
+
+
+def make_synthetic(folder: Path, count: int, seed: int = 0) -> list[Utterance]:
+    """``count`` clips of one tone per word (0.15 s each) over the tiny vocabulary, as FLAC + manifest.
+    The same arguments write the same files, so repeated and resumed runs see the same data."""
+    import soundfile as sf
+
+    from lalm_fast.models.tiny import WORDS
+
+    words, rate = WORDS[5:], 16000
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(0.15 * rate)) / rate
+    utterances = []
+    for n in range(count):
+        picked = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(2, 5)))]
+        audio = np.concatenate([0.3 * np.sin(2 * np.pi * (200 + 90 * words.index(w)) * t) for w in picked])
+        path = folder / f"utt{n:04d}.flac"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            sf.write(path, audio.astype(np.float32), rate)
+        utterances.append(Utterance(audio=path, text=" ".join(picked), duration=len(audio) / rate))
+    write_manifest(folder / "manifest.jsonl", utterances)
+    return utterances
+
+
+def epoch_batches(durations: list[float], data_spec: DataSpec, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: length-bucketed, shuffled by (seed, epoch) only."""
+    max_frames = data_spec.max_frames * 100 if data_spec.max_frames else None  # seconds -> mel frames
+    lengths = [round(d * 100) for d in durations]
+    return bucket_batches(lengths, batch_size=data_spec.batch_size, max_frames=max_frames,
+                          seed=seed * 1_000_003 + epoch)
+
+
+# ----- optimisation -----------------------------------------------------------------------------
+
+
+def _optimizer(model, spec: OptimSpec) -> torch.optim.Optimizer:
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_projector = name.startswith("projector.")
+        decays = param.ndim >= 2
+        key = (is_projector, decays)
+        groups.setdefault(key, {"params": [], "lr": spec.lr * (spec.projector_lr_scale if is_projector else 1.0),
+                                "weight_decay": spec.weight_decay if decays else 0.0})["params"].append(param)
+    return torch.optim.AdamW([groups[key] for key in sorted(groups)], lr=spec.lr)
+
+
+# ----- checkpoints ------------------------------------------------------------------------------
+
+
+@dataclass
+class Position:
+    step: int = 0       # optimizer steps done
+    epoch: int = 0      # position in the data stream at that step
+    batch: int = 0
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, position: Position, model, optimizer, scheduler, keep_last: int) -> Path:
+    """Write ``folder/step-NNNNNNNN`` atomically: files go to a temporary folder, ``step.json``
+    last, then one ``os.replace``; a crash leaves the previous checkpoints as they were."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"step-{position.step:08d}"
+    if (target / STEP_FILE).exists():
+        return target  # this step is saved already (e.g. the final save after a periodic one)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        save_file(_trainable_state(model), staging / "trainable.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                   staging / "state.pt")
+        (staging / STEP_FILE).write_text(json.dumps(asdict(position)))
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of the same step
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in _complete_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and (p / STEP_FILE).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint of a run, or None."""
+    found = _complete_checkpoints(Path(output_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
+    from safetensors.torch import load_file
+
+    weights = load_file(path / "trainable.safetensors")
+    expected = set(_trainable_state(model))
+    if set(weights) != expected:
+        raise ValueError(f"{path}: checkpoint weights do not match the model's trainable parameters "
+                         f"(missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]})")
+    model.load_state_dict(weights, strict=False)
+    state = torch.load(path / "state.pt", weights_only=False)  # our own file: holds numpy RNG state
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return Position(**json.loads((path / STEP_FILE).read_text()))
+
+
+# ----- evaluation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_model(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int] = None) -> dict:
+    """Token-weighted mean loss over ``dataset``, and WER (or BLEU for translation) of greedy
+    decoding on its first ``generate`` utterances (default ``data_spec.eval_generate``)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, tokens, audio_tokens, seconds = 0.0, 0, 0, 0.0
+    for indices in epoch_batches(dataset.durations, data_spec, seed=0, epoch=0):
+        batch = dataset.load(indices)
+        if batch is None:
+            continue
+        features, frames, targets, batch_seconds = batch
+        out = model(features, frames, tasks=dataset.task, targets=targets)
+        n = int((out.inputs.labels[:, 1:] != -100).sum())  # the LM's loss is a mean over shifted targets
+        loss_sum, tokens = loss_sum + out.loss.item() * n, tokens + n
+        audio_tokens, seconds = audio_tokens + int(out.inputs.audio_lengths.sum()), seconds + batch_seconds
+    result = {"loss": loss_sum / max(tokens, 1),
+              "audio_tokens_per_second": audio_tokens_per_second(audio_tokens, seconds) if seconds else None}
+    result.update(_decode_metrics(model, dataset, data_spec, generate))
+    model.train(was_training)
+    return result
+
+
+def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int]) -> dict:
+    count = min(len(dataset.utterances), data_spec.eval_generate if generate is None else generate)
+    references, hypotheses = [], []
+    for start in range(0, count, data_spec.batch_size or 8):
+        indices = list(range(start, min(start + (data_spec.batch_size or 8), count)))
+        batch = dataset.load(indices)
+        if batch is None:
+            continue
+        features, frames, targets, _ = batch
+        hypotheses += model.generate(features, frames, tasks=dataset.task, max_new_tokens=data_spec.max_new_tokens)
+        references += targets
+    if not references:
+        return {}
+    metric = bleu(references, hypotheses) if _is_translation(dataset.task) else wer(references, hypotheses)
+    return {"bleu" if _is_translation(dataset.task) else "wer": metric,
+            "samples": [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:4]]}
+
+
+def evaluate_to_files(model_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str | os.PathLike,
+                      generate: Optional[int] = None, skip_bad: bool = False) -> dict:
+    """``lalm-fast eval``: score a trained model on a manifest; writes eval.json + eval.md."""
+    model, spec = load_trained(model_dir)
+    data_spec = _spec(DataSpec, json.loads((Path(model_dir) / TRAIN_SPEC_FILE).read_text())["data"], "data")
+    data_spec.skip_bad = skip_bad
+    dataset = Dataset(read_manifest(manifest), spec, data_spec)
+    result = evaluate_model(model, dataset, data_spec, len(dataset.utterances) if generate is None else generate)
+    report = EvalReport(f"{Path(manifest).name}: {model_dir}")
+    report.add(f"{spec.encoder} + {spec.lm}, {model.compressor!r}",
+               audio_tokens_per_second=result["audio_tokens_per_second"], wer=result.get("wer"),
+               bleu=result.get("bleu"), loss=round(result["loss"], 4), skipped=dataset.loader.skips.total)
+    out_dir = Path(out_dir)
+    report.save(out_dir / "eval.json", out_dir / "eval.md")
+    return result
+
+
+# ----- the training loop ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float]                     # training loss of each optimizer step run in this call
+    evals: list[dict]
+    skips: SkipReport
+    final_dir: Optional[Path]
+    output_dir: Path
+
+
+class _Stream:
+    """Micro-batches in a fixed order: this process's share of each epoch's batches, epoch after epoch."""
+
+    def __init__(self, dataset: Dataset, data_spec: DataSpec, seed: int, rank: int, world: int):
+        self.dataset, self.data_spec, self.seed, self.rank, self.world = dataset, data_spec, seed, rank, world
+        self._plans: dict[int, list[list[int]]] = {}
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._plans:
+            batches = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
+            usable = len(batches) // self.world * self.world  # every process takes the same number of steps
+            if usable == 0:
+                raise ValueError(f"{len(batches)} batch(es) per epoch cannot be shared by {self.world} processes")
+            self._plans = {epoch: batches[self.rank:usable:self.world]}
+        return self._plans[epoch]
+
+    def next(self, position: Position) -> list[int]:
+        """The micro-batch at ``position`` (advanced in place)."""
+        if position.batch >= len(self._plan(position.epoch)):
+            position.epoch, position.batch = position.epoch + 1, 0
+        indices = self._plan(position.epoch)[position.batch]
+        position.batch += 1
+        return indices
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train per ``config``; with ``resume``, continue from the newest complete checkpoint in
+    ``config.run.output_dir`` (same data order and RNG, so the same result as one run)."""
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    run, optim = config.run, config.optim
+    output_dir = Path(run.output_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
+    model = build_model(config.model)
+    train_set = _open_dataset(config.data.train, config.model, config.data, output_dir)
+    eval_set = _open_dataset(config.data.eval, config.model, config.data, output_dir) if config.data.eval else None
+    optimizer = _optimizer(model, optim)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, optim.total_steps)
+    # The scheduler stays outside prepare(): accelerate would step it once per process.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    position = load_checkpoint(checkpoint, core, optimizer, scheduler) if checkpoint else _fresh_start(run.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output_dir / "config.json") as handle:
+            json.dump(config.to_dict(), handle, indent=2)
+    stream = _Stream(train_set, config.data, run.seed, accelerator.process_index, accelerator.num_processes)
+    loop = _Loop(config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir)
+    loop.run(position)
+    final_dir = loop.save_final(position)
+    return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir)
+
+
+def _fresh_start(seed: int) -> Position:
+    torch.manual_seed(seed)  # dropout draws start from the run's seed, as a resume restores them
+    return Position()
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    if setting not in ("no", "bf16", "fp16"):
+        raise ValueError(f"run.mixed_precision must be auto, no, bf16 or fp16, got {setting!r}")
+    return setting
+
+
+class _Loop:
+    """The optimizer-step loop; on any error it saves the last completed step before re-raising,
+    so nothing already trained is lost (a bad file mid-epoch, Ctrl-C, ...)."""
+
+    def __init__(self, config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir):
+        self.config, self.accelerator, self.model = config, accelerator, model
+        self.optimizer, self.scheduler, self.stream, self.eval_set = optimizer, scheduler, stream, eval_set
+        self.output_dir, self.checkpoints = output_dir, output_dir / "checkpoints"
+        self.losses: list[float] = []
+        self.evals: list[dict] = []
+
+    def run(self, position: Position) -> None:
+        from tqdm.auto import tqdm
+
+        total = self.config.optim.total_steps
+        bar = tqdm(total=total, initial=position.step, desc="train",
+                   disable=not (self.config.run.progress and self.accelerator.is_main_process))
+        saved = Position(**asdict(position))
+        try:
+            while position.step < total:
+                trial = Position(**asdict(position))
+                loss = self._step(trial)
+                position.__dict__.update(asdict(trial))  # only a completed step moves the position
+                self.losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                self._periodic(position)
+        except BaseException:
+            if position.step > saved.step:
+                self._save(position)
+            raise
+        finally:
+            bar.close()
+
+    def _step(self, position: Position) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``."""
+        model, accum = self.model, self.config.optim.grad_accum
+        model.train()
+        total = 0.0
+        for micro in range(accum):
+            batch = self.stream.dataset.load(self.stream.next(position))
+            if batch is None:
+                continue  # every utterance of this micro-batch was skipped (counted) under skip_bad
+            features, frames, targets, _ = batch
+            # Gradients are all-reduced only on the last micro-batch.
+            sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(model)
+            with sync:
+                loss = model(features, frames, tasks=self.stream.dataset.task, targets=targets).loss / accum
+                self.accelerator.backward(loss)
+            total += loss.item()
+        if self.config.optim.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        position.step += 1
+        return total
+
+    def _periodic(self, position: Position) -> None:
+        run, step = self.config.run, position.step
+        if run.eval_every and step % run.eval_every == 0 and self.eval_set is not None:
+            self._evaluate(step)
+        if run.save_every and step % run.save_every == 0:
+            self._save(position)
+
+    def _evaluate(self, step: int) -> dict:
+        result = evaluate_model(self.accelerator.unwrap_model(self.model), self.eval_set, self.config.data)
+        record = {"step": step, "loss": result["loss"], **_metric_summary(result)}
+        self.evals.append(record)
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
+
+    def _save(self, position: Position) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.checkpoints, position, self.accelerator.unwrap_model(self.model), self.optimizer,
+                            self.scheduler, self.config.run.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def save_final(self, position: Position) -> Optional[Path]:
+        """Last checkpoint, last evaluation, and ``final/`` (projector + LoRA + how to rebuild the bases)."""
+        self._save(position)
+        if self.eval_set is not None and not (self.evals and self.evals[-1]["step"] == position.step):
+            self._evaluate(position.step)
+        if not self.accelerator.is_main_process:
+            return None
+        final = self.output_dir / "final"
+        self.accelerator.unwrap_model(self.model).save_pretrained(final)
+        with atomic_write(final / TRAIN_SPEC_FILE) as handle:
+            json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
+        return final
+
+
+def _metric_summary(result: dict) -> dict:
+    summary = {}
+    if "wer" in result:
+        summary["wer"] = result["wer"].wer
+    if "bleu" in result:
+        summary["bleu"] = result["bleu"].score
+    if result.get("samples"):
+        summary["sample"] = result["samples"][0]
+    return summary

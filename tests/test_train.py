@@ -1,0 +1,151 @@
+"""lalm_fast.train and the train / eval CLI on tiny random models and synthetic tones (no downloads)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+pytest.importorskip("peft")
+pytest.importorskip("soundfile")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from lalm_fast import cli, train as training  # noqa: E402
+from lalm_fast.data import DataError, read_manifest, write_manifest  # noqa: E402
+from lalm_fast.evaluate import wer  # noqa: E402
+from lalm_fast.train import (Dataset, TrainConfig, build_model, evaluate_model, latest_checkpoint,  # noqa: E402
+                             make_synthetic, train)
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")
+
+
+def tiny_config(output_dir, **optim):
+    config = TrainConfig.from_file(TINY, output_dir=str(output_dir))
+    config.data.eval = None
+    config.run.eval_every = 0
+    for name, value in optim.items():
+        setattr(config.optim, name, value)
+    return config
+
+
+def weights(run_dir):
+    return load_file(latest_checkpoint(run_dir) / "trainable.safetensors")
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    config = tiny_config(tmp_path, total_steps=5, grad_accum=1, warmup_steps=0)
+    config.data.train, config.data.batch_size = "synthetic:4", 4  # one batch per epoch: the same batch each step
+    result = train(config)
+    assert result.step == 5 and len(result.losses) == 5
+    assert result.losses[-1] < result.losses[0] - 0.05
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    def config(name):
+        c = tiny_config(tmp_path / name, total_steps=6, grad_accum=2)  # 8 clips / 4 per batch: steps cross epochs
+        c.data.train, c.model.lora["dropout"] = "synthetic:8", 0.2  # dropout: the RNG state must resume too
+        return c
+
+    straight = train(config("straight"))
+
+    original = training._Loop._periodic
+
+    def interrupt_after_step_3(self, position):
+        original(self, position)
+        if position.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Loop, "_periodic", interrupt_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("resumed"))
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000003"  # the interruption lost nothing
+    monkeypatch.setattr(training._Loop, "_periodic", original)
+    resumed = train(config("resumed"), resume=True)
+
+    assert resumed.step == 6 and resumed.losses == straight.losses[3:]
+    expected, got = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert expected.keys() == got.keys() and any("lora" in name for name in got)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, total_steps=6, grad_accum=1)
+    config.run.save_every, config.run.keep_last = 2, 1
+    real_save, calls = torch.save, []
+
+    def crash_on_second_checkpoint(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise OSError("disk full")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(training.torch, "save", crash_on_second_checkpoint)
+    with pytest.raises(OSError, match="disk full"):
+        train(config)
+    checkpoints = tmp_path / "checkpoints"
+    assert latest_checkpoint(tmp_path).name == "step-00000002"
+    assert sorted(os.listdir(checkpoints)) == ["step-00000002"]  # no half-written folder left behind
+
+    monkeypatch.setattr(training.torch, "save", real_save)
+    assert train(config, resume=True).step == 6
+
+
+def _manifest_with_bad_clips(tmp_path):
+    utterances = make_synthetic(tmp_path / "clips", 6)
+    os.remove(utterances[1].audio)                        # missing: found before training starts
+    (tmp_path / "clips" / "utt0002.flac").write_bytes(b"not audio at all")  # corrupt: found at load time
+    utterances[1].duration = None                         # no duration: the header is checked up front
+    write_manifest(tmp_path / "bad.jsonl", utterances)
+    return tmp_path / "bad.jsonl", utterances
+
+
+def test_bad_audio_raises_naming_the_file_or_is_counted_with_skip_bad(tmp_path):
+    manifest, utterances = _manifest_with_bad_clips(tmp_path)
+    config = tiny_config(tmp_path / "run", total_steps=2, grad_accum=1)
+    config.data.train = str(manifest)
+    with pytest.raises(DataError, match="utt0001.flac"):
+        train(config)
+
+    config.data.skip_bad = True
+    result = train(config)
+    assert result.step == 2
+    assert result.skips.total == 2 and dict(result.skips.counts) == {"missing": 1, "corrupt": 1}
+
+
+def test_evaluation_metrics_match_hand_computed_values(tmp_path):
+    config = tiny_config(tmp_path)
+    config.data.batch_size = 4
+    model = build_model(config.model).eval()
+    dataset = Dataset(make_synthetic(tmp_path / "clips", 4), config.model, config.data)
+    result = evaluate_model(model, dataset, config.data, generate=4)
+
+    features, frames, targets, seconds = dataset.load([0, 1, 2, 3])
+    with torch.no_grad():
+        out = model(features, frames, tasks="transcribe", targets=targets)
+        hypotheses = model.generate(features, frames, max_new_tokens=config.data.max_new_tokens)
+    assert result["loss"] == pytest.approx(out.loss.item(), rel=1e-5)
+    assert result["wer"].wer == pytest.approx(wer(targets, hypotheses).wer)
+    assert result["audio_tokens_per_second"] == pytest.approx(out.inputs.audio_lengths.sum().item() / seconds)
+
+
+def test_cli_train_then_eval(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--config", TINY, "--output-dir", str(run_dir)]) == 0
+    assert "trained to step 6" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in open(run_dir / "metrics.jsonl")] == [3, 6]
+
+    manifest = run_dir / "synthetic" / "manifest.jsonl"
+    assert len(read_manifest(manifest)) == 16
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "--model", str(run_dir / "final"), "--manifest", str(manifest), "--out", str(out),
+                     "--limit", "4"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    row = report["rows"][0]
+    assert row["wer"] is not None and row["extra"]["skipped"] == 0
+    assert "WER %" in (out / "eval.md").read_text()
+    # The reloaded model scores the training data exactly as the run's last evaluation did.
+    last = json.loads(open(run_dir / "metrics.jsonl").read().splitlines()[-1])
+    assert row["extra"]["loss"] == pytest.approx(last["loss"], abs=1e-4)
