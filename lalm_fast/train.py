@@ -10,12 +10,15 @@ bf16 autocast on GPU, periodic evaluation, atomic checkpoints and exact resume::
 The data order is a pure function of (seed, epoch) and a checkpoint stores the position in it
 together with the RNG states, so a resumed run takes the same steps as an uninterrupted one.
 Checkpoints hold only the trainable weights (a full ``accelerator.save_state`` would copy the
-frozen encoder and LM: gigabytes per checkpoint for a 1-8B LM). See docs/training.md.
+frozen encoder and LM: gigabytes per checkpoint for a 1-8B LM). With a frozen encoder its outputs
+are cached on disk (``data.cache``, a :class:`~lalm_fast.data.cache.FeatureCache`): each clip is
+encoded once, and later steps, epochs and runs train from the cached states. See docs/training.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -30,18 +33,21 @@ import numpy as np
 import torch
 
 from lalm_fast.data import (SkipReport, Utterance, UtteranceLoader, audio_duration, bucket_batches,
-                            log_mel, read_manifest, write_manifest)
+                            log_mel, read_manifest, whisper_encode_fn, write_manifest)
+from lalm_fast.data.cache import FeatureCache
 from lalm_fast.data.errors import AudioError
 from lalm_fast.data.files import atomic_write
 from lalm_fast.evaluate import EvalReport, audio_tokens_per_second, bleu, wer
 
 __all__ = ["DataSpec", "ModelSpec", "OptimSpec", "RunSpec", "TrainConfig", "TrainResult", "build_model",
-           "epoch_batches", "evaluate_model", "latest_checkpoint", "load_trained", "train"]
+           "audio_inputs", "encoder_identity", "epoch_batches", "evaluate_model", "feature_cache", "latest_checkpoint",
+           "load_trained", "train", "uses_cache"]
 
 TINY_RANDOM = "tiny-random"     # model source: seeded tiny random Whisper encoder / Llama + tokenizer
 SYNTHETIC = "synthetic:"        # data source "synthetic:N": N sine-tone clips written into the run folder
 TRAIN_SPEC_FILE = "lalm_train.json"
 STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
+FEATURE_CACHE = "feature_cache" # default cache folder inside the run's output_dir
 CHECKPOINT = re.compile(r"^step-(\d{8})$")
 
 
@@ -71,6 +77,8 @@ class DataSpec:
     batch_size: Optional[int] = 8
     max_frames: Optional[float] = None      # padded seconds per batch (len * longest), with or instead of batch_size
     skip_bad: bool = False                  # count and skip bad utterances instead of raising
+    cache: Optional[bool] = None            # cache frozen-encoder outputs; None: when model.freeze_encoder
+    cache_dir: Optional[str] = None         # shared cache folder; None: <output_dir>/feature_cache
     eval_generate: int = 16                 # utterances decoded for WER / BLEU at each evaluation
     max_new_tokens: int = 64
 
@@ -207,15 +215,29 @@ class Dataset:
     in ``self.loader.skips``.
     """
 
-    def __init__(self, utterances: list[Utterance], model_spec: ModelSpec, data_spec: DataSpec):
+    def __init__(self, utterances: list[Utterance], model_spec: ModelSpec, data_spec: DataSpec,
+                 cache: Optional[FeatureCache] = None, encode=None):
         self.window, self.mel_bins, self.task = model_spec.window_seconds, model_spec.mel_bins, data_spec.task
         self.loader = UtteranceLoader(max_seconds=self.window, skip_bad=data_spec.skip_bad,
                                       require_translation=_is_translation(self.task))
         checked = [(utt, self.loader.guarded(self._duration, utt)) for utt in utterances]
         self.utterances = [utt for utt, seconds in checked if seconds is not None]
         self.durations = [seconds for _, seconds in checked if seconds is not None]
+        self.cache, self.encode, self._batch_size = cache, encode, data_spec.batch_size or 8
+        if cache is not None:
+            if encode is None:
+                raise ValueError("a Dataset with a feature cache needs encode (waveforms -> encoder states)")
+            # Encode what is not cached yet, once; clips that fail to decode are found (and
+            # counted under skip_bad) here, before training, instead of when their batch loads.
+            kept = {id(utt) for utt in cache.ensure(self.utterances, encode, self.loader, self._batch_size)}
+            pairs = [(utt, seconds) for utt, seconds in zip(self.utterances, self.durations) if id(utt) in kept]
+            self.utterances, self.durations = [u for u, _ in pairs], [d for _, d in pairs]
         if not self.utterances:
             raise ValueError(f"no usable utterances ({self.loader.skips})")
+
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None
 
     def _duration(self, utt: Utterance) -> float:
         self.loader.check_text(utt)
@@ -225,7 +247,11 @@ class Dataset:
         return seconds
 
     def load(self, indices: list[int]):
-        """``(features, mel_frames, targets, seconds)`` of the loadable ones among ``indices``; None if none is."""
+        """``(features, mel_frames, targets, seconds)`` of the loadable ones among ``indices``; None if none is.
+        With a cache: ``(encoder_states [B, T, D] float16, encoder_frames, targets, seconds)``;
+        :func:`audio_inputs` names them for the model."""
+        if self.cache is not None:
+            return self._load_cached(indices)
         loaded = [(i, self.loader.guarded(self.loader.load, self.utterances[i])) for i in indices]
         loaded = [(i, audio) for i, audio in loaded if audio is not None]
         if not loaded:
@@ -235,6 +261,23 @@ class Dataset:
         # AudioLM counts input (mel) frames; 2 per encoder frame.
         return features, encoder_frames * 2, [self.target(u) for u in utts], sum(self.durations[i] for i, _ in loaded)
 
+    def _load_cached(self, indices: list[int]):
+        loaded = [(i, self._cached_states(self.utterances[i])) for i in indices]
+        loaded = [(i, frames) for i, frames in loaded if frames is not None]
+        if not loaded:
+            return None
+        states = torch.nn.utils.rnn.pad_sequence([frames for _, frames in loaded], batch_first=True)
+        lengths = torch.tensor([len(frames) for _, frames in loaded], dtype=torch.long)
+        utts = [self.utterances[i] for i, _ in loaded]
+        return states, lengths, [self.target(u) for u in utts], sum(self.durations[i] for i, _ in loaded)
+
+    def _cached_states(self, utt: Utterance) -> Optional[torch.Tensor]:
+        frames = self.cache.load(utt)
+        if frames is None:  # removed or unreadable since the start: encode it again
+            if self.cache.ensure([utt], self.encode, self.loader):
+                frames = self.cache.load(utt)
+        return frames
+
     def target(self, utt: Utterance) -> str:
         return utt.translation if _is_translation(self.task) else utt.text
 
@@ -243,12 +286,50 @@ def _is_translation(task: Any) -> bool:
     return isinstance(task, dict) and task.get("task") == "translate"
 
 
-def _open_dataset(source: str, model_spec: ModelSpec, data_spec: DataSpec, run_dir: Path) -> Dataset:
+def audio_inputs(dataset: Dataset, audio: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """The AudioLM keyword arguments for the first two items of ``dataset.load(...)``."""
+    if dataset.cached:
+        return {"encoder_states": audio, "encoder_lengths": lengths}
+    return {"input_features": audio, "frame_lengths": lengths}
+
+
+def _open_dataset(source: str, model_spec: ModelSpec, data_spec: DataSpec, run_dir: Path,
+                  cache: Optional[FeatureCache] = None, encode=None) -> Dataset:
     if source.startswith(SYNTHETIC):
         utterances = make_synthetic(run_dir / "synthetic", int(source[len(SYNTHETIC):]), model_spec.seed)
     else:
         utterances = read_manifest(source)
-    return Dataset(utterances, model_spec, data_spec)
+    return Dataset(utterances, model_spec, data_spec, cache, encode)
+
+
+def uses_cache(model_spec: ModelSpec, data_spec: DataSpec) -> bool:
+    """Whether a run caches encoder outputs: ``data.cache``, by default on for a frozen encoder."""
+    if data_spec.cache is None:
+        return model_spec.freeze_encoder
+    if data_spec.cache and not model_spec.freeze_encoder:
+        raise ValueError("data.cache needs model.freeze_encoder: a trained encoder's outputs change every step")
+    return bool(data_spec.cache)
+
+
+def encoder_identity(spec: ModelSpec) -> str:
+    """What makes cached encoder outputs reusable: the encoder source (with the seed for tiny-random
+    weights, and the size and time of each weight file for a local folder), window and mel bins."""
+    identity: dict[str, Any] = {"encoder": spec.encoder, "window_seconds": float(spec.window_seconds),
+                                "mel_bins": spec.mel_bins}
+    if spec.encoder == TINY_RANDOM:
+        identity["seed"] = spec.seed
+    elif Path(spec.encoder).is_dir():
+        folder = Path(spec.encoder).resolve()
+        identity["encoder"] = str(folder)
+        identity["files"] = sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in folder.iterdir()
+                                   if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{spec.encoder}|window={float(spec.window_seconds):g}s|mel={spec.mel_bins}|{digest}"
+
+
+def feature_cache(model_spec: ModelSpec, data_spec: DataSpec, output_dir: Path) -> FeatureCache:
+    root = Path(data_spec.cache_dir) if data_spec.cache_dir else output_dir / FEATURE_CACHE
+    return FeatureCache(root, encoder_identity(model_spec), model_spec.window_seconds)
 
 
 def make_synthetic(folder: Path, count: int, seed: int = 0) -> list[Utterance]:
@@ -394,8 +475,8 @@ def evaluate_model(model, dataset: Dataset, data_spec: DataSpec, generate: Optio
         batch = dataset.load(indices)
         if batch is None:
             continue
-        features, frames, targets, batch_seconds = batch
-        out = model(features, frames, tasks=dataset.task, targets=targets)
+        audio, lengths, targets, batch_seconds = batch
+        out = model(**audio_inputs(dataset, audio, lengths), tasks=dataset.task, targets=targets)
         n = int((out.inputs.labels[:, 1:] != -100).sum())  # the LM's loss is a mean over shifted targets
         loss_sum, tokens = loss_sum + out.loss.item() * n, tokens + n
         audio_tokens, seconds = audio_tokens + int(out.inputs.audio_lengths.sum()), seconds + batch_seconds
@@ -414,8 +495,9 @@ def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Opti
         batch = dataset.load(indices)
         if batch is None:
             continue
-        features, frames, targets, _ = batch
-        hypotheses += model.generate(features, frames, tasks=dataset.task, max_new_tokens=data_spec.max_new_tokens)
+        audio, lengths, targets, _ = batch
+        hypotheses += model.generate(**audio_inputs(dataset, audio, lengths), tasks=dataset.task,
+                                     max_new_tokens=data_spec.max_new_tokens)
         references += targets
     if not references:
         return {}
@@ -489,13 +571,22 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     output_dir = Path(run.output_dir)
     accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
     model = build_model(config.model)
-    train_set = _open_dataset(config.data.train, config.model, config.data, output_dir)
-    eval_set = _open_dataset(config.data.eval, config.model, config.data, output_dir) if config.data.eval else None
     optimizer = _optimizer(model, optim)
     scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, optim.total_steps)
     # The scheduler stays outside prepare(): accelerate would step it once per process.
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
+    cache, encode = None, None
+    if uses_cache(config.model, config.data):  # encode on the training device, after prepare()
+        cache = feature_cache(config.model, config.data, output_dir)
+        encode = whisper_encode_fn(core.encoder, config.model.window_seconds, config.model.mel_bins,
+                                   accelerator.device)
+    # The main process writes synthetic clips and encodes missing cache entries first; the others
+    # then find them (FeatureCache writes are atomic either way).
+    with accelerator.main_process_first():
+        train_set = _open_dataset(config.data.train, config.model, config.data, output_dir, cache, encode)
+        eval_set = (_open_dataset(config.data.eval, config.model, config.data, output_dir, cache, encode)
+                    if config.data.eval else None)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     position = load_checkpoint(checkpoint, core, optimizer, scheduler) if checkpoint else _fresh_start(run.seed)
     if accelerator.is_main_process:
@@ -565,11 +656,12 @@ class _Loop:
             batch = self.stream.dataset.load(self.stream.next(position))
             if batch is None:
                 continue  # every utterance of this micro-batch was skipped (counted) under skip_bad
-            features, frames, targets, _ = batch
+            audio, lengths, targets, _ = batch
+            inputs = audio_inputs(self.stream.dataset, audio, lengths)
             # Gradients are all-reduced only on the last micro-batch.
             sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(model)
             with sync:
-                loss = model(features, frames, tasks=self.stream.dataset.task, targets=targets).loss / accum
+                loss = model(**inputs, tasks=self.stream.dataset.task, targets=targets).loss / accum
                 self.accelerator.backward(loss)
             total += loss.item()
         if self.config.optim.max_grad_norm:

@@ -300,3 +300,80 @@ def test_config_json_round_trip():
     assert AudioLMConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="unknown AudioLMConfig fields"):
         AudioLMConfig.from_dict({"encoder": "x", "bogus": 1})
+
+
+# ----- precomputed encoder states (feature cache) ----------------------------------------------
+
+
+def encoder_states(model, features, frame_lengths):
+    """What a feature cache holds: the encoder's outputs [B, T, D] and valid encoder frames."""
+    with torch.no_grad():
+        hidden = model.encoder(features).last_hidden_state
+    return hidden, model.encoder_lengths(frame_lengths, hidden.shape[1])
+
+
+@pytest.mark.parametrize("compressor", ["uniform:3", "segment:prominence=0.05"])
+def test_encoder_states_give_the_same_logits_as_features(compressor):
+    model = tiny_model(compressor).eval()
+    features, frame_lengths = batch()
+    states, lengths = encoder_states(model, features, frame_lengths)
+    with torch.no_grad():
+        normal = model(features, frame_lengths, targets=TARGETS)
+        cached = model(encoder_states=states, encoder_lengths=lengths, targets=TARGETS)
+        # float16 on disk: the states path casts them back to the encoder's dtype.
+        rounded = model(encoder_states=states.half(), encoder_lengths=lengths, targets=TARGETS)
+        reference = model(encoder_states=states.half().float(), encoder_lengths=lengths, targets=TARGETS)
+    assert torch.equal(cached.inputs.audio_lengths, normal.inputs.audio_lengths)
+    assert torch.equal(cached.inputs.labels, normal.inputs.labels)
+    assert torch.allclose(cached.logits, normal.logits, atol=1e-5)
+    assert torch.allclose(cached.loss, normal.loss, atol=1e-6)
+    assert torch.allclose(rounded.logits, reference.logits, atol=1e-5)
+    assert torch.allclose(rounded.logits, normal.logits, atol=1e-2)  # fp16 rounding of the states only
+    assert (model.generate(features, frame_lengths, max_new_tokens=4)
+            == model.generate(encoder_states=states, encoder_lengths=lengths, max_new_tokens=4))
+
+
+def test_encoder_states_of_windowed_long_audio():
+    """With config.window, joined per-window encoder outputs are re-cut into the same windows."""
+    model = tiny_model("uniform:5", window=MEL_FRAMES).eval()
+    features = torch.randn(2, MEL_BINS, 2 * MEL_FRAMES)
+    frame_lengths = torch.tensor([200, 130])
+    with torch.no_grad():
+        halves = [model.encoder(features[..., i * MEL_FRAMES:(i + 1) * MEL_FRAMES]).last_hidden_state
+                  for i in range(2)]
+    states, lengths = torch.cat(halves, 1), model.encoder_lengths(frame_lengths)
+    normal = model.encode_audio(features, frame_lengths)
+    cached = model.compress_states(states, lengths)
+    assert cached.lengths.tolist() == normal.lengths.tolist() == [20, 13]
+    torch.testing.assert_close(cached.values, normal.values, rtol=0, atol=1e-6)
+    assert torch.equal(cached.spans, normal.spans)
+    with torch.no_grad():
+        assert torch.allclose(model(encoder_states=states, encoder_lengths=lengths, targets=TARGETS[:2]).logits,
+                              model(features, frame_lengths, targets=TARGETS[:2]).logits, atol=1e-5)
+
+
+def test_encoder_states_skip_the_encoder_and_train_the_projector():
+    model = tiny_model()
+    model.add_lora(r=4)
+    features, frame_lengths = batch()
+    states, lengths = encoder_states(model, features, frame_lengths)
+    calls = []
+    model.encoder.register_forward_pre_hook(lambda *args: calls.append(1))
+    out = model(encoder_states=states, encoder_lengths=lengths, targets=TARGETS)
+    out.loss.backward()
+    assert calls == []
+    assert model.projector[0].weight.grad is not None
+
+
+def test_audio_inputs_must_be_features_or_states():
+    model = tiny_model()
+    features, frame_lengths = batch()
+    states, lengths = encoder_states(model, features, frame_lengths)
+    with pytest.raises(ValueError, match="not both"):
+        model(features, frame_lengths, encoder_states=states, encoder_lengths=lengths)
+    with pytest.raises(ValueError, match="need encoder_lengths"):
+        model(encoder_states=states)
+    with pytest.raises(ValueError, match="without encoder_states"):
+        model(features, frame_lengths, encoder_lengths=lengths)
+    with pytest.raises(ValueError, match="pass input_features and frame_lengths"):
+        model(features)

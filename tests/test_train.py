@@ -42,10 +42,12 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
     assert result.losses[-1] < result.losses[0] - 0.05
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache", [True, False])
+def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, cache):
     def config(name):
         c = tiny_config(tmp_path / name, total_steps=6, grad_accum=2)  # 8 clips / 4 per batch: steps cross epochs
         c.data.train, c.model.lora["dropout"] = "synthetic:8", 0.2  # dropout: the RNG state must resume too
+        c.data.cache = cache
         return c
 
     straight = train(config("straight"))
@@ -69,6 +71,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     assert expected.keys() == got.keys() and any("lora" in name for name in got)
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+    assert (tmp_path / "resumed" / training.FEATURE_CACHE).is_dir() == cache
 
 
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -102,10 +105,11 @@ def _manifest_with_bad_clips(tmp_path):
     return tmp_path / "bad.jsonl", utterances
 
 
-def test_bad_audio_raises_naming_the_file_or_is_counted_with_skip_bad(tmp_path):
+@pytest.mark.parametrize("cache", [True, False])
+def test_bad_audio_raises_naming_the_file_or_is_counted_with_skip_bad(tmp_path, cache):
     manifest, utterances = _manifest_with_bad_clips(tmp_path)
     config = tiny_config(tmp_path / "run", total_steps=2, grad_accum=1)
-    config.data.train = str(manifest)
+    config.data.train, config.data.cache = str(manifest), cache
     with pytest.raises(DataError, match="utt0001.flac"):
         train(config)
 
@@ -149,3 +153,74 @@ def test_cli_train_then_eval(tmp_path, capsys):
     # The reloaded model scores the training data exactly as the run's last evaluation did.
     last = json.loads(open(run_dir / "metrics.jsonl").read().splitlines()[-1])
     assert row["extra"]["loss"] == pytest.approx(last["loss"], abs=1e-4)
+
+
+# ----- feature cache ----------------------------------------------------------------------------
+
+
+def count_encoder_calls(monkeypatch):
+    calls, real = [], training.build_model
+
+    def counting(spec):
+        model = real(spec)
+        model.encoder.register_forward_pre_hook(lambda *args: calls.append(1))
+        return model
+
+    monkeypatch.setattr(training, "build_model", counting)
+    return calls
+
+
+def test_a_second_run_with_the_same_cache_never_runs_the_encoder(tmp_path, monkeypatch):
+    utterances = make_synthetic(tmp_path / "clips", 8)
+    write_manifest(tmp_path / "clips.jsonl", utterances)
+
+    def config(name):
+        c = tiny_config(tmp_path / name, total_steps=4, grad_accum=1)
+        c.data.train = c.data.eval = str(tmp_path / "clips.jsonl")  # evaluation and decoding read the cache too
+        c.data.cache_dir = str(tmp_path / "cache")
+        return c
+
+    calls = count_encoder_calls(monkeypatch)
+    first = train(config("first"))
+    assert calls and len(list((tmp_path / "cache").rglob("*.safetensors"))) == 8
+    calls.clear()
+    second = train(config("second"))
+    assert calls == []
+    assert second.losses == first.losses and second.evals[-1]["loss"] == first.evals[-1]["loss"]
+
+    other = config("other-window")
+    other.model.window_seconds = 2.0  # another encoder (window): a miss, encoded again
+    train(other)
+    assert calls and len(list((tmp_path / "cache").rglob("*.safetensors"))) == 16
+
+
+def test_cached_training_matches_the_encoder_path_up_to_fp16(tmp_path):
+    """The cache stores float16: the first steps' losses differ from encoding every step only by that."""
+    def run(name, cache):
+        c = tiny_config(tmp_path / name, total_steps=2, grad_accum=1)
+        c.data.train, c.data.cache = "synthetic:4", cache
+        return train(c).losses
+
+    assert run("cached", True) == pytest.approx(run("encoded", False), abs=1e-3)
+
+
+def test_cache_identity_names_the_encoder_and_window(tmp_path):
+    config = tiny_config(tmp_path)
+    base = training.encoder_identity(config.model)
+    assert "tiny-random" in base and "window=1s" in base
+    config.model.window_seconds = 2.0
+    assert training.encoder_identity(config.model) != base
+    config.model.window_seconds, config.model.seed = 1.0, 1  # other tiny-random weights
+    assert training.encoder_identity(config.model) != base
+    config.model.seed, config.model.encoder = 0, "packaged:tiny.en"
+    assert training.encoder_identity(config.model).startswith("packaged:tiny.en|window=1s")
+
+
+def test_cache_defaults_to_the_frozen_encoder_and_rejects_a_trained_one(tmp_path):
+    config = tiny_config(tmp_path)
+    assert training.uses_cache(config.model, config.data)
+    config.model.freeze_encoder = False
+    assert not training.uses_cache(config.model, config.data)
+    config.data.cache = True
+    with pytest.raises(ValueError, match="freeze_encoder"):
+        training.uses_cache(config.model, config.data)

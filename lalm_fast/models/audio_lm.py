@@ -6,6 +6,8 @@
     out = model(input_features, frame_lengths, tasks="transcribe", targets=["hello world"])
     out.loss.backward()
     model.generate(input_features, frame_lengths, tasks={"task": "translate", "lang": "German"})
+    # or from precomputed (e.g. cached) encoder outputs, skipping the encoder:
+    out = model(encoder_states=hidden, encoder_lengths=valid_frames, targets=["hello world"])
     model.save_pretrained("run/final")
     model = AudioLM.from_pretrained("run/final", encoder=encoder, lm=lm, tokenizer=tokenizer)
 
@@ -185,17 +187,43 @@ class AudioLM(nn.Module):
         window = self.config.window
         if window is None:
             return self._encode_window(input_features, frame_lengths)
-        frames_per_window = math.ceil(window / self.config.encoder_stride)
-        return encode_windowed(self._encode_window, input_features, frame_lengths, window, frames_per_window)
+        return encode_windowed(self._encode_window, input_features, frame_lengths, window, self._frames_per_window())
+
+    def compress_states(self, encoder_states: torch.Tensor, encoder_lengths: torch.Tensor) -> CompressedAudio:
+        """The compressor on precomputed encoder outputs ``[B, T_enc, D]`` (``encoder_lengths``:
+        valid encoder frames per sample), as :meth:`encode_audio` applies it after the encoder.
+
+        The states are cast to the encoder's dtype and moved to the projector's device (a cache
+        may hold float16 on the CPU). With ``config.window`` set, each sample's frames are cut
+        into windows of ``ceil(window / encoder_stride)`` encoder frames and each window is
+        compressed alone, as the encoder path does (identical when ``window`` is a multiple of
+        ``encoder_stride``).
+        """
+        reference = self.projector[0].weight
+        states = encoder_states.to(device=reference.device, dtype=_encoder_dtype(self.encoder, reference.dtype))
+        lengths = torch.as_tensor(encoder_lengths, device=states.device).clamp(max=states.shape[1])
+        if self.config.window is None:
+            return self._compress(states, lengths)
+        frames_per_window = self._frames_per_window()
+        # split_windows cuts along the last dimension: time goes last and comes back per window.
+        return encode_windowed(lambda windows, window_lengths: self._compress(windows.transpose(1, 2), window_lengths),
+                               states.transpose(1, 2), lengths, frames_per_window, frames_per_window)
+
+    def _frames_per_window(self) -> int:
+        return math.ceil(self.config.window / self.config.encoder_stride)
 
     def _encode_window(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> CompressedAudio:
         frozen = self.config.freeze_encoder
         with torch.no_grad() if frozen else contextlib.nullcontext():
             hidden = _hidden_states(self.encoder(features))
+        return self._compress(hidden, self.encoder_lengths(frame_lengths, hidden.shape[1]))
+
+    def _compress(self, hidden: torch.Tensor, encoder_lengths: torch.Tensor) -> CompressedAudio:
+        """What follows the encoder: check the width, then compress ``encoder_lengths`` valid frames."""
         if hidden.shape[-1] != self.projector.in_dim:
             raise ValueError(f"the encoder returned hidden size {hidden.shape[-1]}, but the projector expects "
                              f"in_dim {self.projector.in_dim}")
-        compressed = self.compressor(hidden, self.encoder_lengths(frame_lengths, hidden.shape[1]))
+        compressed = self.compressor(hidden, encoder_lengths)
         if compressed.values.shape[-1] != hidden.shape[-1]:
             raise ValueError(f"compressor {self.compressor!r} changed the feature size from {hidden.shape[-1]} to "
                              f"{compressed.values.shape[-1]}; compressors must keep D")
@@ -220,15 +248,20 @@ class AudioLM(nn.Module):
             raise ValueError("the tokenizer has no eos token: targets need one so generation learns to stop")
         return self._ids(target) + [eos]
 
-    def build_inputs(self, input_features: torch.Tensor, frame_lengths: torch.Tensor,
+    def build_inputs(self, input_features: Optional[torch.Tensor] = None, frame_lengths: Optional[torch.Tensor] = None,
                      tasks: Tasks = "transcribe", prompts: Prompts = None,
-                     targets: Optional[Sequence[str]] = None, padding_side: Optional[str] = None) -> AudioLMInputs:
+                     targets: Optional[Sequence[str]] = None, padding_side: Optional[str] = None, *,
+                     encoder_states: Optional[torch.Tensor] = None,
+                     encoder_lengths: Optional[torch.Tensor] = None) -> AudioLMInputs:
         """Splice each sample's audio tokens into its prompt and pad the batch.
 
+        The audio is ``input_features`` [B, C, M] with ``frame_lengths`` (valid input frames), or
+        instead precomputed encoder outputs ``encoder_states`` [B, T_enc, D] with
+        ``encoder_lengths`` (valid encoder frames): the encoder is skipped, the rest is the same.
         ``prompts`` (full texts with the placeholder) override ``tasks``; either may be one
         value for the whole batch or one per sample. ``padding_side`` defaults to the tokenizer's.
         """
-        audio = self.encode_audio(input_features, frame_lengths)
+        audio = self._audio(input_features, frame_lengths, encoder_states, encoder_lengths)
         audio_embeds = self.projector(audio.values.to(self.projector[0].weight.dtype))
         batch = audio_embeds.shape[0]
         tasks, prompts = as_list(tasks, batch, "tasks"), as_list(prompts, batch, "prompts")
@@ -236,6 +269,20 @@ class AudioLM(nn.Module):
         counts = audio.lengths.tolist()  # one host sync per batch, to slice each sample's tokens
         sequences = [self._sample(audio_embeds[i, :counts[i]], tasks[i], prompts[i], targets[i]) for i in range(batch)]
         return self._pad(sequences, padding_side or self.tokenizer.padding_side, audio.lengths)
+
+    def _audio(self, input_features, frame_lengths, encoder_states, encoder_lengths) -> CompressedAudio:
+        """Compressed audio from input features or from encoder states (exactly one of the two)."""
+        if encoder_states is not None:
+            if input_features is not None or frame_lengths is not None:
+                raise ValueError("pass either input_features/frame_lengths or encoder_states/encoder_lengths, not both")
+            if encoder_lengths is None:
+                raise ValueError("encoder_states need encoder_lengths (valid encoder frames per sample)")
+            return self.compress_states(encoder_states, encoder_lengths)
+        if encoder_lengths is not None:
+            raise ValueError("encoder_lengths was given without encoder_states")
+        if input_features is None or frame_lengths is None:
+            raise ValueError("pass input_features and frame_lengths, or encoder_states and encoder_lengths")
+        return self.encode_audio(input_features, frame_lengths)
 
     def _sample(self, audio_embeds: torch.Tensor, task, prompt, target) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeds [L, H], labels [L]) of one sample."""
@@ -264,21 +311,28 @@ class AudioLM(nn.Module):
 
     # ----- running --------------------------------------------------------------------------
 
-    def forward(self, input_features: torch.Tensor, frame_lengths: torch.Tensor,
+    def forward(self, input_features: Optional[torch.Tensor] = None, frame_lengths: Optional[torch.Tensor] = None,
                 tasks: Tasks = "transcribe", prompts: Prompts = None,
-                targets: Optional[Sequence[str]] = None, padding_side: Optional[str] = None) -> AudioLMOutput:
-        """Logits for every position, and the loss over target tokens when ``targets`` are given."""
-        inputs = self.build_inputs(input_features, frame_lengths, tasks, prompts, targets, padding_side)
+                targets: Optional[Sequence[str]] = None, padding_side: Optional[str] = None, *,
+                encoder_states: Optional[torch.Tensor] = None,
+                encoder_lengths: Optional[torch.Tensor] = None) -> AudioLMOutput:
+        """Logits for every position, and the loss over target tokens when ``targets`` are given.
+        The audio comes as in :meth:`build_inputs` (features, or precomputed encoder states)."""
+        inputs = self.build_inputs(input_features, frame_lengths, tasks, prompts, targets, padding_side,
+                                   encoder_states=encoder_states, encoder_lengths=encoder_lengths)
         out = self.lm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
                       position_ids=inputs.position_ids, labels=inputs.labels if targets is not None else None)
         return AudioLMOutput(out.loss, out.logits, inputs)
 
     @torch.no_grad()
-    def generate(self, input_features: torch.Tensor, frame_lengths: torch.Tensor,
+    def generate(self, input_features: Optional[torch.Tensor] = None, frame_lengths: Optional[torch.Tensor] = None,
                  tasks: Tasks = "transcribe", prompts: Prompts = None,
-                 max_new_tokens: int = 64, **generate_kwargs: Any) -> list[str]:
-        """Decoded text per sample (greedy unless ``generate_kwargs`` say otherwise)."""
-        inputs = self.build_inputs(input_features, frame_lengths, tasks, prompts, padding_side="left")
+                 max_new_tokens: int = 64, *, encoder_states: Optional[torch.Tensor] = None,
+                 encoder_lengths: Optional[torch.Tensor] = None, **generate_kwargs: Any) -> list[str]:
+        """Decoded text per sample (greedy unless ``generate_kwargs`` say otherwise). The audio
+        comes as in :meth:`build_inputs` (features, or precomputed encoder states)."""
+        inputs = self.build_inputs(input_features, frame_lengths, tasks, prompts, padding_side="left",
+                                   encoder_states=encoder_states, encoder_lengths=encoder_lengths)
         options = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id,
                    "eos_token_id": self.tokenizer.eos_token_id, **generate_kwargs}
         # Decoder-only generate() with inputs_embeds returns only the new tokens.
@@ -349,6 +403,15 @@ def _hidden_states(output: Any) -> torch.Tensor:
         return output[0]
     raise TypeError(f"the encoder returned {type(output).__name__}; expected a tensor [B, T, D], a tuple "
                     "starting with one, or an output with last_hidden_state")
+
+
+def _encoder_dtype(encoder: Any, default: torch.dtype) -> torch.dtype:
+    """The dtype the encoder outputs (that of its first floating parameter), else ``default``."""
+    if isinstance(encoder, nn.Module):
+        for param in encoder.parameters():
+            if param.is_floating_point():
+                return param.dtype
+    return default
 
 
 def _encoder_width(encoder: nn.Module) -> Optional[int]:
