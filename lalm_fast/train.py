@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +35,7 @@ from lalm_fast.data import (SkipReport, Utterance, UtteranceLoader, audio_durati
                             log_mel, read_manifest, whisper_encode_fn, write_manifest)
 from lalm_fast.data.cache import FeatureCache
 from lalm_fast.data.errors import AudioError
-from lalm_fast.data.files import atomic_write
+from lalm_fast.data.files import atomic_directory, atomic_write
 from lalm_fast.evaluate import EvalReport, audio_tokens_per_second, bleu, wer
 
 __all__ = ["DataSpec", "ModelSpec", "OptimSpec", "RunSpec", "TrainConfig", "TrainResult", "build_model",
@@ -417,16 +416,12 @@ def save_checkpoint(folder: Path, position: Position, model, optimizer, schedule
     target = folder / f"step-{position.step:08d}"
     if (target / STEP_FILE).exists():
         return target  # this step is saved already (e.g. the final save after a periodic one)
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
-    try:
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of the same step
+    with atomic_directory(target) as staging:
         save_file(_trainable_state(model), staging / "trainable.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                    staging / "state.pt")
         (staging / STEP_FILE).write_text(json.dumps(asdict(position)))
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of the same step
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for old in _complete_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target

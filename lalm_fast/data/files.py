@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -43,3 +44,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; move it to ``target`` when the block
+    ends without an exception, otherwise delete it. A crash mid-write leaves no half folder."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # a concurrent writer got there first: keep its (equal) copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,20 +9,18 @@ read the cache only.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from lalm_fast.data.files import atomic_directory
 from lalm_fast.models import ctranslate2
 
 PACKAGED_PREFIX = "packaged:"
@@ -193,23 +191,6 @@ def _cached(name: str, table: dict[str, PackagedAsset], kind: str, convert) -> P
         with atomic_directory(target) as tmp:
             convert(files, tmp)
     return target
-
-
-@contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``target``; move it to ``target`` when the block
-    ends without an exception, otherwise delete it. A crash mid-write leaves no half cache."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.is_dir():  # a concurrent writer got there first: keep its (equal) copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _whisper_folder(source: str | os.PathLike) -> Path:
