@@ -39,6 +39,7 @@ if str(REPO) not in sys.path:
 from lalm_fast.ops import reference as ref  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SEGMENT_REDUCE_NOTE = "empty segment -> NaN on CUDA"
 FIELDS = ["date", "device", "torch", "triton", "cuda", "op", "impl", "direction", "B", "T", "D", "dtype", "rate",
           "ms_median", "ms_p20", "ms_p80", "GBps", "pct_copy_bw", "copy_GBps", "note"]
 
@@ -100,6 +101,36 @@ def random_spans(lengths, frames, k, gen):
     L = lengths.cpu()[:, None]
     starts, ends = torch.minimum(starts, L), torch.minimum(ends, L)
     return starts.to(lengths.device).contiguous(), ends.to(lengths.device).contiguous()
+
+
+def segmented_input(starts, ends, frames, dim, dtype, gen):
+    """[B, T, D] with one random vector per span (+5% noise): adjacent frames of a span are
+    near-parallel (score ~0), frames of different spans near-orthogonal (score ~1)."""
+    B, S = starts.shape
+    device = starts.device
+    t = torch.arange(frames, device=device).expand(B, frames).contiguous()
+    seg = (torch.searchsorted(starts.contiguous(), t, right=True) - 1).clamp_(0, S - 1)
+    table = torch.randn(B, S, dim, generator=gen).to(device)
+    x = table.gather(1, seg[..., None].expand(B, frames, dim))
+    x += 0.05 * torch.randn(B, frames, dim, generator=gen).to(device)
+    return x.to(dtype)
+
+
+def profile_both(kt, x, starts, ends, grad):
+    """Where forward+backward through autograd spends its time (CPU vs GPU), printed."""
+    if x.device.type != "cuda":
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    xr = x.detach().requires_grad_(True)
+    for _ in range(3):
+        torch.autograd.grad(kt.span_mean_op(xr, starts, ends), xr, grad)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            torch.autograd.grad(kt.span_mean_op(xr, starts, ends), xr, grad)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=14, max_name_column_width=60))
 
 
 def backends_to_run(device, args):
@@ -174,6 +205,8 @@ def main(argv=None):
     print(f"{meta['device']}  torch {meta['torch']}  triton {meta['triton']}  copy {copy_gbps:.0f} GB/s")
 
     def record(op, impl, direction, rate, fn, nbytes, note="", graph=False):
+        if graph and device.type != "cuda":
+            return
         try:
             med, p20, p80 = bench_graph(fn, args.quick) if graph else bench(fn, device, args.quick)
         except Exception as exc:  # a baseline that cannot run here is reported, not fatal
@@ -184,11 +217,13 @@ def main(argv=None):
                    ms_p20=f"{p20:.5f}", ms_p80=f"{p80:.5f}", GBps=f"{gbps:.1f}",
                    pct_copy_bw=f"{100 * gbps / copy_gbps:.1f}", copy_GBps=f"{copy_gbps:.1f}", note=note)
         rows.append(row)
+        if out_path is not None:  # appended as measured: a cut-short run keeps what it measured
+            append_csv(out_path, [row])
         print(f"{op:17s} {impl:22s} {direction:4s} k={rate}  {med * 1e3:9.1f} us  [{p20 * 1e3:.1f}, {p80 * 1e3:.1f}]"
               f"  {gbps:8.1f} GB/s  {row['pct_copy_bw']:>6s}% copy  {note}")
 
     impls = backends_to_run(device, args)
-    compiled_ref = None if args.no_compile else torch.compile(ref.span_mean)
+    compiled_ref = None if args.no_compile else torch.compile(ref.span_mean, dynamic=True)
     x_bytes = x.numel() * elt
 
     for k in [int(r) for r in args.rates.split(",")]:
@@ -205,9 +240,10 @@ def main(argv=None):
                 record(op, name, "bwd", k, lambda: mod.span_mean_backward(grad, starts, ends, T), bwd_bytes)
                 if name == "triton":
                     xr = x.detach().requires_grad_(True)
-                    record(op, name, "both", k,
-                           lambda: torch.autograd.grad(mod.span_mean_op(xr, starts, ends), xr, grad),
-                           fwd_bytes + bwd_bytes)
+                    both = lambda: torch.autograd.grad(mod.span_mean_op(xr, starts, ends), xr, grad)
+                    record(op, name, "both", k, both, fwd_bytes + bwd_bytes)
+                    if device.type == "cuda":
+                        record(op, name, "both", k, both, fwd_bytes + bwd_bytes, note="CUDA graph", graph=True)
                 if device.type == "cuda" and name != "torch":
                     x1, s1, e1 = x[:1].clone(), starts[:1].clone(), ends[:1].clone()
                     record(op, name, "fwd", k, lambda: mod.span_mean(x1, s1, e1),
@@ -223,7 +259,7 @@ def main(argv=None):
             # sample is unnecessary here (full lengths), so lengths tile [0, B*T) exactly.
             record(op, "torch.segment_reduce", "fwd", k,
                    lambda: torch.segment_reduce(flat, "mean", lengths=seg_len, axis=0, unsafe=True), fwd_bytes,
-                   note="empty segment -> NaN on CUDA")
+                   note=SEGMENT_REDUCE_NOTE)
             if op == "uniform_pool":
                 pool = torch.nn.AvgPool1d(k, k, ceil_mode=True)
                 record(op, "nn.AvgPool1d", "fwd", k, lambda: pool(x.transpose(1, 2)), fwd_bytes,
@@ -232,31 +268,115 @@ def main(argv=None):
                     record(op, "reshape_mean", "fwd", k, lambda: x.view(B, T // k, k, D).float().mean(2).to(dtype),
                            fwd_bytes)
 
-        # fused segment_compress vs boundary_scores + segment_pool
+        # fused segment_compress (threshold mode) vs segment_pool of the same segments. The
+        # input has segment structure (a random vector per segment + 5% noise), so the
+        # threshold finds exactly the segments of random_spans(k) and both produce S rows.
         if "triton" in impls:
             kt = impls["triton"]
-            num_out = -(-T // k)
+            xs = segmented_input(starts, ends, T, D, dtype, gen)
+            S = starts.shape[1]
+            got = kt.threshold_segment_mean(xs, lengths, args.threshold, S)
+            same = bool(torch.equal(got[1], starts) and torch.equal(got[2], ends))
+            print(f"[check] k={k}: fused threshold spans equal the true segments: {same}")
+            fwd_bytes = x_bytes + B * S * D * elt + 2 * starts.numel() * 8
+            groups = kt.segment.default_rows_per_group(xs) if hasattr(kt, "segment") else 0
+            record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
+                   note="segmented input")
+            record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
+                   note="segmented input; CUDA graph", graph=True)
             record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(x, lengths, args.threshold, num_out),
-                   2 * x_bytes + B * num_out * D * elt, note="2 passes over x")
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S), fwd_bytes,
+                   note=f"2 passes over x; L2 groups of {groups or B} rows; bytes of one pass")
+            record("segment_compress", "triton_fused", "fwd", k,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S), fwd_bytes,
+                   note=f"2 passes over x; L2 groups of {groups or B} rows; CUDA graph", graph=True)
+            record("segment_compress", "triton_fused", "fwd", k,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,
+                   note="2 passes over x; no row groups")
+            record("segment_compress", "triton_fused", "fwd", k,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,
+                   note="2 passes over x; no row groups; CUDA graph", graph=True)
+            from lalm_fast import ops
+
+            record("segment_compress", "ops.segment_compress", "fwd", k,
+                   lambda: ops.segment_compress(xs, lengths, threshold=args.threshold, max_segments=S,
+                                                backend="triton"), fwd_bytes, note="public API, eager")
+            record("uniform_pool", "ops.uniform_pool", "fwd", k,
+                   lambda: ops.uniform_pool(x, lengths, k, backend="triton"), fwd_bytes, note="public API, eager")
+            del xs
+            if k == 3 and not args.quick:
+                profile_both(kt, x, starts, ends, grad)
 
     for name, mod in impls.items():
         record("boundary_scores", name, "fwd", "-", lambda: mod.boundary_scores(x, lengths), x_bytes + B * T * 4)
     record("boundary_scores", "eager_reference", "fwd", "-", lambda: ref.boundary_scores(x, lengths),
            x_bytes + B * T * 4)
 
+    summary = summarize(rows)
+    print(summary)
     if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        new = not out_path.exists()
-        with out_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        out_path.with_name(out_path.stem + "_summary.md").write_text(
+            f"# {meta['device']}, torch {meta['torch']}, triton {meta['triton']}, {meta['date']}\n\n"
+            f"B={B} T={T} D={D} {args.dtype}; copy bandwidth {copy_gbps:.0f} GB/s (read + write)\n\n{summary}\n")
         svg = out_path.with_suffix(".svg")
         svg.write_text(bar_chart_svg(rows, f"{meta['device']}  B={B} T={T} D={D} {args.dtype}"))
         print(f"appended {len(rows)} rows to {out_path}; chart {svg}")
     return rows
+
+
+def summarize(rows) -> str:
+    """The issue-3 targets as a markdown table, from this run's rows only."""
+    def find(op, impl, direction, rate, note=""):
+        for r in rows:
+            if (r["op"], r["impl"], r["direction"], str(r["rate"]), r["note"]) == (op, impl, direction, str(rate), note):
+                return r
+        return None
+
+    def ms(r):
+        return float(r["ms_median"]) if r else float("nan")
+
+    rates = sorted({str(r["rate"]) for r in rows if r["rate"] != "-"})
+    lines = ["| k | check | value | target |", "|---|---|---|---|"]
+    groups_note = next((r["note"] for r in rows if r["impl"] == "triton_fused" and "L2 groups" in r["note"]
+                        and "graph" not in r["note"]), "")
+    for k in rates:
+        for op in ("uniform_pool", "segment_pool"):
+            fwd = find(op, "triton", "fwd", k)
+            if fwd:
+                lines.append(f"| {k} | {op} triton fwd, % of copy bandwidth | {fwd['pct_copy_bw']}% | >= 85% |")
+                lines.append(f"| {k} | {op}: torch.segment_reduce / triton fwd | "
+                             f"{ms(find(op, 'torch.segment_reduce', 'fwd', k, SEGMENT_REDUCE_NOTE)) / ms(fwd):.2f}x | >= 5x |")
+                lines.append(f"| {k} | {op}: triton bwd / fwd | {ms(find(op, 'triton', 'bwd', k)) / ms(fwd):.2f}x "
+                             f"| <= 1.3x |")
+                both, both_graph = find(op, "triton", "both", k), find(op, "triton", "both", k, "CUDA graph")
+                if both and both_graph:
+                    lines.append(f"| {k} | {op}: autograd fwd+bwd eager / CUDA graph | {ms(both) * 1e3:.0f} us / "
+                                 f"{ms(both_graph) * 1e3:.0f} us | - |")
+            for impl in ("triton", "cuda"):
+                b1 = find(op, impl, "fwd", k, "B=1 CUDA graph")
+                if b1:
+                    lines.append(f"| {k} | {op} {impl} B=1 under a CUDA graph | {ms(b1) * 1e3:.1f} us | <= 15 us |")
+        seg = find("segment_pool", "triton", "fwd", k, "segmented input")
+        seg_graph = find("segment_pool", "triton", "fwd", k, "segmented input; CUDA graph")
+        fused = [r for r in rows if r["op"] == "segment_compress" and str(r["rate"]) == k
+                 and r["impl"] == "triton_fused"]
+        for r in fused:
+            base = seg_graph if "graph" in r["note"] else seg
+            lines.append(f"| {k} | fused segment_compress / segment_pool ({r['note']}) | "
+                         f"{ms(r) / ms(base):.2f}x | <= 1.2x |")
+    if groups_note:
+        lines.append(f"\nFused path: {groups_note}.")
+    return "\n".join(lines)
+
+
+def append_csv(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
 
 
 def bar_chart_svg(rows, title):

@@ -10,6 +10,9 @@ Implements the three backend kernels with the contracts of
   ``span_mean_op`` has an autograd formula (backward through
   ``lalm_fast::triton_span_mean_backward``).
 - ``threshold_segment_mean``: fused boundary detection by threshold + segment means.
+- ``compress`` / ``supports_compress``: the backend hook that ``lalm_fast.ops.segment_compress``
+  uses for the fused path (threshold mode without ``min_len`` / ``max_len``); the other
+  modes compose ``boundary_scores``, the shared detection code and ``span_mean``.
 
 ``UNAVAILABLE_REASON`` is None when the backend can run (triton importable and a CUDA
 device present, or ``TRITON_INTERPRET=1``), else a string; the module always imports.
@@ -27,7 +30,23 @@ __all__ = [
     "UNAVAILABLE_REASON", "FIXED_CONFIG_ENV", "fixed_config", "interpreting",
     "span_mean", "span_mean_backward", "boundary_scores", "threshold_segment_mean",
     "span_mean_op", "span_mean_backward_op", "boundary_scores_op", "threshold_segment_mean_op",
+    "compress", "supports_compress",
 ]
+
+THRESHOLD_MODE = 1  # lalm_fast.ops.custom_ops.MODES["threshold"] (not imported: no cycle)
+
+
+def supports_compress(mode: int, min_len: int, max_len: int) -> bool:
+    """The fused kernel covers threshold detection with no ``min_len`` / ``max_len`` rules."""
+    return mode == THRESHOLD_MODE and min_len <= 1 and max_len == 0
+
+
+def compress(x, lengths, mode, param, min_len, max_len, num_out, boundaries=None):
+    """``(values, starts, ends, counts)`` of threshold segmentation in one fused call."""
+    if not supports_compress(mode, min_len, max_len) or boundaries is not None:
+        raise ValueError(f"the triton compress covers threshold mode only (mode={mode}, min_len={min_len}, "
+                         f"max_len={max_len})")
+    return threshold_segment_mean(x, lengths, float(param), int(num_out))
 
 if IMPORT_ERROR is None:
     try:

@@ -55,6 +55,7 @@ def _boundary_scores_kernel(
 
 _CONFIGS = [  # (BLOCK_T, BLOCK_D, num_warps)
     (4, 256, 4), (8, 128, 4), (8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 64, 4), (32, 128, 8), (4, 512, 8),
+    (32, 256, 8), (64, 128, 8),  # longer frame tiles: x[t-1] re-reads stay in L1
 ]
 
 _boundary_scores_tuned = triton.autotune(

@@ -30,7 +30,12 @@ atomics / spin-waits on flags (ruled out: no atomics, deterministic, graph-safe)
 chunked single pass that writes per-chunk partial sums and compacts them afterwards moves
 about as many bytes as the second read (fp32 partials are 2x the bf16 output per chunk
 boundary plus the re-read), so it is not a win either. The cost of step 3 is a second read
-of ``x``; when ``x`` fits in L2 (H100: 50 MB) that read is served from L2.
+of ``x``; when ``x`` fits in L2 (H100: 50 MB, H200: 60 MB) that read is served from L2.
+
+Row groups: when ``x`` is larger than half the L2 cache, the three launches run per group
+of rows whose slice of ``x`` fits in half of L2 (``rows_per_group``, from shapes and the
+device's L2 size only), so the second read of each group is served from L2 instead of HBM.
+It costs three launches per group; ``rows_per_group=0`` turns grouping off.
 """
 
 from __future__ import annotations
@@ -77,11 +82,13 @@ def _threshold_spans_kernel(
     tl.store(counts_ptr + r + one, nvalid + one)
 
 
-def _launch_threshold_spans(scores, lengths, threshold: float, num_out: int, *, wrap: bool = False):
+def _launch_threshold_spans(scores, lengths, threshold: float, num_out: int, *, wrap: bool = False, out=None):
     rows, frames = scores.shape
-    starts = torch.empty((rows, num_out), dtype=torch.int64, device=scores.device)
-    ends = torch.empty((rows, num_out), dtype=torch.int64, device=scores.device)
-    counts = torch.empty((rows,), dtype=torch.int64, device=scores.device)
+    if out is None:
+        index = dict(dtype=torch.int64, device=scores.device)
+        out = (torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index),
+               torch.empty((rows,), **index))
+    starts, ends, counts = out
     if rows == 0:
         return starts, ends, counts
     kernel = _threshold_spans_kernel
@@ -98,22 +105,63 @@ def _launch_threshold_spans(scores, lengths, threshold: float, num_out: int, *, 
     return starts, ends, counts
 
 
-def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap: bool = False):
+_L2_BYTES: dict = {}
+
+
+def _l2_bytes(device: torch.device) -> int:
+    """L2 cache size of ``device`` (0 when unknown: CPU tensors under the interpreter)."""
+    if device.type != "cuda":
+        return 0
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _L2_BYTES:
+        _L2_BYTES[index] = int(getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0))
+    return _L2_BYTES[index]
+
+
+def default_rows_per_group(x: torch.Tensor) -> int:
+    """Rows per group so that a group's slice of ``x`` fits in half of L2; 0 (no grouping)
+    when all of ``x`` does, or when the L2 size is unknown. Shapes and device only."""
+    half_l2 = _l2_bytes(x.device) // 2
+    row_bytes = x.shape[1] * x.shape[2] * x.element_size()
+    if half_l2 == 0 or row_bytes == 0 or x.shape[0] * row_bytes <= half_l2:
+        return 0
+    return max(1, half_l2 // row_bytes)
+
+
+def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap: bool = False,
+                            rows_per_group: int | None = None):
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
         raise ValueError(f"num_out must be >= 1, got {num_out}")
-    scores = _launch_boundary_scores(x, lengths, wrap=wrap)
-    starts, ends, counts = _launch_threshold_spans(scores, lengths, threshold, num_out, wrap=wrap)
-    values = _launch_span_mean(x, starts, ends, wrap=wrap)
+    rows = x.shape[0]
+    group = default_rows_per_group(x) if rows_per_group is None else int(rows_per_group)
+    if group <= 0 or group >= rows:
+        scores = _launch_boundary_scores(x, lengths, wrap=wrap)
+        starts, ends, counts = _launch_threshold_spans(scores, lengths, threshold, num_out, wrap=wrap)
+        values = _launch_span_mean(x, starts, ends, wrap=wrap)
+        return values, starts, ends, counts
+    index = dict(dtype=torch.int64, device=x.device)
+    values = torch.empty((rows, num_out, x.shape[2]), dtype=x.dtype, device=x.device)
+    starts, ends = torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index)
+    counts = torch.empty((rows,), **index)
+    for r0 in range(0, rows, group):  # static loop: the group count comes from shapes
+        rs = slice(r0, min(rows, r0 + group))
+        xg, lg = x[rs], lengths[rs]
+        scores = _launch_boundary_scores(xg, lg, wrap=wrap)
+        _launch_threshold_spans(scores, lg, threshold, num_out, wrap=wrap, out=(starts[rs], ends[rs], counts[rs]))
+        _launch_span_mean(xg, starts[rs], ends[rs], wrap=wrap, out=values[rs])
     return values, starts, ends, counts
 
 
-def threshold_segment_mean(x: torch.Tensor, lengths: torch.Tensor, threshold: float, num_out: int):
+def threshold_segment_mean(x: torch.Tensor, lengths: torch.Tensor, threshold: float, num_out: int,
+                           rows_per_group: int | None = None):
     """Segment by ``boundary score > threshold`` and average each segment; see the module
     docstring for the exact contract. Two passes over ``x`` (scores, then means) plus a
-    scan over the ``[R, T]`` scores; no host sync, output sizes from ``num_out``."""
-    return _threshold_segment_mean(x, lengths, threshold, num_out)
+    scan over the ``[R, T]`` scores, per L2-sized group of rows (``rows_per_group``:
+    None picks it from the L2 size, 0 turns grouping off); no host sync, output sizes
+    from ``num_out``."""
+    return _threshold_segment_mean(x, lengths, threshold, num_out, rows_per_group=rows_per_group)
 
 
 def _register_ops():

@@ -241,11 +241,12 @@ def reference_threshold_segment_mean(x, lengths, threshold, num_out):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threshold,num_out", [(1.0, 40), (0.9, 6), (-1.0, 40), (3.0, 3)])
-def test_threshold_segment_mean(dtype, threshold, num_out):
+@pytest.mark.parametrize("rows_per_group", [0, 1, 3], ids=lambda g: f"group{g}")
+def test_threshold_segment_mean(dtype, threshold, num_out, rows_per_group):
     gen = torch.Generator().manual_seed(20)
     x = make_x(gen, (4, 40, 13), dtype)
     lengths = torch.tensor([40, 0, 1, 23])
-    values, starts, ends, counts = K.threshold_segment_mean(x, lengths, threshold, num_out)
+    values, starts, ends, counts = K.threshold_segment_mean(x, lengths, threshold, num_out, rows_per_group)
     w_values, w_starts, w_ends, w_counts = reference_threshold_segment_mean(x, lengths, threshold, num_out)
     assert torch.equal(starts, w_starts) and torch.equal(ends, w_ends) and torch.equal(counts, w_counts)
     torch.testing.assert_close(values, w_values, **TOL[dtype])
@@ -346,6 +347,9 @@ def test_public_ops_through_the_triton_backend(dtype):
         (ops.segment_pool, (lengths, boundaries), {}),
         (ops.segment_compress, (lengths,), {"rate": 3}),
         (ops.segment_compress, (lengths,), {"prominence": 0.05, "min_len": 2}),
+        (ops.segment_compress, (lengths,), {"threshold": 0.9}),  # the fused triton compress
+        (ops.segment_compress, (lengths,), {"threshold": 0.9, "max_segments": 4}),
+        (ops.segment_compress, (lengths,), {"threshold": 0.9, "min_len": 2}),  # composed path
     ]
     for fn, args, kwargs in calls:
         got = fn(x, *args, backend="triton", **kwargs)
@@ -357,3 +361,32 @@ def test_public_ops_through_the_triton_backend(dtype):
     ref_leaf = x.float().requires_grad_()
     ops.uniform_pool(ref_leaf, lengths, 3, backend="torch").values.sum().backward()
     torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+
+
+def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
+    """Threshold mode on the triton backend is one fused call (scores, spans, means), with
+    the same tokens and gradient as the reference; min_len falls back to the composed path."""
+    import lalm_fast.kernels as kernels
+    import lalm_fast.ops as ops
+    from lalm_fast.ops import backends, custom_ops
+
+    threshold_mode = custom_ops.MODES["threshold"]
+    assert kernels.THRESHOLD_MODE == threshold_mode
+    assert backends.has_compress("triton", threshold_mode)
+    assert not backends.has_compress("triton", threshold_mode, min_len=2)
+    assert not backends.has_compress("triton", custom_ops.MODES["rate"])
+    calls = []
+    real = kernels.threshold_segment_mean
+    monkeypatch.setattr(kernels, "threshold_segment_mean", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 30, 7, generator=gen, requires_grad=True)
+    lengths = torch.tensor([30, 17])
+    got = ops.segment_compress(x, lengths, threshold=0.95, backend="triton")
+    assert calls, "the fused kernel was not used"
+    want = ops.segment_compress(x, lengths, threshold=0.95, backend="torch")
+    assert torch.equal(got.spans, want.spans) and torch.equal(got.lengths, want.lengths)
+    torch.testing.assert_close(got.values, want.values)
+    g = torch.randn(got.values.shape, generator=gen)
+    (gx,) = torch.autograd.grad(got.values, x, g)
+    (wx,) = torch.autograd.grad(want.values, x, g)
+    torch.testing.assert_close(gx, wx)

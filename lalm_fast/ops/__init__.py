@@ -70,8 +70,8 @@ def _compress_native(grid: Grid, mode: int, param: float, min_len: int, max_len:
 
 
 def _pool_every(grid: Grid, k: int, backend: str, single_frame: bool) -> CompressedAudio:
-    if not grid.packed and hasattr(backends.kernels(backend), "compress"):
-        mode = custom_ops.MODES["downsample" if single_frame else "uniform"]
+    mode = custom_ops.MODES["downsample" if single_frame else "uniform"]
+    if not grid.packed and backends.has_compress(backend, mode):
         return _compress_native(grid, mode, float(k), 1, 0, math.ceil(grid.num_frames / k), backend)
     if grid.packed:
         return _pool(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend, single_frame)
@@ -258,7 +258,7 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     if tuple(boundaries.shape) != mask_shape or boundaries.device != grid.x.device:
         raise ValueError(f"boundaries must have shape {list(mask_shape)} on {grid.x.device}, "
                          f"got {list(boundaries.shape)} on {boundaries.device}")
-    if not grid.packed and hasattr(backends.kernels(name), "compress"):
+    if not grid.packed and backends.has_compress(name, custom_ops.MODES["given"]):
         return _compress_native(grid, custom_ops.MODES["given"], 1.0, 1, 0, num_out, name, boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.view(-1, grid.num_frames))
     return _pool(grid, starts, num_out, name)
@@ -279,8 +279,8 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
         num_out = check_positive_int(max_segments, "max_segments")
     else:
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
-    if not grid.packed and hasattr(backends.kernels(name), "compress"):
-        mode, param = _native_mode(prominence, rate, threshold)
+    mode, param = _native_mode(prominence, rate, threshold)
+    if not grid.packed and backends.has_compress(name, mode, min_len, max_len or 0):
         return _compress_native(grid, mode, param, min_len, max_len or 0, num_out, name)
     with torch.no_grad():
         starts = _detect_starts(grid, name, prominence, rate, threshold, min_len, max_len)

@@ -92,6 +92,18 @@ def kernels(name: str) -> ModuleType:
     return module
 
 
+def has_compress(name: str, mode: int, min_len: int = 1, max_len: int = 0) -> bool:
+    """Whether backend ``name`` runs a whole ``compress`` (scores, detection, spans, means)
+    in one call for this detection mode (``custom_ops.MODES``). A backend module offers
+    ``compress`` and, when it covers only some modes, ``supports_compress(mode, min_len,
+    max_len)``; otherwise the ops compose its three kernels."""
+    module = kernels(name)
+    if not hasattr(module, "compress"):
+        return False
+    supports = getattr(module, "supports_compress", None)
+    return supports is None or bool(supports(mode, min_len, max_len))
+
+
 def available() -> dict[str, str]:
     """Each backend and either 'ok' or why it cannot run (for bug reports and the CLI)."""
     return {name: ("ok" if _load(name)[0] is not None else _load(name)[1]) for name in BACKENDS}
