@@ -10,6 +10,16 @@
 // Backward: one thread row per frame. The owner span of frame t is found by a binary
 // search over the row's sorted starts; the frame gets grad[owner] / len(owner) when it lies
 // inside the owner, else 0. Every output element is written once: no zero-fill pass.
+//
+// Both have a vectorised variant, used when every row start is 16-byte aligned (D and the
+// strides multiples of 16 / sizeof(T), aligned base pointers): each thread moves 16 bytes
+// per load and store (8 bf16 / fp16, 4 fp32, 2 fp64) instead of one element. The scalar
+// kernels cover everything else (odd D, sliced inputs). Measured on an H200 before the
+// vectorised variant (B=32 T=1500 D=1280 bf16): forward 20-38% and backward ~5% of copy
+// bandwidth, bound by 2-byte accesses.
+#include <cstdint>
+#include <initializer_list>
+
 #include "common.cuh"
 
 namespace lalm_cuda {
@@ -84,6 +94,116 @@ __global__ void span_mean_backward_kernel(const T* __restrict__ grad, const int6
   }
 }
 
+// 16 bytes of T: the unit of the vectorised kernels.
+template <typename T>
+struct alignas(16) Pack16 {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+
+constexpr int kVecThreadsX = 32;  // one warp across the feature vectors
+constexpr int kVecRows = 8;       // spans (forward) or frames (backward) per block
+
+template <typename T>
+__global__ void span_mean_vec_kernel(const T* __restrict__ x, const int64_t* __restrict__ starts,
+                                     const int64_t* __restrict__ ends, T* __restrict__ out, int64_t S, int64_t D,
+                                     int64_t stride_r, int64_t stride_t, int64_t span_blocks) {
+  using acc_t = typename Acc<T>::type;
+  using P = Pack16<T>;
+  constexpr int V = P::kSize;
+  const int64_t r = blockIdx.x / span_blocks;
+  const int64_t s = (blockIdx.x % span_blocks) * kVecRows + threadIdx.y;
+  if (s >= S) return;
+  const int64_t st = starts[r * S + s];
+  const int64_t en = ends[r * S + s];
+  const acc_t inv = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
+  const int64_t nvec = D / V;
+  for (int64_t v = int64_t(blockIdx.y) * kVecThreadsX + threadIdx.x; v < nvec;
+       v += int64_t(gridDim.y) * kVecThreadsX) {
+    acc_t acc[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) acc[i] = acc_t(0);
+    const T* p = x + r * stride_r + st * stride_t + v * V;
+    int64_t t = st;
+    for (; t + 2 <= en; t += 2, p += 2 * stride_t) {  // two 16-byte loads in flight
+      const P a = *reinterpret_cast<const P*>(p);
+      const P b = *reinterpret_cast<const P*>(p + stride_t);
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[i] += to_acc(a.v[i]) + to_acc(b.v[i]);
+    }
+    if (t < en) {
+      const P a = *reinterpret_cast<const P*>(p);
+#pragma unroll
+      for (int i = 0; i < V; ++i) acc[i] += to_acc(a.v[i]);
+    }
+    P o;
+#pragma unroll
+    for (int i = 0; i < V; ++i) o.v[i] = from_acc<T>(acc[i] * inv);
+    *reinterpret_cast<P*>(out + (r * S + s) * D + v * V) = o;
+  }
+}
+
+template <typename T>
+__global__ void span_mean_backward_vec_kernel(const T* __restrict__ grad, const int64_t* __restrict__ starts,
+                                              const int64_t* __restrict__ ends, T* __restrict__ out, int64_t T_,
+                                              int64_t S, int64_t D, int64_t frame_blocks) {
+  using acc_t = typename Acc<T>::type;
+  using P = Pack16<T>;
+  constexpr int V = P::kSize;
+  const int64_t r = blockIdx.x / frame_blocks;
+  const int64_t t = (blockIdx.x % frame_blocks) * kVecRows + threadIdx.y;
+  if (t >= T_) return;
+  const int64_t* row_starts = starts + r * S;
+  int64_t lo = 0, hi = S;  // owner = upper_bound(starts, t) - 1
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (row_starts[mid] <= t) lo = mid + 1; else hi = mid;
+  }
+  const int64_t owner = lo - 1;
+  bool inside = false;
+  acc_t scale = acc_t(0);
+  if (owner >= 0) {
+    const int64_t st = row_starts[owner];
+    const int64_t en = ends[r * S + owner];
+    inside = t < en;
+    scale = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
+  }
+  T* dst = out + (r * T_ + t) * D;
+  const T* src = grad + (r * S + (owner >= 0 ? owner : 0)) * D;
+  const int64_t nvec = D / V;
+  for (int64_t v = int64_t(blockIdx.y) * kVecThreadsX + threadIdx.x; v < nvec;
+       v += int64_t(gridDim.y) * kVecThreadsX) {
+    P o;
+    if (inside) {
+      const P g = *reinterpret_cast<const P*>(src + v * V);
+#pragma unroll
+      for (int i = 0; i < V; ++i) o.v[i] = from_acc<T>(to_acc(g.v[i]) * scale);
+    } else {
+#pragma unroll
+      for (int i = 0; i < V; ++i) o.v[i] = from_acc<T>(acc_t(0));
+    }
+    *reinterpret_cast<P*>(dst + v * V) = o;
+  }
+}
+
+inline size_t element_size(DType dtype) {
+  return dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
+}
+
+// True when every row the kernels touch starts on a 16-byte boundary.
+inline bool vectorizable(DType dtype, int64_t D, std::initializer_list<int64_t> strides,
+                         std::initializer_list<const void*> pointers) {
+  const int64_t v = static_cast<int64_t>(16 / element_size(dtype));
+  if (D % v != 0) return false;
+  for (const int64_t s : strides) {
+    if (s % v != 0) return false;
+  }
+  for (const void* p : pointers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 inline unsigned grid_d(int64_t D, int threads) {
   const int64_t blocks = ceil_div(D, threads);
   return static_cast<unsigned>(blocks < 65535 ? blocks : 65535);
@@ -95,6 +215,18 @@ cudaError_t span_mean(DType dtype, const void* x, const int64_t* starts, const i
                       int64_t T, int64_t S, int64_t D, int64_t stride_r, int64_t stride_t, cudaStream_t stream) {
   (void)T;
   if (R == 0 || S == 0 || D == 0) return cudaSuccess;
+  if (vectorizable(dtype, D, {stride_r, stride_t}, {x, out})) {
+    const int64_t span_blocks = ceil_div(S, kVecRows);
+    if (R * span_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    const int64_t nvec = D / static_cast<int64_t>(16 / element_size(dtype));
+    const dim3 grid(static_cast<unsigned>(R * span_blocks), grid_d(nvec, kVecThreadsX));
+    const dim3 block(kVecThreadsX, kVecRows);
+    LALM_CUDA_DISPATCH(dtype, scalar_t,
+                       span_mean_vec_kernel<scalar_t><<<grid, block, 0, stream>>>(
+                           static_cast<const scalar_t*>(x), starts, ends, static_cast<scalar_t*>(out), S, D,
+                           stride_r, stride_t, span_blocks));
+    return cudaGetLastError();
+  }
   const int64_t span_blocks = ceil_div(S, kSpansPerBlock);
   if (R * span_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(R * span_blocks), grid_d(D, kThreadsD));
@@ -110,8 +242,19 @@ cudaError_t span_mean_backward(DType dtype, const void* grad, const int64_t* sta
                                int64_t R, int64_t T, int64_t S, int64_t D, cudaStream_t stream) {
   if (R == 0 || T == 0 || D == 0) return cudaSuccess;
   if (S == 0) {  // no span owns any frame
-    const size_t elem = dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
-    return cudaMemsetAsync(out, 0, static_cast<size_t>(R * T * D) * elem, stream);
+    return cudaMemsetAsync(out, 0, static_cast<size_t>(R * T * D) * element_size(dtype), stream);
+  }
+  if (vectorizable(dtype, D, {}, {grad, out})) {
+    const int64_t frame_blocks = ceil_div(T, kVecRows);
+    if (R * frame_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    const int64_t nvec = D / static_cast<int64_t>(16 / element_size(dtype));
+    const dim3 grid(static_cast<unsigned>(R * frame_blocks), grid_d(nvec, kVecThreadsX));
+    const dim3 block(kVecThreadsX, kVecRows);
+    LALM_CUDA_DISPATCH(dtype, scalar_t,
+                       span_mean_backward_vec_kernel<scalar_t><<<grid, block, 0, stream>>>(
+                           static_cast<const scalar_t*>(grad), starts, ends, static_cast<scalar_t*>(out), T, S, D,
+                           frame_blocks));
+    return cudaGetLastError();
   }
   const int64_t frame_blocks = ceil_div(T, kFramesPerBlock);
   if (R * frame_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
