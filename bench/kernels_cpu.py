@@ -12,16 +12,16 @@ B in {1, 8, 32}, rates 2-4, segment lengths drawn around the rate) it times:
 - segment_compress (scores + detection + pooling) vs segment_pool alone;
 - backward of each pooling op vs its forward.
 Prints one table of medians, GB/s, % of the copy bandwidth and every ratio, and appends the
-rows to bench/results/kernels_cpu.csv with the machine, versions and date.
+rows to bench/results/kernels_cpu.csv (shape by shape, so a cut-short run keeps what it measured)
+in the shared result format of bench/report.py: the common columns (suite, run_id, date, device,
+threads, versions), then dtype, shape, provider and times. Plot: python bench/report.py plot CSV --out PNG.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
+import importlib.util
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -31,10 +31,26 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
-import lalm_fast
 import lalm_fast.ops as ops
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "kernels_cpu.csv")
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(BENCH_DIR, "results", "kernels_cpu.csv")
+SUITE = "kernels_cpu"
+# After report.COMMON_FIELDS (suite, run_id, date, device, threads, torch, triton, cuda, lalm_fast).
+FIELDS = ["dtype", "batch", "frames", "dim", "rate", "provider", "ms_median", "ms_p20", "ms_p80", "copy_gbps"]
+
+
+def load_report():
+    """bench/report.py (the shared result format), loaded by path: bench/ is not a package."""
+    name = "lalm_fast_bench_report"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, "report.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+report = load_report()
 
 
 @dataclass
@@ -56,17 +72,6 @@ def measure(fn, min_run_time: float) -> Timing:
     m = timer.blocked_autorange(min_run_time=min_run_time)
     times = np.array(m.times) * 1e3
     return Timing(float(np.median(times)), float(np.percentile(times, 20)), float(np.percentile(times, 80)))
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def random_boundaries(batch: int, frames: int, rate: int, gen: torch.Generator) -> torch.Tensor:
@@ -185,10 +190,7 @@ def main(argv=None) -> int:
         args.dims, args.batches, args.rates, args.frames, args.min_run_time = [41], [2], [3], 200, 0.05
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
-    meta = {
-        "device": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "lalm_fast": lalm_fast.__version__, "date": datetime.date.today().isoformat(), "dtype": args.dtype,
-    }
+    meta = {**report.common_fields(SUITE), "dtype": args.dtype}
     print(f"# {meta['device']}, {meta['threads']} threads, torch {meta['torch']}, {args.dtype}, "
           f"backend {ops.backends.resolve(None, torch.device('cpu'))}")
     header = (f"{'B':>3} {'D':>5} {'r':>2} | {'seg ms':>7} {'GB/s':>6} {'%copy':>6} | {'seg_reduce':>10} {'eager':>6} "
@@ -213,11 +215,15 @@ def main(argv=None) -> int:
                       f"{compiled} {r['seg_over_copy']:5.2f}x | {t['uniform_pool'].median_ms:7.2f} "
                       f"{r['uniform_over_avgpool']:7.2f}x | {r['compress_over_seg']:7.2f}x | "
                       f"{r['seg_bwd_over_fwd']:6.2f}x {r['uniform_bwd_over_fwd']:6.2f}x")
+                shape_rows = []
                 for provider, timing in t.items():
-                    rows.append({**meta, "batch": batch, "frames": args.frames, "dim": dim, "rate": rate,
-                                 "provider": provider, "ms_median": f"{timing.median_ms:.4f}",
-                                 "ms_p20": f"{timing.p20_ms:.4f}", "ms_p80": f"{timing.p80_ms:.4f}",
-                                 "copy_gbps": f"{info['copy_gbps']:.2f}"})
+                    shape_rows.append({**meta, "batch": batch, "frames": args.frames, "dim": dim, "rate": rate,
+                                       "provider": provider, "ms_median": f"{timing.median_ms:.4f}",
+                                       "ms_p20": f"{timing.p20_ms:.4f}", "ms_p80": f"{timing.p80_ms:.4f}",
+                                       "copy_gbps": f"{info['copy_gbps']:.2f}"})
+                rows += shape_rows
+                if args.csv:
+                    report.append_rows(args.csv, shape_rows, report.COMMON_FIELDS + FIELDS)
     print(f"\n{'ratio':<24} {'median':>7} {'worst':>7}  target (issue 2)")
     for name, value in worst.items():
         target = TARGETS.get(name)
@@ -226,14 +232,8 @@ def main(argv=None) -> int:
         print(f"  {name:<22} {typical:6.2f}x {value:6.2f}x  {bound:<8} median {meets(name, typical) or '-'}, "
               f"worst {meets(name, value) or '-'}")
     if args.csv:
-        os.makedirs(os.path.dirname(args.csv), exist_ok=True)
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
-        print(f"\nappended {len(rows)} rows to {args.csv}")
+        print(f"\nappended {len(rows)} rows to {args.csv} (run_id {meta['run_id']}); plot: "
+              f"python bench/report.py plot {args.csv} --out PNG")
     return 0
 
 

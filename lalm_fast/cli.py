@@ -1,4 +1,4 @@
-"""Command line: ``lalm-fast bench [kernels]``, ``info``, ``train --config`` and ``eval``."""
+"""Command line: ``lalm-fast bench [kernels|e2e]``, ``info``, ``train --config`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -17,10 +17,48 @@ def _run_bench_script(name: str, argv: list[str]) -> int:
               "(install with `pip install --no-build-isolation -e .` from a clone)", file=sys.stderr)
         return 2
     module = runpy.run_path(path, run_name="lalm_fast_bench")
-    return module["main"](argv)
+    status = module["main"](argv)
+    return status if isinstance(status, int) else 0  # bench_gpu.py's main returns its rows
 
 
-BENCH_SUITES = {"kernels": "kernels_cpu.py"}
+# Suites and their scripts under bench/. "kernels" is the kernel benchmark of the default device:
+# bench/bench_gpu.py with CUDA, bench/kernels_cpu.py otherwise; the other two names force one.
+BENCH_SUITES = {"kernels": None, "kernels-cpu": "kernels_cpu.py", "kernels-gpu": "bench_gpu.py", "e2e": "e2e.py"}
+# Options that `lalm-fast bench` (no suite: every suite, one after the other) passes to each suite.
+SHARED_BENCH_OPTIONS = {"--quick"}
+
+
+def _bench_script(suite: str) -> str:
+    script = BENCH_SUITES[suite]
+    if script is None:
+        import torch
+
+        script = "bench_gpu.py" if torch.cuda.is_available() else "kernels_cpu.py"
+    return script
+
+
+def _bench(parser: argparse.ArgumentParser, rest: list[str]) -> int:
+    if rest and not rest[0].startswith("-"):
+        suite = rest.pop(0)
+        if suite not in BENCH_SUITES:
+            parser.error(f"unknown benchmark suite {suite!r}; choose from {sorted(BENCH_SUITES)}")
+        return _run_bench_script(_bench_script(suite), rest)
+    if "-h" in rest or "--help" in rest:
+        print(f"usage: lalm-fast bench [{'|'.join(BENCH_SUITES)}] [options...]\n\n"
+              "Without a suite: every suite on the default device (kernels, then e2e), passing on only "
+              f"{', '.join(sorted(SHARED_BENCH_OPTIONS))}. A suite's own options: lalm-fast bench SUITE --help.")
+        return 0
+    unknown = [option for option in rest if option not in SHARED_BENCH_OPTIONS]
+    if unknown:
+        parser.error(f"`lalm-fast bench` without a suite runs every suite and passes on only "
+                     f"{sorted(SHARED_BENCH_OPTIONS)}; name a suite for {unknown} (e.g. lalm-fast bench kernels "
+                     f"{' '.join(unknown)})")
+    status = 0
+    for suite in ("kernels", "e2e"):
+        print(f"== lalm-fast bench {suite} {' '.join(rest)}".rstrip(), flush=True)
+        code = _run_bench_script(_bench_script(suite), list(rest))
+        status = status or code  # every suite runs; the first failure's code is returned
+    return status
 
 
 def _info() -> int:
@@ -73,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="lalm-fast", description="audio-token compression for audio LLMs",
-        epilog="lalm-fast bench [kernels] [options...]: the CPU kernel benchmark (options: bench kernels --help); "
+        epilog="lalm-fast bench [--quick]: every benchmark suite on the default device, kernels then e2e; "
+               "lalm-fast bench kernels [options...]: the kernel benchmark (CPU: bench/kernels_cpu.py, CUDA: "
+               "bench/bench_gpu.py; kernels-cpu / kernels-gpu force one; options: bench kernels --help); "
+               "lalm-fast bench e2e [options...]: end-to-end speed of whole audio LLMs at several audio-token "
+               "rates (options: bench e2e --help; docs/benchmarks.md); "
                "lalm-fast info: versions and which backends can run here; "
                "lalm-fast train --config PATH [--output-dir DIR] [--resume]; "
                "lalm-fast eval --model DIR --manifest PATH [--out DIR]")
@@ -87,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lalm-fast {argv[0]}: error: {exc}", file=sys.stderr)
             return 2
     # Everything after `bench [suite]` belongs to the benchmark script's own parser.
-    rest = argv[1:]
-    suite = rest.pop(0) if rest and not rest[0].startswith("-") else "kernels"
-    if suite not in BENCH_SUITES:
-        parser.error(f"unknown benchmark suite {suite!r}; choose from {sorted(BENCH_SUITES)}")
-    return _run_bench_script(BENCH_SUITES[suite], rest)
+    return _bench(parser, argv[1:])
 
 
 if __name__ == "__main__":

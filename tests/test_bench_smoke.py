@@ -16,7 +16,8 @@ def test_cpu_kernel_benchmark_quick_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seg_vs_segment_reduce" in out and "uniform_over_avgpool" in out
     rows = csv_path.read_text().splitlines()
-    assert rows[0].startswith("device,") and len(rows) > 5
+    assert rows[0].startswith("suite,run_id,date,device,") and len(rows) > 5
+    assert all(row.startswith("kernels_cpu,") for row in rows[1:])
 
 
 def test_cli_info(capsys):
@@ -29,14 +30,40 @@ def test_cli_info(capsys):
 def test_cli_passes_options_through_to_the_benchmark(monkeypatch):
     from lalm_fast import cli
 
-    seen = {}
-    monkeypatch.setattr(cli, "_run_bench_script", lambda name, argv: seen.update(name=name, argv=argv) or 0)
-    assert cli.main(["bench", "--quick", "--csv", ""]) == 0
-    assert seen == {"name": "kernels_cpu.py", "argv": ["--quick", "--csv", ""]}
-    assert cli.main(["bench", "kernels", "--dims", "41"]) == 0
-    assert seen["argv"] == ["--dims", "41"]
-    with pytest.raises(SystemExit):
-        cli.main(["bench", "nope"])
+    calls = []
+    monkeypatch.setattr(cli, "_run_bench_script", lambda name, argv: calls.append((name, argv)) or 0)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert cli.main(["bench", "kernels", "--dims", "41", "--csv", ""]) == 0
+    assert calls.pop() == ("kernels_cpu.py", ["--dims", "41", "--csv", ""])
+    assert cli.main(["bench", "e2e", "--durations", "10"]) == 0
+    assert calls.pop() == ("e2e.py", ["--durations", "10"])
+    # No suite: every suite on the default device, passing on only the options they share.
+    assert cli.main(["bench", "--quick"]) == 0
+    assert calls == [("kernels_cpu.py", ["--quick"]), ("e2e.py", ["--quick"])]
+    calls.clear()
+    assert cli.main(["bench"]) == 0
+    assert calls == [("kernels_cpu.py", []), ("e2e.py", [])]
+    calls.clear()
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # kernels = the GPU kernel benchmark there
+    assert cli.main(["bench", "kernels", "--quick"]) == 0
+    assert calls.pop() == ("bench_gpu.py", ["--quick"])
+    assert cli.main(["bench", "kernels-cpu"]) == 0
+    assert calls.pop() == ("kernels_cpu.py", [])
+    for bad in (["bench", "nope"], ["bench", "--dims", "41"]):
+        with pytest.raises(SystemExit):
+            cli.main(bad)
+    assert calls == []
+
+
+def test_cli_bench_without_suite_reports_the_first_failure(monkeypatch):
+    from lalm_fast import cli
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    ran = []
+    monkeypatch.setattr(cli, "_run_bench_script",
+                        lambda name, argv: ran.append(name) or (3 if name == "kernels_cpu.py" else 1))
+    assert cli.main(["bench"]) == 3
+    assert ran == ["kernels_cpu.py", "e2e.py"]  # a failing suite does not stop the next
 
 
 def test_cli_reports_bad_paths_in_one_line(capsys, tmp_path):
