@@ -20,11 +20,7 @@ bar chart of GB/s goes next to it as SVG (no plotting dependency needed).
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as _dt
-import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,15 +29,20 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+BENCH_DIR = str(REPO / "bench")
+for path in (str(REPO), BENCH_DIR):  # bench/ is not a package: report.py loads from here
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import report  # noqa: E402  (bench/report.py, the shared result format)
 
 from lalm_fast.ops import reference as ref  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SEGMENT_REDUCE_NOTE = "empty segment -> NaN on CUDA"
-FIELDS = ["date", "device", "torch", "triton", "cuda", "op", "impl", "direction", "B", "T", "D", "dtype", "rate",
-          "ms_median", "ms_p20", "ms_p80", "GBps", "pct_copy_bw", "copy_GBps", "note"]
+SUITE = "kernels_gpu"
+FIELDS = report.COMMON_FIELDS + ["op", "impl", "direction", "B", "T", "D", "dtype", "rate", "ms_median", "ms_p20",
+                                 "ms_p80", "GBps", "pct_copy_bw", "copy_GBps", "note"]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -184,18 +185,7 @@ def main(argv=None):
     x = torch.randn(B, T, D, generator=gen).to(dtype).to(device)
     lengths = torch.full((B,), T, dtype=torch.int64, device=device)  # full length: bytes are exact
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = "-"
-    meta = dict(
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        device=torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
-        torch=torch.__version__, triton=triton_version, cuda=torch.version.cuda or "-",
-        B=B, T=T, D=D, dtype=args.dtype,
-    )
+    meta = dict(report.common_fields(SUITE, device), B=B, T=T, D=D, dtype=args.dtype)
     rows = []
 
     # copy bandwidth, measured in the same run on a tensor of x's size
@@ -218,7 +208,7 @@ def main(argv=None):
                    pct_copy_bw=f"{100 * gbps / copy_gbps:.1f}", copy_GBps=f"{copy_gbps:.1f}", note=note)
         rows.append(row)
         if out_path is not None:  # appended as measured: a cut-short run keeps what it measured
-            append_csv(out_path, [row])
+            report.append_rows(str(out_path), [row], FIELDS)
         print(f"{op:17s} {impl:22s} {direction:4s} k={rate}  {med * 1e3:9.1f} us  [{p20 * 1e3:.1f}, {p80 * 1e3:.1f}]"
               f"  {gbps:8.1f} GB/s  {row['pct_copy_bw']:>6s}% copy  {note}")
 
@@ -226,6 +216,7 @@ def main(argv=None):
     compiled_ref = None if args.no_compile else torch.compile(ref.span_mean, dynamic=True)
     x_bytes = x.numel() * elt
 
+    profile_args = None
     for k in [int(r) for r in args.rates.split(",")]:
         for op in ("uniform_pool", "segment_pool"):
             starts, ends = uniform_spans(lengths, T, k) if op == "uniform_pool" else random_spans(lengths, T, k, gen)
@@ -279,16 +270,16 @@ def main(argv=None):
             same = bool(torch.equal(got[1], starts) and torch.equal(got[2], ends))
             print(f"[check] k={k}: fused threshold spans equal the true segments: {same}")
             fwd_bytes = x_bytes + B * S * D * elt + 2 * starts.numel() * 8
-            groups = kt.segment.default_rows_per_group(xs) if hasattr(kt, "segment") else 0
+            groups = kt.segment.l2_rows_per_group(xs)
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input")
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input; CUDA graph", graph=True)
             record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S), fwd_bytes,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, None), fwd_bytes,
                    note=f"2 passes over x; L2 groups of {groups or B} rows; bytes of one pass")
             record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S), fwd_bytes,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, None), fwd_bytes,
                    note=f"2 passes over x; L2 groups of {groups or B} rows; CUDA graph", graph=True)
             record("segment_compress", "triton_fused", "fwd", k,
                    lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,
@@ -304,23 +295,30 @@ def main(argv=None):
             record("uniform_pool", "ops.uniform_pool", "fwd", k,
                    lambda: ops.uniform_pool(x, lengths, k, backend="triton"), fwd_bytes, note="public API, eager")
             del xs
-            if k == 3 and not args.quick:
-                profile_both(kt, x, starts, ends, grad)
+            if k == 3:
+                profile_args = (kt, x, starts, ends, grad)
 
     for name, mod in impls.items():
         record("boundary_scores", name, "fwd", "-", lambda: mod.boundary_scores(x, lengths), x_bytes + B * T * 4)
     record("boundary_scores", "eager_reference", "fwd", "-", lambda: ref.boundary_scores(x, lengths),
            x_bytes + B * T * 4)
 
+    if profile_args is not None and not args.quick:
+        # last: the profiler leaves CUPTI hooks behind that slow later eager launches (seen
+        # on an H200: every eager row measured after it was inflated)
+        profile_both(*profile_args)
     summary = summarize(rows)
     print(summary)
     if out_path is not None:
         out_path.with_name(out_path.stem + "_summary.md").write_text(
             f"# {meta['device']}, torch {meta['torch']}, triton {meta['triton']}, {meta['date']}\n\n"
             f"B={B} T={T} D={D} {args.dtype}; copy bandwidth {copy_gbps:.0f} GB/s (read + write)\n\n{summary}\n")
-        svg = out_path.with_suffix(".svg")
-        svg.write_text(bar_chart_svg(rows, f"{meta['device']}  B={B} T={T} D={D} {args.dtype}"))
-        print(f"appended {len(rows)} rows to {out_path}; chart {svg}")
+        png = str(out_path.with_suffix(".png"))
+        try:
+            report.plot(str(out_path), png)
+            print(f"appended {len(rows)} rows to {out_path}; plot {png}")
+        except ImportError as exc:  # matplotlib missing: the CSV is the result, the plot a view of it
+            print(f"appended {len(rows)} rows to {out_path}; no plot ({exc})")
     return rows
 
 
@@ -366,34 +364,6 @@ def summarize(rows) -> str:
                          f"{ms(r) / ms(base):.2f}x | <= 1.2x |")
     if groups_note:
         lines.append(f"\nFused path: {groups_note}.")
-    return "\n".join(lines)
-
-
-def append_csv(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-
-
-def bar_chart_svg(rows, title):
-    """Horizontal bars of GB/s per (op, impl, direction, rate): a dependency-free plot."""
-    items = [(f"{r['op']} {r['impl']} {r['direction']} k={r['rate']}{' (' + r['note'] + ')' if r['note'] else ''}",
-              float(r["GBps"])) for r in rows if r["GBps"] != "nan" and not math.isnan(float(r["GBps"]))]
-    top = max([v for _, v in items] + [1.0])
-    h, w0, w = 16, 430, 420
-    lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w0 + w + 80}" height="{(len(items) + 2) * h + 10}" '
-             f'font-family="monospace" font-size="11">', f'<text x="4" y="{h}">{title} (GB/s)</text>']
-    for i, (label, v) in enumerate(items):
-        yy = (i + 2) * h
-        bw = w * v / top
-        lines.append(f'<text x="4" y="{yy}">{label[:70]}</text>')
-        lines.append(f'<rect x="{w0}" y="{yy - 11}" width="{bw:.1f}" height="12" fill="#4472c4"/>')
-        lines.append(f'<text x="{w0 + bw + 4:.1f}" y="{yy}">{v:.0f}</text>')
-    lines.append("</svg>")
     return "\n".join(lines)
 
 

@@ -62,17 +62,9 @@ RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 SUITE = "e2e"
 
 
-def load_report():
-    """bench/report.py (the shared result format), loaded by path: bench/ is not a package."""
-    name = "lalm_fast_bench_report"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, "report.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-report = load_report()
+if BENCH_DIR not in sys.path:  # bench/ is not a package: its shared modules load from here
+    sys.path.insert(0, BENCH_DIR)
+import report  # noqa: E402  (bench/report.py, the shared result format)
 
 DURATIONS = [10, 30, 120, 600]
 COMPRESSORS = ["none", "uniform:2", "uniform:3", "uniform:4", "segment:rate=3"]

@@ -20,7 +20,6 @@ threads, versions), then dtype, shape, provider and times. Plot: python bench/re
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -40,17 +39,9 @@ SUITE = "kernels_cpu"
 FIELDS = ["dtype", "batch", "frames", "dim", "rate", "provider", "ms_median", "ms_p20", "ms_p80", "copy_gbps"]
 
 
-def load_report():
-    """bench/report.py (the shared result format), loaded by path: bench/ is not a package."""
-    name = "lalm_fast_bench_report"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, "report.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-report = load_report()
+if BENCH_DIR not in sys.path:  # bench/ is not a package: its shared modules load from here
+    sys.path.insert(0, BENCH_DIR)
+import report  # noqa: E402  (bench/report.py, the shared result format)
 
 
 @dataclass

@@ -6,17 +6,12 @@ are appended, the header is written once, and every append replaces the file ato
 (a reader or a killed run never leaves a torn file).
 
 API for a benchmark script (``bench/kernels_cpu.py``, ``bench/e2e.py``, ``bench/bench_gpu.py``);
-``bench/`` is not a package, so a script loads this file by path (as kernels_cpu.py does)::
+``bench/`` is not a package, so a script puts its own folder on ``sys.path`` first::
 
-    def load_report():
-        name = "lalm_fast_bench_report"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH_DIR, "report.py"))
-            sys.modules[name] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(sys.modules[name])
-        return sys.modules[name]
-
-    report = load_report()
+    BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+    if BENCH_DIR not in sys.path:
+        sys.path.insert(0, BENCH_DIR)
+    import report
 
     common = report.common_fields("kernels_gpu", device)   # suite, run_id, date, device, versions
     report.append_rows(path, [{**common, "op": ..., "ms_median": ...}])   # header once
@@ -333,10 +328,15 @@ def _plot_e2e(rows: Sequence[dict]):
 def _plot_kernels(rows: Sequence[dict], suite: str):
     plt = _pyplot()
     provider_key = "provider" if "provider" in rows[0] else "impl"
+
+    def provider(row):  # the GPU suite tells variants of one impl apart by their note (CUDA graph, ...)
+        note = row.get("note") if provider_key == "impl" else ""
+        return f"{row[provider_key]} ({note})" if note else row[provider_key]
+
     shape_keys = [k for k in ("op", "direction", "batch", "B", "dim", "D", "frames", "T", "rate") if k in rows[0]]
     shapes = list(dict.fromkeys(tuple(r.get(k, "") for k in shape_keys) for r in rows))
-    providers = list(dict.fromkeys(r[provider_key] for r in rows))
-    times = {(tuple(r.get(k, "") for k in shape_keys), r[provider_key]): _float(r.get("ms_median")) for r in rows}
+    providers = list(dict.fromkeys(provider(r) for r in rows))
+    times = {(tuple(r.get(k, "") for k in shape_keys), provider(r)): _float(r.get("ms_median")) for r in rows}
     figure, ax = plt.subplots(figsize=(min(18, max(8, 0.8 * len(shapes))), 6))
     width = 0.8 / max(1, len(providers))
     colors = plt.get_cmap("tab20").colors

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, register_op, tl, triton
+from ._common import acc_is_fp64, check_float, fixed_config, maybe_wrap, next_pow2, register_op, tl, triton
 
 COSINE_EPS = 1e-8
 
@@ -55,7 +55,6 @@ def _boundary_scores_kernel(
 
 _CONFIGS = [  # (BLOCK_T, BLOCK_D, num_warps)
     (4, 256, 4), (8, 128, 4), (8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 64, 4), (32, 128, 8), (4, 512, 8),
-    (32, 256, 8), (64, 128, 8),  # longer frame tiles: x[t-1] re-reads stay in L1
 ]
 
 _boundary_scores_tuned = triton.autotune(
@@ -82,10 +81,7 @@ def _launch_boundary_scores(x, lengths, *, wrap: bool = False):
     kernel = _boundary_scores_kernel
     if not fixed_config():
         kernel = _boundary_scores_tuned
-    if wrap:
-        from torch.library import wrap_triton
-
-        kernel = wrap_triton(kernel)
+    kernel = maybe_wrap(kernel, wrap)
     args = (x, lengths, out, frames, dim, x.stride(0), x.stride(1))
     fp64 = acc_is_fp64(x.dtype)
     if fixed_config():

@@ -32,17 +32,21 @@ about as many bytes as the second read (fp32 partials are 2x the bf16 output per
 boundary plus the re-read), so it is not a win either. The cost of step 3 is a second read
 of ``x``; when ``x`` fits in L2 (H100: 50 MB, H200: 60 MB) that read is served from L2.
 
-Row groups: when ``x`` is larger than half the L2 cache, the three launches run per group
-of rows whose slice of ``x`` fits in half of L2 (``rows_per_group``, from shapes and the
-device's L2 size only), so the second read of each group is served from L2 instead of HBM.
-It costs three launches per group; ``rows_per_group=0`` turns grouping off.
+Row groups (``rows_per_group``, off by default): the three launches can run per group of
+rows whose slice of ``x`` fits in half of L2, so that the second read of each group is
+served from L2 instead of HBM. Measured on an H200 (B=32 T=1500 D=1280 bf16, 60 MB L2,
+groups of 8 rows) it is *slower*: 148-152 us against 128-132 us without groups under a CUDA
+graph, and much slower eagerly (12 launches instead of 3). Small groups under-fill the GPU
+more than L2 reuse saves, so ungrouped is the default; ``rows_per_group=None`` picks the
+L2-sized groups, for devices where that trade may differ. Measured fused / segment_pool:
+1.52-1.70x (target 1.2x; bench/results/bench_gpu_summary_h200.md).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._common import check_float, next_pow2, register_op, tl, triton
+from ._common import check_float, maybe_wrap, next_pow2, register_op, tl, triton
 from .boundary import _launch_boundary_scores
 from .span_pool import _launch_span_mean, _launch_span_mean_backward
 
@@ -91,11 +95,7 @@ def _launch_threshold_spans(scores, lengths, threshold: float, num_out: int, *, 
     starts, ends, counts = out
     if rows == 0:
         return starts, ends, counts
-    kernel = _threshold_spans_kernel
-    if wrap:
-        from torch.library import wrap_triton
-
-        kernel = wrap_triton(kernel)
+    kernel = maybe_wrap(_threshold_spans_kernel, wrap)
     block_t = max(16, min(1024, next_pow2(frames)))
     block_s = max(16, min(1024, next_pow2(num_out)))
     kernel[(rows,)](
@@ -118,7 +118,7 @@ def _l2_bytes(device: torch.device) -> int:
     return _L2_BYTES[index]
 
 
-def default_rows_per_group(x: torch.Tensor) -> int:
+def l2_rows_per_group(x: torch.Tensor) -> int:
     """Rows per group so that a group's slice of ``x`` fits in half of L2; 0 (no grouping)
     when all of ``x`` does, or when the L2 size is unknown. Shapes and device only."""
     half_l2 = _l2_bytes(x.device) // 2
@@ -129,13 +129,13 @@ def default_rows_per_group(x: torch.Tensor) -> int:
 
 
 def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap: bool = False,
-                            rows_per_group: int | None = None):
+                            rows_per_group: int | None = 0):
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
         raise ValueError(f"num_out must be >= 1, got {num_out}")
     rows = x.shape[0]
-    group = default_rows_per_group(x) if rows_per_group is None else int(rows_per_group)
+    group = l2_rows_per_group(x) if rows_per_group is None else int(rows_per_group)
     if group <= 0 or group >= rows:
         scores = _launch_boundary_scores(x, lengths, wrap=wrap)
         starts, ends, counts = _launch_threshold_spans(scores, lengths, threshold, num_out, wrap=wrap)
@@ -155,11 +155,11 @@ def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap:
 
 
 def threshold_segment_mean(x: torch.Tensor, lengths: torch.Tensor, threshold: float, num_out: int,
-                           rows_per_group: int | None = None):
+                           rows_per_group: int | None = 0):
     """Segment by ``boundary score > threshold`` and average each segment; see the module
     docstring for the exact contract. Two passes over ``x`` (scores, then means) plus a
-    scan over the ``[R, T]`` scores, per L2-sized group of rows (``rows_per_group``:
-    None picks it from the L2 size, 0 turns grouping off); no host sync, output sizes
+    scan over the ``[R, T]`` scores (``rows_per_group``: 0, the default, runs all rows at
+    once; N runs groups of N rows; None picks L2-sized groups); no host sync, output sizes
     from ``num_out``."""
     return _threshold_segment_mean(x, lengths, threshold, num_out, rows_per_group=rows_per_group)
 

@@ -36,6 +36,7 @@ from ._common import (
     check_float,
     fixed_config,
     length_bucket,
+    maybe_wrap,
     next_pow2,
     num_splits,
     register_op,
@@ -211,14 +212,6 @@ def _fixed_bwd_config(dim: int, bucket: int) -> dict:
 # --------------------------------------------------------------------------- launchers
 
 
-def _maybe_wrap(kernel, wrap: bool):
-    if wrap:
-        from torch.library import wrap_triton
-
-        return wrap_triton(kernel)
-    return kernel
-
-
 def _launch_span_mean(x, starts, ends, *, wrap: bool = False, nsplit: int | None = None, out=None):
     check_float("x", x)
     rows, frames, dim = x.shape
@@ -237,16 +230,16 @@ def _launch_span_mean(x, starts, ends, *, wrap: bool = False, nsplit: int | None
     if fixed_config():
         cfg = _fixed_fwd_config(dim, bucket)
         grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), triton.cdiv(dim, cfg["BLOCK_D"]), nsplit)
-        _maybe_wrap(_span_mean_fwd_kernel, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64, **cfg)
+        maybe_wrap(_span_mean_fwd_kernel, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64, **cfg)
     else:
         def grid(meta):
             return (rows * triton.cdiv(spans, meta["BLOCK_S"]), triton.cdiv(dim, meta["BLOCK_D"]), nsplit)
 
-        _maybe_wrap(_span_mean_fwd_tuned, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64)
+        maybe_wrap(_span_mean_fwd_tuned, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64)
     if split:
         block_d = max(16, min(256, next_pow2(dim)))
         grid = (triton.cdiv(rows * spans, 4), triton.cdiv(dim, block_d))
-        _maybe_wrap(_span_mean_combine_kernel, wrap)[grid](
+        maybe_wrap(_span_mean_combine_kernel, wrap)[grid](
             ws, starts, ends, out, rows * spans, dim, nsplit,
             BLOCK_RS=4, BLOCK_D=block_d, ACC_FP64=fp64, num_warps=4,
         )
@@ -270,12 +263,12 @@ def _launch_span_mean_backward(grad, starts, ends, num_frames: int, *, wrap: boo
     if fixed_config():
         cfg = _fixed_bwd_config(dim, bucket)
         grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), triton.cdiv(dim, cfg["BLOCK_D"]), nsplit)
-        _maybe_wrap(_span_mean_bwd_kernel, wrap)[grid](*args, ACC_FP64=fp64, **cfg)
+        maybe_wrap(_span_mean_bwd_kernel, wrap)[grid](*args, ACC_FP64=fp64, **cfg)
     else:
         def grid(meta):
             return (rows * triton.cdiv(spans, meta["BLOCK_S"]), triton.cdiv(dim, meta["BLOCK_D"]), nsplit)
 
-        _maybe_wrap(_span_mean_bwd_tuned, wrap)[grid](*args, ACC_FP64=fp64)
+        maybe_wrap(_span_mean_bwd_tuned, wrap)[grid](*args, ACC_FP64=fp64)
     return out
 
 
