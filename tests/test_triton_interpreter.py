@@ -329,7 +329,10 @@ def test_bench_gpu_dry_run(tmp_path):
     impls = {(r["op"], r["impl"], r["direction"]) for r in rows}
     assert ("uniform_pool", "triton", "fwd") in impls and ("segment_pool", "triton", "both") in impls
     assert ("segment_compress", "triton_fused", "fwd") in impls
-    assert out.exists() and out.with_suffix(".svg").exists()
+    assert out.exists() and out.with_suffix(".png").exists()
+    assert out.with_name("bench_summary.md").read_text().count("| 2 |") >= 4
+    header = out.read_text().splitlines()[0].split(",")
+    assert header == bench.FIELDS and header[:2] == ["suite", "run_id"]  # the shared result format
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
