@@ -699,7 +699,7 @@ def ratios(rows: list[dict]) -> list[dict]:
             continue
 
         def div(a, b):
-            a, b = _num(a), _num(b)
+            a, b = report.to_float(a), report.to_float(b)
             return a / b if b and not math.isnan(a) and not math.isnan(b) and b > 0 else float("nan")
 
         out.append({"path": row["path"], "duration_s": row["duration_s"], "compressor": row["compressor"],
@@ -711,13 +711,6 @@ def ratios(rows: list[dict]) -> list[dict]:
                     "decode_speedup": div(row["decode_tok_s"], base["decode_tok_s"]),
                     "compressor_pct": 100 * div(row["compressor_ms"], row["encoder_ms"])})
     return out
-
-
-def _num(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _is_x3(spec: str) -> bool:
@@ -773,7 +766,7 @@ def markdown(rows: list[dict], meta: dict, notes: list[str], device_type: str) -
              "input features excluded): encoder stage, and LLM stage (prefill + decode).\n",
              report.markdown_table(rows, RESULT_COLUMNS, RESULT_HEADERS, formats={
                  "encoder_ms": ".1f", "compressor_ms": ".3f", "prefill_ms": ".1f", "ttft_ms": ".1f",
-                 "decode_tok_s": ".1f", "kv_bytes": lambda v: f"{_num(v) / 1e6:.1f}" if v not in ("", None) else "",
+                 "decode_tok_s": ".1f", "kv_bytes": lambda v: f"{report.to_float(v) / 1e6:.1f}" if v not in ("", None) else "",
                  "enc_peak_extra_mb": ".0f", "llm_peak_extra_mb": ".0f"})]
     ratio_rows = [r for r in ratios(rows) if r["compressor"] != "none"]
     if ratio_rows:

@@ -43,7 +43,7 @@ import tempfile
 from typing import Iterable, Optional, Sequence
 
 __all__ = ["COMMON_FIELDS", "common_fields", "cpu_name", "device_name", "append_rows", "read_rows", "latest_run",
-           "markdown_table", "plot", "main"]
+           "markdown_table", "plot", "main", "to_float"]
 
 # The columns every suite's CSV starts with, in this order.
 COMMON_FIELDS = ["suite", "run_id", "date", "device", "threads", "torch", "triton", "cuda", "lalm_fast"]
@@ -225,7 +225,8 @@ def _is_number(value) -> bool:
         return False
 
 
-def _float(value) -> float:
+def to_float(value) -> float:
+    """``float(value)``, NaN for empty or non-numeric cells."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -297,7 +298,7 @@ def _plot_e2e(rows: Sequence[dict]):
     for ax, (column, label) in zip(axes.flat, E2E_PANELS):
         for p_index, path in enumerate(paths):
             for c_index, compressor in enumerate(compressors):
-                points = sorted((_float(r["duration_s"]), _float(r.get(column))) for r in rows
+                points = sorted((to_float(r["duration_s"]), to_float(r.get(column))) for r in rows
                                 if r.get("path", "") == path and r["compressor"] == compressor)
                 points = [(x, y / 1e6 if column == "kv_bytes" else y) for x, y in points if not math.isnan(y)]
                 if not points:
@@ -307,7 +308,7 @@ def _plot_e2e(rows: Sequence[dict]):
                         color=cycle[c_index % len(cycle)], label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        durations = sorted({_float(r["duration_s"]) for r in rows})
+        durations = sorted({to_float(r["duration_s"]) for r in rows})
         ax.set_xticks(durations)
         ax.set_xticklabels([_duration_label(d) for d in durations])
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -336,7 +337,7 @@ def _plot_kernels(rows: Sequence[dict], suite: str):
     shape_keys = [k for k in ("op", "direction", "batch", "B", "dim", "D", "frames", "T", "rate") if k in rows[0]]
     shapes = list(dict.fromkeys(tuple(r.get(k, "") for k in shape_keys) for r in rows))
     providers = list(dict.fromkeys(provider(r) for r in rows))
-    times = {(tuple(r.get(k, "") for k in shape_keys), provider(r)): _float(r.get("ms_median")) for r in rows}
+    times = {(tuple(r.get(k, "") for k in shape_keys), provider(r)): to_float(r.get("ms_median")) for r in rows}
     figure, ax = plt.subplots(figsize=(min(18, max(8, 0.8 * len(shapes))), 6))
     width = 0.8 / max(1, len(providers))
     colors = plt.get_cmap("tab20").colors

@@ -60,6 +60,36 @@ __global__ void span_mean_kernel(const T* __restrict__ x, const int64_t* __restr
   }
 }
 
+// The span that owns frame t of a row (sorted, disjoint spans): upper_bound(starts, t) - 1.
+// `inside` is false when t lies in a gap or before the first span; the gradient share
+// is then 0. `span` is 0 (a valid row to read) when no span starts at or before t.
+template <typename acc_t>
+struct FrameOwner {
+  int64_t span;
+  bool inside;
+  acc_t scale;  // 1 / len(span)
+};
+
+template <typename acc_t>
+__device__ __forceinline__ FrameOwner<acc_t> frame_owner(const int64_t* row_starts, const int64_t* row_ends,
+                                                         int64_t S, int64_t t) {
+  int64_t lo = 0, hi = S;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (row_starts[mid] <= t) lo = mid + 1; else hi = mid;
+  }
+  const int64_t owner = lo - 1;
+  FrameOwner<acc_t> result{0, false, acc_t(0)};
+  if (owner >= 0) {
+    const int64_t st = row_starts[owner];
+    const int64_t en = row_ends[owner];
+    result.span = owner;
+    result.inside = t < en;
+    result.scale = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
+  }
+  return result;
+}
+
 constexpr int kThreadsDBwd = 64;
 constexpr int kFramesPerBlock = 4;
 
@@ -71,24 +101,11 @@ __global__ void span_mean_backward_kernel(const T* __restrict__ grad, const int6
   const int64_t r = blockIdx.x / frame_blocks;
   const int64_t t = (blockIdx.x % frame_blocks) * kFramesPerBlock + threadIdx.y;
   if (t >= T_) return;
-  const int64_t* row_starts = starts + r * S;
-  // owner = (number of spans with start <= t) - 1  (upper_bound on sorted starts)
-  int64_t lo = 0, hi = S;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) >> 1;
-    if (row_starts[mid] <= t) lo = mid + 1; else hi = mid;
-  }
-  const int64_t owner = lo - 1;
-  bool inside = false;
-  acc_t scale = acc_t(0);
-  if (owner >= 0) {
-    const int64_t st = row_starts[owner];
-    const int64_t en = ends[r * S + owner];
-    inside = t < en;
-    scale = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
-  }
+  const FrameOwner<acc_t> own = frame_owner<acc_t>(starts + r * S, ends + r * S, S, t);
+  const bool inside = own.inside;
+  const acc_t scale = own.scale;
   T* dst = out + (r * T_ + t) * D;
-  const T* src = grad + (r * S + (owner >= 0 ? owner : 0)) * D;
+  const T* src = grad + (r * S + own.span) * D;
   for (int64_t d = int64_t(blockIdx.y) * kThreadsDBwd + threadIdx.x; d < D; d += int64_t(gridDim.y) * kThreadsDBwd) {
     dst[d] = inside ? from_acc<T>(to_acc(src[d]) * scale) : from_acc<T>(acc_t(0));
   }
@@ -153,23 +170,11 @@ __global__ void span_mean_backward_vec_kernel(const T* __restrict__ grad, const 
   const int64_t r = blockIdx.x / frame_blocks;
   const int64_t t = (blockIdx.x % frame_blocks) * kVecRows + threadIdx.y;
   if (t >= T_) return;
-  const int64_t* row_starts = starts + r * S;
-  int64_t lo = 0, hi = S;  // owner = upper_bound(starts, t) - 1
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) >> 1;
-    if (row_starts[mid] <= t) lo = mid + 1; else hi = mid;
-  }
-  const int64_t owner = lo - 1;
-  bool inside = false;
-  acc_t scale = acc_t(0);
-  if (owner >= 0) {
-    const int64_t st = row_starts[owner];
-    const int64_t en = ends[r * S + owner];
-    inside = t < en;
-    scale = acc_t(1) / acc_t(en - st > 0 ? en - st : 1);
-  }
+  const FrameOwner<acc_t> own = frame_owner<acc_t>(starts + r * S, ends + r * S, S, t);
+  const bool inside = own.inside;
+  const acc_t scale = own.scale;
   T* dst = out + (r * T_ + t) * D;
-  const T* src = grad + (r * S + (owner >= 0 ? owner : 0)) * D;
+  const T* src = grad + (r * S + own.span) * D;
   const int64_t nvec = D / V;
   for (int64_t v = int64_t(blockIdx.y) * kVecThreadsX + threadIdx.x; v < nvec;
        v += int64_t(gridDim.y) * kVecThreadsX) {
