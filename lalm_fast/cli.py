@@ -1,4 +1,4 @@
-"""Command line: ``lalm-fast bench [kernels|e2e]``, ``info``, ``train --config`` and ``eval``."""
+"""Command line: ``lalm-fast bench [kernels|e2e]``, ``info``, ``train --config``, ``eval`` and ``reproduce``."""
 
 from __future__ import annotations
 
@@ -104,7 +104,13 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"info": lambda rest: _info(), "train": _train, "eval": _eval}
+def _reproduce(argv: list[str]) -> int:
+    from lalm_fast.reproduce import main as reproduce_main
+
+    return reproduce_main(argv)
+
+
+COMMANDS = {"info": lambda rest: _info(), "train": _train, "eval": _eval, "reproduce": _reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                "rates (options: bench e2e --help; docs/benchmarks.md); "
                "lalm-fast info: versions and which backends can run here; "
                "lalm-fast train --config PATH [--output-dir DIR] [--resume]; "
-               "lalm-fast eval --model DIR --manifest PATH [--out DIR]")
+               "lalm-fast eval --model DIR --manifest PATH [--out DIR]; "
+               "lalm-fast reproduce [--quick | --dry-run] [--out DIR] [--encoder DIR] [--lm DIR]: the miniature "
+               "experiment from nothing (corpora, cache, one model per compressor, evaluation, report)")
     parser.add_argument("command", choices=["bench", *COMMANDS])
     if not argv or argv[0] not in ("bench", *COMMANDS):
         parser.parse_args(argv)  # prints usage and exits

@@ -1,0 +1,426 @@
+"""``lalm-fast reproduce``: the miniature of the paper's experiment, from nothing (issue 6).
+
+1. build the synthetic speech corpora (:mod:`lalm_fast.data.corpora`: espeak-ng + Piper, English
+   ASR and English-speech -> Spanish-text sets from the verse-aligned Bibles, held-out sentences
+   and voices);
+2. cache the frozen encoder's outputs once (one ``FeatureCache`` folder shared by every run);
+3. train one model per configuration on ASR + ST together (``data.task = "auto"``): frame level
+   (50 Hz), uniform pooling x2 / x3 / x4, downsampling x3, segmentation pooling at rate 3, each with
+   projector + LoRA, and x3 pooling with the projector alone; each run starts with the CTC
+   projector warm-up (:class:`lalm_fast.train.AlignSpec`);
+4. evaluate all (WER on the ASR test set, BLEU on the EN->ES test set);
+5. write ``report.md``, ``report.json`` and ``report.png`` (WER / BLEU against audio tokens per second).
+
+Resumable: a configuration whose ``final/`` model and ``metrics.json`` exist is skipped, an
+interrupted one continues from its newest checkpoint, the corpora and the feature cache are reused.
+
+Presets (``PRESETS``): ``full``, ``quick`` (sized for about an hour on a 2-core CPU; what it cuts is
+written into the report) and ``tiny`` (``--dry-run``: tiny random models on a handful of synthetic
+tone clips, the whole pipeline in seconds, for the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["CONFIGURATIONS", "PRESETS", "Configuration", "Preset", "main", "reproduce"]
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    compressor: str
+    lora: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name + ("" if self.lora else " (projector only)")
+
+
+CONFIGURATIONS = [
+    Configuration("frame-50hz", "none"),
+    Configuration("uniform-x2", "uniform:2"),
+    Configuration("uniform-x3", "uniform:3"),
+    Configuration("uniform-x4", "uniform:4"),
+    Configuration("downsample-x3", "downsample:3"),
+    Configuration("segment-rate3", "segment:rate=3"),
+    Configuration("uniform-x3-projector-only", "uniform:3", lora=False),
+]
+
+
+@dataclass
+class Preset:
+    corpus: Optional[str]                   # corpora SIZES key; None: synthetic tones (tiny)
+    encoder: str
+    lm: str
+    steps: int                              # LM training steps per configuration
+    ctc_steps: int                          # CTC projector warm-up steps per configuration
+    batch_size: int
+    test_utterances: Optional[int]          # per test set; None: all
+    window_seconds: float = 10.0
+    lr: float = 2e-4
+    projector_lr_scale: float = 1.0
+    warmup_steps: int = 20
+    ctc_lr: float = 2e-3
+    lora: dict = field(default_factory=lambda: {"r": 8, "alpha": 16, "dropout": 0.05})
+    projector: dict = field(default_factory=lambda: {"hidden": 576, "layers": 2})
+    mixed_precision: str = "bf16"
+    max_new_tokens: int = 48
+    save_every: int = 25
+    jobs: int = 1                           # configurations trained at once, each in its own 1-thread process
+    whisper_baseline: bool = True
+    cuts: str = ""
+
+
+PRESETS = {
+    "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=3000, ctc_steps=2000, batch_size=8,
+                   test_utterances=None, mixed_precision="auto"),
+    # Sized from measured costs on our 2-core CPU (docs/training.md), one thread per job, ASR + ST
+    # batches of 8: LM step 7.8 s at 50 Hz, 4.3 s at x2, 2.8 s at x4 (x3 ~3.3 s, interpolated); CTC
+    # warm-up step 0.32 s at 50 Hz, 0.16 s at x2, ~0.1 s at x3/x4; evaluation of 40 + 40 utterances
+    # ~90 s; cache ~1 min. Two jobs: projected ~47 min for all seven configurations.
+    "quick": Preset("quick", "packaged:tiny.en", "packaged:smollm2-135m", steps=140, ctc_steps=600, batch_size=8,
+                    test_utterances=40, jobs=2,
+                    cuts="400 train + 100 test utterances per task instead of 5000 + 400; 140 LM steps (batch 8, "
+                         "1.4 epochs of the 800 ASR + ST utterances) after 600 CTC warm-up steps per "
+                         "configuration instead of 3000 + 2000; the first 40 utterances of each test set"),
+    "tiny": Preset(None, "tiny-random", "tiny-random", steps=4, ctc_steps=4, batch_size=4, test_utterances=4,
+                   window_seconds=1.0, lr=1e-2, warmup_steps=1, ctc_lr=1e-2,
+                   lora={"r": 4, "alpha": 8, "dropout": 0.0}, projector={"hidden": 32, "layers": 2},
+                   mixed_precision="no", max_new_tokens=6, save_every=2, whisper_baseline=False,
+                   cuts="tiny random models, 8 synthetic tone clips per task: a pipeline check, not a result"),
+}
+
+
+class ReproduceError(ValueError):
+    """A bad argument or input: the CLI prints it as one line."""
+
+
+# ----- data -------------------------------------------------------------------------------------
+
+
+def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
+    """Corpora (built unless ``data_dir/dataset.json`` exists) and the manifests the runs read:
+    ``train_mixed.jsonl`` (ASR + ST train) and the test subsets. Returns their paths and facts."""
+    from lalm_fast.data import read_manifest, write_manifest
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if preset.corpus is None:
+        _tiny_corpora(data_dir, seed)
+        info = {"built_by": "lalm_fast.reproduce (synthetic tones)"}
+    else:
+        if not (data_dir / "dataset.json").exists():
+            from lalm_fast.data.corpora import SIZES, build_corpora
+
+            print(f"== building the {preset.corpus} corpora in {data_dir}", flush=True)
+            build_corpora(data_dir, **SIZES[preset.corpus], seed=seed)
+        info = json.loads((data_dir / "dataset.json").read_text())
+    paths = {}
+    train = read_manifest(data_dir / "asr_train.jsonl") + read_manifest(data_dir / "st_train.jsonl")
+    paths["train"] = data_dir / "train_mixed.jsonl"
+    write_manifest(paths["train"], train)
+    for task in ("asr", "st"):
+        test = read_manifest(data_dir / f"{task}_test.jsonl")
+        test = test[:preset.test_utterances] if preset.test_utterances else test
+        paths[task] = data_dir / f"{task}_test_eval.jsonl"
+        write_manifest(paths[task], test)
+    return {"paths": {k: str(v) for k, v in paths.items()}, "dataset": info}
+
+
+def _tiny_corpora(folder: Path, seed: int) -> None:
+    """Tone clips over the tiny vocabulary; the "translation" is the words reversed (lang en-es)."""
+    from lalm_fast.data import write_manifest
+    from lalm_fast.train import make_synthetic
+
+    for split, offset in (("train", 0), ("test", 1)):
+        utts = make_synthetic(folder / f"tones_{split}", 8, seed * 10 + offset)
+        write_manifest(folder / f"asr_{split}.jsonl", [replace(u, lang="en") for u in utts])
+        write_manifest(folder / f"st_{split}.jsonl",
+                       [replace(u, lang="en-es", translation=" ".join(reversed(u.text.split()))) for u in utts])
+
+
+# ----- one configuration ------------------------------------------------------------------------
+
+
+def train_config(configuration: Configuration, preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
+                 seed: int):
+    from lalm_fast.train import TrainConfig
+
+    return TrainConfig.from_dict({
+        "model": {"encoder": encoder, "lm": lm, "compressor": configuration.compressor,
+                  "projector": dict(preset.projector), "lora": dict(preset.lora) if configuration.lora else None,
+                  "window_seconds": preset.window_seconds, "mel_bins": 80, "seed": seed},
+        "data": {"train": paths["train"], "eval": None, "task": "auto", "batch_size": preset.batch_size,
+                 "skip_bad": True, "cache": True, "cache_dir": str(out / "feature_cache"),
+                 "max_new_tokens": preset.max_new_tokens, "normalize_targets": False},
+        "optim": {"lr": preset.lr, "projector_lr_scale": preset.projector_lr_scale, "weight_decay": 0.01,
+                  "warmup_steps": preset.warmup_steps, "total_steps": preset.steps, "grad_accum": 1,
+                  "max_grad_norm": 1.0},
+        "run": {"output_dir": str(out / "runs" / configuration.name), "seed": seed, "eval_every": 0,
+                "save_every": preset.save_every, "keep_last": 1, "mixed_precision": preset.mixed_precision,
+                "progress": True},
+        "align": {"ctc_steps": preset.ctc_steps, "lr": preset.ctc_lr},
+    })
+
+
+def run_configuration(configuration: Configuration, preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
+                      seed: int) -> dict:
+    """Train (resuming) and evaluate one configuration; skipped when its metrics exist."""
+    from lalm_fast.data import read_manifest
+    from lalm_fast.data.files import atomic_write
+    from lalm_fast.train import Dataset, evaluate_model, load_trained, train
+
+    run_dir = out / "runs" / configuration.name
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and (run_dir / "final" / "lalm_train.json").exists():
+        print(f"== {configuration.name}: done already ({metrics_path}), skipped", flush=True)
+        return json.loads(metrics_path.read_text())
+    print(f"== {configuration.name}: compressor {configuration.compressor}, "
+          f"{'projector + LoRA' if configuration.lora else 'projector only'}", flush=True)
+    config = train_config(configuration, preset, paths, out, encoder, lm, seed)
+    started = time.perf_counter()
+    result = train(config, resume=True)
+    train_seconds = time.perf_counter() - started
+    model, spec = load_trained(result.final_dir)
+    scores: dict[str, Any] = {}
+    started = time.perf_counter()
+    for key, task in (("asr", "transcribe"), ("st", {"task": "translate", "lang": "Spanish"})):
+        data_spec = replace(config.data, task=task)
+        dataset = Dataset(read_manifest(paths[key]), spec, data_spec, _cache(config, out), _encode(model, spec))
+        scores[key] = evaluate_model(model, dataset, data_spec, generate=len(dataset.utterances))
+    eval_seconds = time.perf_counter() - started
+    metrics = {
+        "configuration": configuration.name, "compressor": configuration.compressor, "lora": configuration.lora,
+        "audio_tokens_per_second": scores["asr"]["audio_tokens_per_second"],
+        "wer": scores["asr"]["wer"].wer, "wer_detail": asdict(scores["asr"]["wer"]),
+        "bleu": scores["st"]["bleu"].score, "bleu_signature": scores["st"]["bleu"].signature,
+        "asr_loss": scores["asr"]["loss"], "st_loss": scores["st"]["loss"],
+        "samples": {"asr": scores["asr"].get("samples", [])[:2], "st": scores["st"].get("samples", [])[:2]},
+        "steps": result.step, "train_seconds_this_call": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
+        "loss_first": result.losses[0] if result.losses else None,
+        "loss_last": sum(result.losses[-10:]) / len(result.losses[-10:]) if result.losses else None,
+        "ctc_warmup": ({k: v for k, v in result.warmup.items() if k != "losses"} if result.warmup else None),
+    }
+    with atomic_write(metrics_path) as handle:
+        json.dump(metrics, handle, indent=2)
+    return metrics
+
+
+def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
+             seed: int, jobs: int) -> list[dict]:
+    """Every configuration; with ``jobs`` > 1 in that many worker processes of one thread each (on a
+    small CPU two 1-thread trainings run about as fast each as one 2-thread training). The encoder
+    outputs are cached first, once, so the workers only read the cache."""
+    args = (preset, paths, out, encoder, lm, seed)
+    if jobs == 1 or len(configurations) == 1:
+        return [run_configuration(c, *args) for c in configurations]
+    fill_cache(configurations[0], *args)
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+    with context.Pool(min(jobs, len(configurations)), initializer=_one_thread) as pool:
+        return pool.starmap(run_configuration, [(c, *args) for c in configurations])
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
+               seed: int) -> None:
+    """Encode every train and test clip into the shared feature cache (hits cost nothing)."""
+    from lalm_fast.data import read_manifest
+    from lalm_fast.train import Dataset, _load_bases
+
+    config = train_config(configuration, preset, paths, out, encoder, lm, seed)
+    spec = replace(config.model, lm="tiny-random")  # only the encoder is needed
+    encoder_module = _load_bases(spec)[0]
+    encode = _encode_with(encoder_module, spec)
+    for key in ("train", "asr", "st"):
+        Dataset(read_manifest(paths[key]), config.model, replace(config.data, task="auto"), _cache(config, out), encode)
+
+
+def _cache(config, out: Path):
+    from lalm_fast.train import feature_cache
+
+    return feature_cache(config.model, config.data, out)
+
+
+def _encode(model, spec):
+    return _encode_with(model.encoder, spec)
+
+
+def _encode_with(encoder, spec):
+    from lalm_fast.data import whisper_encode_fn
+
+    return whisper_encode_fn(encoder, spec.window_seconds, spec.mel_bins, "cpu")
+
+
+# ----- report -----------------------------------------------------------------------------------
+
+
+def write_report(out: Path, rows: list[dict], preset_name: str, preset: Preset, extra: dict) -> dict:
+    from lalm_fast.data.files import atomic_write
+
+    report = {"preset": preset_name, "settings": asdict(preset), "cuts": preset.cuts, "configurations": rows,
+              **extra}
+    with atomic_write(out / "report.json") as handle:
+        json.dump(report, handle, indent=2, default=str)
+    lines = [f"# lalm-fast reproduce ({preset_name})", ""]
+    if preset.cuts:
+        lines += [f"What `{preset_name}` cuts: {preset.cuts}.", ""]
+    lines += ["| configuration | compressor | LoRA | audio tokens/s | WER % | BLEU | LM steps | train s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['configuration']} | {row['compressor']} | {'yes' if row['lora'] else 'no'} | "
+                     f"{_fmt(row['audio_tokens_per_second'], 2)} | {_fmt(100 * row['wer'], 1)} | "
+                     f"{_fmt(row['bleu'], 2)} | {row['steps']} | {_fmt(row.get('train_seconds_this_call'), 0)} |")
+    baseline = extra.get("whisper_baseline")
+    if baseline:
+        lines += ["", f"Whisper tiny.en's own decoder on the same ASR test utterances: "
+                      f"**{100 * baseline['wer']:.1f}% WER**."]
+    lines += ["", "WER: corpus-level on normalised text (lalm_fast.evaluate.normalize_english). "
+              f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}.",
+              "Train s: seconds of training in the call that finished the run (0 when resumed at the end).", ""]
+    with atomic_write(out / "report.md") as handle:
+        handle.write("\n".join(lines))
+    _plot(out / "report.png", rows)
+    return report
+
+
+def _fmt(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, scale, label in ((left, "wer", 100, "WER % (lower is better)"),
+                                    (right, "bleu", 1, "BLEU (higher is better)")):
+        for row in rows:
+            marker = "o" if row["lora"] else "s"
+            axis.scatter(row["audio_tokens_per_second"], row[key] * scale, marker=marker)
+            axis.annotate(row["configuration"], (row["audio_tokens_per_second"], row[key] * scale), fontsize=7)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel("audio tokens per second")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    fig.suptitle("circles: projector + LoRA, squares: projector only")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ----- the whole recipe -------------------------------------------------------------------------
+
+
+def reproduce(out: str | os.PathLike, preset: str = "full", *, data: Optional[str] = None,
+              encoder: Optional[str] = None, lm: Optional[str] = None, configurations: Optional[Sequence[str]] = None,
+              steps: Optional[int] = None, ctc_steps: Optional[int] = None, seed: int = 0,
+              jobs: Optional[int] = None) -> dict:
+    """Run the recipe into ``out``; returns the report dict (also in ``out/report.json``)."""
+    if preset not in PRESETS:
+        raise ReproduceError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    chosen = PRESETS[preset]
+    chosen = replace(chosen, steps=chosen.steps if steps is None else steps,
+                     ctc_steps=chosen.ctc_steps if ctc_steps is None else ctc_steps)
+    if chosen.steps < 1 or chosen.ctc_steps < 0:
+        raise ReproduceError(f"--steps must be >= 1 and --ctc-steps >= 0, got {chosen.steps} and {chosen.ctc_steps}")
+    jobs = chosen.jobs if jobs is None else jobs
+    if jobs < 1:
+        raise ReproduceError(f"--jobs must be >= 1, got {jobs}")
+    encoder, lm = encoder or chosen.encoder, lm or chosen.lm
+    for name, source in (("--encoder", encoder), ("--lm", lm)):
+        if not (source.startswith("packaged:") or source == "tiny-random" or Path(source).is_dir()):
+            raise ReproduceError(f"{name} {source!r} is not a local checkpoint folder (or packaged:NAME)")
+    known = {c.name: c for c in CONFIGURATIONS}
+    names = list(configurations) if configurations else list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ReproduceError(f"unknown configuration(s) {unknown}; choose from {list(known)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    prepared = prepare_data(chosen, Path(data) if data else out / "data", seed)
+    rows = _run_all([known[n] for n in names], chosen, prepared["paths"], out, encoder, lm, seed, jobs)
+    extra: dict[str, Any] = {"encoder": encoder, "lm": lm, "seed": seed, "data": prepared["paths"],
+                             "dataset": prepared["dataset"]}
+    if chosen.whisper_baseline and encoder == "packaged:tiny.en":
+        extra["whisper_baseline"] = _whisper_baseline(out, prepared["paths"]["asr"])
+    extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
+    report = write_report(out, rows, preset, chosen, extra)
+    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
+    return report
+
+
+def _whisper_baseline(out: Path, manifest: str) -> dict:
+    path = out / "whisper_baseline.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from lalm_fast.baselines import whisper_baseline
+    from lalm_fast.data.files import atomic_write
+
+    result = whisper_baseline(manifest)
+    summary = {"wer": result.wer.wer if hasattr(result.wer, "wer") else result.wer}
+    with atomic_write(path) as handle:
+        json.dump(summary, handle)
+    return summary
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise ReproduceError(message)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _Parser(prog="lalm-fast reproduce", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="about an hour on a 2-core CPU (see the report's cuts)")
+    size.add_argument("--dry-run", action="store_true", help="tiny random models, synthetic tones: seconds")
+    parser.add_argument("--out", default="results/reproduce", help="output folder (default results/reproduce; "
+                        "results/reproduce-quick with --quick)")
+    parser.add_argument("--data", help="corpora folder (built there unless it has dataset.json); default OUT/data")
+    parser.add_argument("--encoder", help="local Whisper checkpoint folder (default packaged:tiny.en)")
+    parser.add_argument("--lm", help="local causal LM folder (default packaged:smollm2-135m)")
+    parser.add_argument("--configs", help="comma-separated subset of: " + ",".join(c.name for c in CONFIGURATIONS))
+    parser.add_argument("--steps", type=int, help="LM training steps per configuration (overrides the preset)")
+    parser.add_argument("--ctc-steps", type=int, help="CTC warm-up steps per configuration (0 = none)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, help="configurations trained at once, 1 thread each (quick: 2)")
+    try:
+        args = parser.parse_args(argv)
+        preset = "tiny" if args.dry_run else "quick" if args.quick else "full"
+        out = args.out
+        if out == "results/reproduce" and preset != "full":
+            out = f"results/reproduce-{'quick' if preset == 'quick' else 'dry-run'}"
+        reproduce(out, preset, data=args.data, encoder=args.encoder, lm=args.lm,
+                  configurations=args.configs.split(",") if args.configs else None, steps=args.steps,
+                  ctc_steps=args.ctc_steps, seed=args.seed, jobs=args.jobs)
+    except ReproduceError as error:
+        print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""lalm_fast.reproduce (the miniature experiment) and the CTC projector warm-up, on tiny random models."""
+
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+pytest.importorskip("peft")
+pytest.importorskip("soundfile")
+pytest.importorskip("matplotlib")
+
+from lalm_fast import cli, reproduce as rep  # noqa: E402
+from lalm_fast import train as training  # noqa: E402
+from lalm_fast.train import TrainConfig, ctc_warmup, normalize_target  # noqa: E402
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")
+TWO = ["uniform-x2", "uniform-x3-projector-only"]
+
+
+def test_dry_run_writes_the_report_for_every_configuration(tmp_path):
+    report = rep.reproduce(tmp_path, "tiny")
+    names = [row["configuration"] for row in report["configurations"]]
+    assert names == [c.name for c in rep.CONFIGURATIONS]
+    for row in report["configurations"]:
+        assert row["wer"] >= 0 and row["bleu"] >= 0 and row["audio_tokens_per_second"] > 0
+        assert row["ctc_warmup"]["steps"] == rep.PRESETS["tiny"].ctc_steps
+    rates = {row["configuration"]: row["audio_tokens_per_second"] for row in report["configurations"]}
+    assert rates["frame-50hz"] > rates["uniform-x2"] > rates["uniform-x3"] > rates["uniform-x4"]
+    for name in ("report.md", "report.json", "report.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "| frame-50hz | none | yes |" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["preset"] == "tiny"
+
+
+def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, monkeypatch):
+    rep.reproduce(tmp_path, "tiny", configurations=TWO[:1])
+    calls = []
+    original = training.train
+
+    def counting(config, resume=False):
+        calls.append(config.run.output_dir)
+        return original(config, resume)
+
+    monkeypatch.setattr(training, "train", counting)
+    report = rep.reproduce(tmp_path, "tiny", configurations=TWO)
+    assert [os.path.basename(c) for c in calls] == [TWO[1]]  # the finished one was not trained again
+    assert [row["configuration"] for row in report["configurations"]] == TWO
+    assert report["configurations"][1]["lora"] is False
+
+
+def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
+    config = TrainConfig.from_file(TINY, output_dir=str(tmp_path), progress=False)
+    config.data.train, config.data.batch_size = "synthetic:4", 4  # one fixed batch
+    config.align.ctc_steps, config.align.lr = 12, 1e-2
+    model = training.build_model(config.model)
+    dataset = training._open_dataset(config.data.train, config.model, config.data, tmp_path)
+    before = {k: v.clone() for k, v in model.projector.state_dict().items()}
+    summary = ctc_warmup(model, dataset, config, tmp_path, progress=False)
+    assert summary["steps"] == 12 and summary["infeasible_fraction"] == 0
+    assert sum(summary["losses"][-3:]) / 3 < summary["losses"][0] - 0.5
+    trained = {k: v.clone() for k, v in model.projector.state_dict().items()}
+    assert any(not torch.equal(before[k], trained[k]) for k in before)
+    fresh = training.build_model(config.model)  # a rerun loads the saved warm-up instead of training again
+    assert ctc_warmup(fresh, dataset, config, tmp_path, progress=False)["losses"] == summary["losses"]
+    assert all(torch.equal(fresh.projector.state_dict()[k], trained[k]) for k in trained)
+
+
+def test_train_with_warmup_records_it_and_auto_task_mixes_asr_and_st(tmp_path):
+    rep._tiny_corpora(tmp_path / "data", 0)
+    from lalm_fast.data import read_manifest, write_manifest
+
+    mixed = read_manifest(tmp_path / "data" / "asr_train.jsonl") + read_manifest(tmp_path / "data" / "st_train.jsonl")
+    write_manifest(tmp_path / "mixed.jsonl", mixed)
+    config = TrainConfig.from_file(TINY, output_dir=str(tmp_path / "run"), progress=False)
+    config.data.train, config.data.eval, config.data.task = str(tmp_path / "mixed.jsonl"), None, "auto"
+    config.align.ctc_steps, config.optim.total_steps = 3, 2
+    result = training.train(config)
+    assert result.warmup["steps"] == 3 and result.step == 2
+    dataset = training._open_dataset(str(tmp_path / "mixed.jsonl"), config.model, config.data, tmp_path)
+    batch = dataset.load(list(range(len(dataset.utterances))))
+    assert {json.dumps(t) for t in batch.tasks} == {'"transcribe"', '{"task": "translate", "lang": "Spanish"}'}
+    st = [i for i, t in enumerate(batch.tasks) if t != "transcribe"][0]
+    assert batch[2][st] == " ".join(reversed(batch.texts[st].split()))  # the target is the translation
+
+
+def test_normalize_target():
+    assert normalize_target("He said, \"Don't go!\" -- 'Now'.") == "he said don't go now"
+    assert normalize_target("¿Dónde está?") == "dónde está"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick", "--dry-run"], "not allowed with argument"),
+    (["--dry-run", "--configs", "uniform-x9"], "unknown configuration(s) ['uniform-x9']"),
+    (["--dry-run", "--encoder", "/no/such/folder"], "--encoder '/no/such/folder' is not a local checkpoint"),
+    (["--dry-run", "--steps", "0"], "--steps must be >= 1"),
+    (["--dry-run", "--jobs", "0"], "--jobs must be >= 1"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_arguments_give_one_clear_error_line(argv, message, capsys, tmp_path):
+    assert cli.main(["reproduce", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("lalm-fast reproduce: error:")
+
+
+def test_two_worker_processes_give_the_same_report_as_one(tmp_path):
+    one = rep.reproduce(tmp_path / "one", "tiny", configurations=TWO, jobs=1)
+    two = rep.reproduce(tmp_path / "two", "tiny", configurations=TWO, jobs=2)
+    for a, b in zip(one["configurations"], two["configurations"]):
+        assert a["configuration"] == b["configuration"]
+        assert a["audio_tokens_per_second"] == b["audio_tokens_per_second"]
+        assert a["asr_loss"] == pytest.approx(b["asr_loss"], rel=1e-3)
