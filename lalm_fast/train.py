@@ -645,9 +645,13 @@ def ctc_warmup(core, dataset: Dataset, config: "TrainConfig", output_dir: Path, 
     if spec.vocab not in ("train", "full"):
         raise ValueError(f"align.vocab must be 'train' or 'full', got {spec.vocab!r}")
     folder = output_dir / CTC_WARMUP
+    settings = asdict(spec)
     if (folder / "warmup.json").exists():
-        core.projector.load_state_dict(load_file(folder / "projector.safetensors"))
-        return json.loads((folder / "warmup.json").read_text())
+        saved = json.loads((folder / "warmup.json").read_text())
+        if saved.get("settings") == settings:
+            core.projector.load_state_dict(load_file(folder / "projector.safetensors"))
+            return saved
+        # the align settings changed since that warm-up: run it again (the folder is replaced below)
     started = time.perf_counter()
     texts = [normalize_target(u.text) if dataset.normalize else u.text for u in dataset.utterances]
     vocab, index = _ctc_vocab(core, texts, spec.vocab == "full")
@@ -705,7 +709,7 @@ def ctc_warmup(core, dataset: Dataset, config: "TrainConfig", output_dir: Path, 
         core.compressor = saved_compressor
         torch.set_rng_state(rng_state)  # the LM phase starts from the same RNG with or without a warm-up
     summary = {"steps": len(losses), "seconds": round(time.perf_counter() - started, 2), "vocab": len(vocab),
-               "compressor": spec.compressor, "lr": spec.lr, "match_norm": spec.match_norm, "init_scale": spec.init_scale, "infeasible_fraction": infeasible / max(seen, 1),
+               "settings": settings, "infeasible_fraction": infeasible / max(seen, 1),
                "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
                "losses": [round(x, 4) for x in losses]}
     with atomic_directory(folder) as staging:

@@ -65,6 +65,8 @@ def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
     fresh = training.build_model(config.model)  # a rerun loads the saved warm-up instead of training again
     assert ctc_warmup(fresh, dataset, config, tmp_path, progress=False)["losses"] == summary["losses"]
     assert all(torch.equal(fresh.projector.state_dict()[k], trained[k]) for k in trained)
+    config.align.ctc_steps = 5  # changed settings: the saved warm-up is not reused
+    assert ctc_warmup(training.build_model(config.model), dataset, config, tmp_path, progress=False)["steps"] == 5
 
 
 def test_train_with_warmup_records_it_and_auto_task_mixes_asr_and_st(tmp_path):
