@@ -57,6 +57,8 @@ from typing import Any, Optional
 
 import torch
 
+from lalm_fast.nn import build_compressor
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 SUITE = "e2e"
@@ -641,7 +643,6 @@ def isolated_compressor_ms(compressor, shape, dtype, lengths, device, min_run_ti
 
 
 def measure_config(path, seconds: float, spec: str, args, device, dtype, meter: MemoryMeter) -> dict:
-    from lalm_fast.nn import build_compressor
 
     compressor = build_compressor(spec)
     with path.compressor(compressor):
@@ -714,7 +715,6 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def _is_x3(spec: str) -> bool:
-    from lalm_fast.nn import build_compressor
 
     config = build_compressor(spec).config()
     return config.get("k") == 3 or config.get("rate") == 3
@@ -843,16 +843,30 @@ def parse_args(argv):
                                       "presets, none for tiny and mini)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        parser.error(f"--device: {exc}")
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device {args.device!r} cannot run here (cpu, or cuda with a CUDA device)")
     if args.quick:
         args.preset = args.preset or "tiny"
         args.durations = args.durations or [10, 60]
         args.new_tokens = min(args.new_tokens, 4)
-        args.repeats = args.repeats or 1
+        args.repeats = 1 if args.repeats is None else args.repeats
     args.preset = args.preset or ("qwen2-audio-7b" if device.type == "cuda" else "cpu")
     args.durations = args.durations or list(DURATIONS)
     args.compressors = args.compressors or list(COMPRESSORS)
-    args.repeats = args.repeats or 3
+    args.repeats = 3 if args.repeats is None else args.repeats
+    if not all(math.isfinite(d) and d > 0 for d in args.durations):
+        parser.error(f"--durations must be positive seconds, got {args.durations}")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    for spec in args.compressors:
+        try:
+            build_compressor(spec)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--compressors {spec!r}: {exc}")
     args.warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
     if args.dtype is None:
         args.dtype = "bfloat16" if args.preset == "qwen2-audio-7b" else "float32"
@@ -958,7 +972,6 @@ def _memory_note(method: str) -> str:
 
 
 def _warm(path, spec, seconds, args, device, dtype, meter) -> None:
-    from lalm_fast.nn import build_compressor
 
     compressor = build_compressor(spec)
     try:

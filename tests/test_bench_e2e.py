@@ -40,6 +40,21 @@ def _by_compressor(rows, path=None):
 # The benchmark end to end
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--durations", "-5"], "--durations must be positive seconds"),
+    (["--durations", "nan"], "--durations must be positive seconds"),
+    (["--compressors", "bogus:9"], "--compressors 'bogus:9': unknown compressor kind 'bogus'"),
+    (["--repeats", "0"], "--repeats >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--device", "tpu"], "--device"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device 'cuda' cannot run here")]))
+def test_bad_arguments_give_one_clear_error(e2e, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        e2e["parse_args"](["--preset", "tiny", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_tiny_preset_writes_rows_table_and_plot(e2e, report, tmp_path, capsys):
     out = tmp_path / "e2e.csv"
     argv = ["--preset", "tiny", "--durations", "10", "40", "--compressors", "none", "uniform:3", "segment:rate=3",
