@@ -104,6 +104,14 @@ def random_spans(lengths, frames, k, gen):
     return starts.to(lengths.device).contiguous(), ends.to(lengths.device).contiguous()
 
 
+def l2_rows_per_group(x) -> int:
+    """Rows whose slice of x fits in half of the device's L2 (0 on CPU: no grouping)."""
+    if x.device.type != "cuda":
+        return 0
+    half_l2 = torch.cuda.get_device_properties(x.device).L2_cache_size // 2
+    return max(1, half_l2 // (x.shape[1] * x.shape[2] * x.element_size()))
+
+
 def segmented_input(starts, ends, frames, dim, dtype, gen):
     """[B, T, D] with one random vector per span (+5% noise): adjacent frames of a span are
     near-parallel (score ~0), frames of different spans near-orthogonal (score ~1)."""
@@ -270,16 +278,16 @@ def main(argv=None):
             same = bool(torch.equal(got[1], starts) and torch.equal(got[2], ends))
             print(f"[check] k={k}: fused threshold spans equal the true segments: {same}")
             fwd_bytes = x_bytes + B * S * D * elt + 2 * starts.numel() * 8
-            groups = kt.segment.l2_rows_per_group(xs)
+            groups = l2_rows_per_group(xs)
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input")
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input; CUDA graph", graph=True)
             record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, None), fwd_bytes,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, groups), fwd_bytes,
                    note=f"2 passes over x; L2 groups of {groups or B} rows; bytes of one pass")
             record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, None), fwd_bytes,
+                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, groups), fwd_bytes,
                    note=f"2 passes over x; L2 groups of {groups or B} rows; CUDA graph", graph=True)
             record("segment_compress", "triton_fused", "fwd", k,
                    lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,

@@ -37,9 +37,9 @@ rows whose slice of ``x`` fits in half of L2, so that the second read of each gr
 served from L2 instead of HBM. Measured on an H200 (B=32 T=1500 D=1280 bf16, 60 MB L2,
 groups of 8 rows) it is *slower*: 148-152 us against 128-132 us without groups under a CUDA
 graph, and much slower eagerly (12 launches instead of 3). Small groups under-fill the GPU
-more than L2 reuse saves, so ungrouped is the default; ``rows_per_group=None`` picks the
-L2-sized groups, for devices where that trade may differ. Measured fused / segment_pool:
-1.52-1.70x (target 1.2x; bench/results/bench_gpu_summary_h200.md).
+more than L2 reuse saves, so ungrouped is the default; ``rows_per_group=N`` keeps the
+option for devices where that trade may differ (bench/bench_gpu.py sizes N from L2).
+Measured fused / segment_pool: 1.52-1.70x (target 1.2x; bench/results/bench_gpu_summary_h200.md).
 """
 
 from __future__ import annotations
@@ -105,38 +105,17 @@ def _launch_threshold_spans(scores, lengths, threshold: float, num_out: int, *, 
     return starts, ends, counts
 
 
-_L2_BYTES: dict = {}
-
-
-def _l2_bytes(device: torch.device) -> int:
-    """L2 cache size of ``device`` (0 when unknown: CPU tensors under the interpreter)."""
-    if device.type != "cuda":
-        return 0
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _L2_BYTES:
-        _L2_BYTES[index] = int(getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0))
-    return _L2_BYTES[index]
-
-
-def l2_rows_per_group(x: torch.Tensor) -> int:
-    """Rows per group so that a group's slice of ``x`` fits in half of L2; 0 (no grouping)
-    when all of ``x`` does, or when the L2 size is unknown. Shapes and device only."""
-    half_l2 = _l2_bytes(x.device) // 2
-    row_bytes = x.shape[1] * x.shape[2] * x.element_size()
-    if half_l2 == 0 or row_bytes == 0 or x.shape[0] * row_bytes <= half_l2:
-        return 0
-    return max(1, half_l2 // row_bytes)
-
-
 def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap: bool = False,
-                            rows_per_group: int | None = 0):
+                            rows_per_group: int = 0):
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
         raise ValueError(f"num_out must be >= 1, got {num_out}")
+    group = int(rows_per_group)
+    if group < 0:
+        raise ValueError(f"rows_per_group must be >= 0 (0: all rows at once), got {rows_per_group}")
     rows = x.shape[0]
-    group = l2_rows_per_group(x) if rows_per_group is None else int(rows_per_group)
-    if group <= 0 or group >= rows:
+    if group == 0 or group >= rows:
         scores = _launch_boundary_scores(x, lengths, wrap=wrap)
         starts, ends, counts = _launch_threshold_spans(scores, lengths, threshold, num_out, wrap=wrap)
         values = _launch_span_mean(x, starts, ends, wrap=wrap)
@@ -155,12 +134,11 @@ def _threshold_segment_mean(x, lengths, threshold: float, num_out: int, *, wrap:
 
 
 def threshold_segment_mean(x: torch.Tensor, lengths: torch.Tensor, threshold: float, num_out: int,
-                           rows_per_group: int | None = 0):
+                           rows_per_group: int = 0):
     """Segment by ``boundary score > threshold`` and average each segment; see the module
     docstring for the exact contract. Two passes over ``x`` (scores, then means) plus a
     scan over the ``[R, T]`` scores (``rows_per_group``: 0, the default, runs all rows at
-    once; N runs groups of N rows; None picks L2-sized groups); no host sync, output sizes
-    from ``num_out``."""
+    once; N runs groups of N rows); no host sync, output sizes from ``num_out``."""
     return _threshold_segment_mean(x, lengths, threshold, num_out, rows_per_group=rows_per_group)
 
 

@@ -252,6 +252,12 @@ def test_threshold_segment_mean(dtype, threshold, num_out, rows_per_group):
     torch.testing.assert_close(values, w_values, **TOL[dtype])
 
 
+def test_threshold_segment_mean_rejects_a_negative_group():
+    x = torch.zeros(2, 4, 3)
+    with pytest.raises(ValueError, match="rows_per_group must be >= 0"):
+        K.threshold_segment_mean(x, torch.tensor([4, 2]), 0.5, 2, -1)
+
+
 # ----------------------------------------------------------------------------- torch.library ops
 
 
