@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +24,7 @@ from typing import Sequence
 from lalm_fast.data.audio import UtteranceLoader
 from lalm_fast.data.files import atomic_write
 from lalm_fast.data.manifest import Utterance, read_manifest
-from lalm_fast.evaluate import EvalReport, WerResult, real_time_factor, wer
+from lalm_fast.evaluate import EvalReport, WerResult, real_time_factor, wer, wer_by_group
 
 DEFAULT_WHISPER = "packaged:tiny.en"
 WHISPER_TOKENS_PER_SECOND = 50.0  # the encoder frames Whisper's decoder cross-attends to, per second
@@ -134,19 +135,13 @@ def whisper_baseline(manifest: str | os.PathLike | Sequence[Utterance], source: 
     compute_seconds = time.perf_counter() - start
 
     references = [utt.text for utt in kept]
-    groups: dict[str, list[int]] = {}
-    if group_key:
-        for i, utt in enumerate(kept):
-            value = utt.extra.get(group_key)
-            if value is not None:
-                groups.setdefault(str(value), []).append(i)
-    per_group = {group: wer([references[i] for i in idx], [hypotheses[i] for i in idx])
-                 for group, idx in groups.items()}
+    labels = [utt.extra.get(group_key) if group_key else None for utt in kept]
+    per_group = wer_by_group(references, hypotheses, labels)
     source_name = str(source).removeprefix("packaged:") if str(source).startswith("packaged:") else Path(source).name
     label = name or f"Whisper {source_name} (own decoder)"
     return BaselineResult(
         name=label, wer=wer(references, hypotheses), groups=per_group,
-        group_counts={group: len(idx) for group, idx in groups.items()}, references=references,
+        group_counts=dict(Counter(str(label) for label in labels if label is not None)), references=references,
         hypotheses=hypotheses, ids=[utt.id for utt in kept],
         audio_seconds=sum(len(audio) for audio in audios) / 16000, compute_seconds=compute_seconds,
         skipped=str(loader.skips) if loader.skips.total else "",

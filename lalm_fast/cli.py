@@ -1,4 +1,4 @@
-"""Command line: ``lalm-fast bench [kernels|e2e]``, ``info``, ``train --config``, ``eval`` and ``reproduce``."""
+"""Command line: ``lalm-fast demo``, ``bench [kernels|e2e]``, ``info``, ``train --config``, ``eval`` and ``reproduce``."""
 
 from __future__ import annotations
 
@@ -110,14 +110,22 @@ def _reproduce(argv: list[str]) -> int:
     return reproduce_main(argv)
 
 
-COMMANDS = {"info": lambda rest: _info(), "train": _train, "eval": _eval, "reproduce": _reproduce}
+def _demo(argv: list[str]) -> int:
+    from lalm_fast.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+COMMANDS = {"demo": _demo, "info": lambda rest: _info(), "train": _train, "eval": _eval, "reproduce": _reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="lalm-fast", description="audio-token compression for audio LLMs",
-        epilog="lalm-fast bench [--quick]: every benchmark suite on the default device, kernels then e2e; "
+        epilog="lalm-fast demo: the committed adapters at every audio-token rate on the held-out test sets, one "
+               "table of WER, BLEU, prefill and end-to-end time (options: demo --help); "
+               "lalm-fast bench [--quick]: every benchmark suite on the default device, kernels then e2e; "
                "lalm-fast bench kernels [options...]: the kernel benchmark (CPU: bench/kernels_cpu.py, CUDA: "
                "bench/bench_gpu.py; kernels-cpu / kernels-gpu force one; options: bench kernels --help); "
                "lalm-fast bench e2e [options...]: end-to-end speed of whole audio LLMs at several audio-token "

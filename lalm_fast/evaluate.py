@@ -13,7 +13,7 @@ import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jiwer
 from sacrebleu.metrics import BLEU
@@ -166,6 +166,17 @@ def wer(references: Sequence[str], hypotheses: Sequence[str], normalize: bool = 
     return WerResult(counts.wer, counts.substitutions, counts.deletions, counts.insertions,
                      counts.hits, reference_words, normalize)
 
+
+
+def wer_by_group(references: Sequence[str], hypotheses: Sequence[str],
+                 groups: Sequence[Optional[str]]) -> dict[str, WerResult]:
+    """Corpus WER per group label (e.g. a test set's voice groups); samples labelled None are left out."""
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        if group is not None:
+            members.setdefault(str(group), []).append(i)
+    return {group: wer([references[i] for i in idx], [hypotheses[i] for i in idx])
+            for group, idx in sorted(members.items())}
 
 @dataclass
 class BleuResult:

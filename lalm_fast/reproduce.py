@@ -80,17 +80,22 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=3000, ctc_steps=2000, batch_size=8,
-                   test_utterances=None, mixed_precision="auto"),
-    # Sized from measured costs on our 2-core CPU (docs/training.md), one thread per job, ASR + ST
-    # batches of 8: LM step 7.8 s at 50 Hz, 4.3 s at x2, 2.8 s at x4 (x3 ~3.3 s, interpolated); CTC
-    # warm-up step 0.32 s at 50 Hz, 0.16 s at x2, ~0.1 s at x3/x4; evaluation of 40 + 40 utterances
-    # ~90 s; cache ~1 min. Two jobs: projected ~47 min for all seven configurations.
-    "quick": Preset("quick", "packaged:tiny.en", "packaged:smollm2-135m", steps=140, ctc_steps=600, batch_size=8,
-                    test_utterances=40, jobs=2,
-                    cuts="400 train + 100 test utterances per task instead of 5000 + 400; 140 LM steps (batch 8, "
-                         "1.4 epochs of the 800 ASR + ST utterances) after 600 CTC warm-up steps per "
-                         "configuration instead of 3000 + 2000; the first 40 utterances of each test set"),
+    # Projected, not yet run whole on a CPU (costs below): about 2.8 h on our 2-core CPU.
+    "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=400, ctc_steps=3000, batch_size=8,
+                   test_utterances=200, lr=1e-3, jobs=2, mixed_precision="auto",
+                   cuts="5000 train + 400 test utterances per task; 400 LM steps after 3000 CTC warm-up steps per "
+                        "configuration; the first 200 utterances of each test set"),
+    # Sized from the measured costs of the first whole quick run on our 2-core CPU (one thread per
+    # job, two jobs, ASR + ST batches of 8, bf16): LM step 10.4 s at 50 Hz, 5.5 s at x2, 3.3-4.1 s at
+    # x3/x4; CTC warm-up step 0.32 s at 50 Hz, 0.16 s at x2, 0.09-0.11 s at x3/x4; evaluating 40 ASR
+    # + 40 ST utterances 85-220 s per configuration; corpora, feature cache and Whisper baseline
+    # ~3 min: about 56 min in all. lr 1e-3 and 1500+ warm-up steps: WER 92% -> 65% at x4 against the
+    # first run's 2e-4 / 600 (docs/training.md, "Tuning the quick preset").
+    "quick": Preset("quick", "packaged:tiny.en", "packaged:smollm2-135m", steps=120, ctc_steps=1500, batch_size=8,
+                    test_utterances=40, lr=1e-3, jobs=2,
+                    cuts="400 train + 100 test utterances per task instead of 5000 + 400; 120 LM steps (batch 8, "
+                         "1.2 epochs of the 800 ASR + ST utterances) after 1500 CTC warm-up steps per "
+                         "configuration instead of 400 + 3000; the first 40 utterances of each test set"),
     "tiny": Preset(None, "tiny-random", "tiny-random", steps=4, ctc_steps=4, batch_size=4, test_utterances=4,
                    window_seconds=1.0, lr=1e-2, warmup_steps=1, ctc_lr=1e-2,
                    lora={"r": 4, "alpha": 8, "dropout": 0.0}, projector={"hidden": 32, "layers": 2},
@@ -175,6 +180,7 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
     """Train (resuming) and evaluate one configuration; skipped when its metrics exist."""
     from lalm_fast.data import read_manifest
     from lalm_fast.data.files import atomic_write
+    from lalm_fast.evaluate import wer_by_group
     from lalm_fast.train import Dataset, evaluate_model, load_trained, train
 
     run_dir = out / "runs" / configuration.name
@@ -185,6 +191,7 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
     print(f"== {configuration.name}: compressor {configuration.compressor}, "
           f"{'projector + LoRA' if configuration.lora else 'projector only'}", flush=True)
     config = train_config(configuration, preset, paths, out, encoder, lm, seed)
+    _reuse_warmup(configuration, run_dir)
     started = time.perf_counter()
     result = train(config, resume=True)
     train_seconds = time.perf_counter() - started
@@ -196,10 +203,15 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
         dataset = Dataset(read_manifest(paths[key]), spec, data_spec, _cache(config, out), _encode(model, spec))
         scores[key] = evaluate_model(model, dataset, data_spec, generate=len(dataset.utterances))
     eval_seconds = time.perf_counter() - started
+    voice_groups = {u.id: u.extra.get("voice_group") for u in read_manifest(paths["asr"])}
+    decoded = scores["asr"].get("decoded", [])
+    by_group = wer_by_group([d["reference"] for d in decoded], [d["hypothesis"] for d in decoded],
+                            [voice_groups.get(d["id"]) for d in decoded])
     metrics = {
         "configuration": configuration.name, "compressor": configuration.compressor, "lora": configuration.lora,
         "audio_tokens_per_second": scores["asr"]["audio_tokens_per_second"],
         "wer": scores["asr"]["wer"].wer, "wer_detail": asdict(scores["asr"]["wer"]),
+        "wer_groups": {group: score.wer for group, score in by_group.items()},
         "bleu": scores["st"]["bleu"].score, "bleu_signature": scores["st"]["bleu"].signature,
         "asr_loss": scores["asr"]["loss"], "st_loss": scores["st"]["loss"],
         "samples": {"asr": scores["asr"].get("samples", [])[:2], "st": scores["st"].get("samples", [])[:2]},
@@ -212,6 +224,27 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
     with atomic_write(metrics_path) as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
+
+
+def _reuse_warmup(configuration: Configuration, run_dir: Path) -> None:
+    """Configurations that differ only in LoRA (uniform-x3 with and without) get the same CTC
+    warm-up: same compressor, seed, data and settings. Copy a finished one instead of running it
+    again; ``ctc_warmup`` still checks the settings and reruns on a mismatch."""
+    import shutil
+
+    from lalm_fast.train import CTC_WARMUP
+
+    if (run_dir / CTC_WARMUP / "warmup.json").exists():
+        return
+    for other in CONFIGURATIONS:
+        source = run_dir.parent / other.name / CTC_WARMUP
+        if other.name != configuration.name and other.compressor == configuration.compressor \
+                and (source / "warmup.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, run_dir / f".{CTC_WARMUP}.copy", dirs_exist_ok=True)
+            os.replace(run_dir / f".{CTC_WARMUP}.copy", run_dir / CTC_WARMUP)
+            print(f"== {configuration.name}: CTC warm-up copied from {other.name}", flush=True)
+            return
 
 
 def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
@@ -240,12 +273,10 @@ def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: P
                seed: int) -> None:
     """Encode every train and test clip into the shared feature cache (hits cost nothing)."""
     from lalm_fast.data import read_manifest
-    from lalm_fast.train import Dataset, _load_bases
+    from lalm_fast.train import Dataset, load_encoder
 
     config = train_config(configuration, preset, paths, out, encoder, lm, seed)
-    spec = replace(config.model, lm="tiny-random")  # only the encoder is needed
-    encoder_module = _load_bases(spec)[0]
-    encode = _encode_with(encoder_module, spec)
+    encode = _encode_with(load_encoder(config.model), config.model)
     for key in ("train", "asr", "st"):
         Dataset(read_manifest(paths[key]), config.model, replace(config.data, task="auto"), _cache(config, out), encode)
 
@@ -279,22 +310,28 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset: Preset, 
     lines = [f"# lalm-fast reproduce ({preset_name})", ""]
     if preset.cuts:
         lines += [f"What `{preset_name}` cuts: {preset.cuts}.", ""]
-    lines += ["| configuration | compressor | LoRA | audio tokens/s | WER % | BLEU | LM steps | train s |",
-              "|---|---|---|---|---|---|---|---|"]
+    baseline = extra.get("whisper_baseline")
+    groups = sorted({g for row in rows for g in row.get("wer_groups") or {}})
+    lines += ["| configuration | compressor | LoRA | audio tokens/s | WER % | BLEU | LM steps | train s |"
+              + "".join(f" WER % {g} |" for g in groups),
+              "|---|---|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
         lines.append(f"| {row['configuration']} | {row['compressor']} | {'yes' if row['lora'] else 'no'} | "
                      f"{_fmt(row['audio_tokens_per_second'], 2)} | {_fmt(100 * row['wer'], 1)} | "
-                     f"{_fmt(row['bleu'], 2)} | {row['steps']} | {_fmt(row.get('train_seconds_this_call'), 0)} |")
-    baseline = extra.get("whisper_baseline")
+                     f"{_fmt(row['bleu'], 2)} | {row['steps']} | {_fmt(row.get('train_seconds_this_call'), 0)} |"
+                     + "".join(f" {_percent((row.get('wer_groups') or {}).get(g))} |" for g in groups))
     if baseline:
         lines += ["", f"Whisper tiny.en's own decoder on the same ASR test utterances: "
-                      f"**{100 * baseline['wer']:.1f}% WER**."]
+                      f"**{100 * baseline['wer']:.1f}% WER**"
+                      + "".join(f"; {g} {_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
+                      + "."]
     lines += ["", "WER: corpus-level on normalised text (lalm_fast.evaluate.normalize_english). "
               f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}.",
               "Train s: seconds of training in the call that finished the run (0 when resumed at the end).", ""]
     with atomic_write(out / "report.md") as handle:
         handle.write("\n".join(lines))
-    _plot(out / "report.png", rows)
+    plot_quality(out / "report.png", rows, baseline_wer=baseline["wer"] if baseline else None,
+                 baseline_label="Whisper tiny.en (own decoder)")
     return report
 
 
@@ -302,7 +339,13 @@ def _fmt(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _plot(path: Path, rows: list[dict]) -> None:
+def _percent(fraction: Optional[float]) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
+def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = None, baseline_label: str = "") -> None:
+    """WER and BLEU against audio tokens per second, one point per configuration (``rows``: dicts with
+    configuration, audio_tokens_per_second, wer, bleu, lora); ``baseline_wer`` as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,6 +359,9 @@ def _plot(path: Path, rows: list[dict]) -> None:
             marker = "o" if row["lora"] else "s"
             axis.scatter(row["audio_tokens_per_second"], row[key] * scale, marker=marker)
             axis.annotate(row["configuration"], (row["audio_tokens_per_second"], row[key] * scale), fontsize=7)
+        if key == "wer" and baseline_wer is not None:
+            axis.axhline(baseline_wer * scale, linestyle="--", color="gray", label=baseline_label)
+            axis.legend(fontsize=7)
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -368,8 +414,52 @@ def reproduce(out: str | os.PathLike, preset: str = "full", *, data: Optional[st
         extra["whisper_baseline"] = _whisper_baseline(out, prepared["paths"]["asr"])
     extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
     report = write_report(out, rows, preset, chosen, extra)
-    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
+    export_adapters(out, report)
+    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}; "
+          f"adapters: {out / ADAPTERS}", flush=True)
     return report
+
+
+# ----- the trained weights, for `lalm-fast demo` ---------------------------------------------------
+
+ADAPTERS = "adapters"           # <out>/adapters/: what `lalm-fast demo` loads (small enough to commit)
+ADAPTER_RUN_FILE = "run.json"   # <out>/adapters/run.json: how they were made and how they scored
+_WEIGHT_FILES = ("projector.safetensors", "adapter_model.safetensors")
+_CONFIG_FILES = ("audio_lm_config.json", "adapter_config.json", "lalm_train.json")
+
+
+def export_adapters(out: Path, report: dict) -> Path:
+    """Copy every configuration's trained projector and LoRA adapter into ``out/adapters/<name>/`` as
+    float16 safetensors (a few MB each), with its config files and metrics, plus ``run.json``: the
+    preset, seed, sources, test-set ids and the report rows. Written to a staging folder and moved in
+    whole, so a reader never sees half an export."""
+    from safetensors.torch import load_file, save_file
+
+    from lalm_fast.data import read_manifest
+    from lalm_fast.data.files import atomic_directory
+
+    with atomic_directory(out / ADAPTERS, replace_existing=True) as staging:
+        for row in report["configurations"]:
+            final, target = out / "runs" / row["configuration"] / "final", staging / row["configuration"]
+            target.mkdir()
+            for name in _WEIGHT_FILES:
+                if (final / name).exists():
+                    half = {k: v.half().contiguous() if v.is_floating_point() else v
+                            for k, v in load_file(final / name).items()}
+                    save_file(half, target / name)
+            for name in _CONFIG_FILES:
+                if (final / name).exists():
+                    (target / name).write_bytes((final / name).read_bytes())
+            (target / "metrics.json").write_text(json.dumps(row, indent=2, default=str))
+        run = {"made_by": f"lalm-fast reproduce (preset {report['preset']})", "preset": report["preset"],
+               "settings": report["settings"], "seed": report["seed"], "encoder": report["encoder"],
+               "lm": report["lm"], "weights_dtype": "float16",
+               "test_ids": {task: [u.id for u in read_manifest(report["data"][task])] for task in ("asr", "st")},
+               "n_test": (report.get("dataset") or {}).get("n_test"),
+               "whisper_baseline": report.get("whisper_baseline"),
+               "configurations": [row["configuration"] for row in report["configurations"]]}
+        (staging / ADAPTER_RUN_FILE).write_text(json.dumps(run, indent=2, default=str))
+    return out / ADAPTERS
 
 
 def _whisper_baseline(out: Path, manifest: str) -> dict:
@@ -380,7 +470,7 @@ def _whisper_baseline(out: Path, manifest: str) -> dict:
     from lalm_fast.data.files import atomic_write
 
     result = whisper_baseline(manifest)
-    summary = {"wer": result.wer.wer if hasattr(result.wer, "wer") else result.wer}
+    summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()}}
     with atomic_write(path) as handle:
         json.dump(summary, handle)
     return summary

@@ -212,15 +212,22 @@ def load_trained(directory: str | os.PathLike, is_trainable: bool = False):
     return AudioLM.from_pretrained(directory, encoder, lm, tokenizer, is_trainable=is_trainable), spec
 
 
+def load_encoder(spec: ModelSpec):
+    """The spec's (frozen) audio encoder alone; tiny-random weights are seeded by ``spec.seed``."""
+    from lalm_fast.models import pretrained, tiny
+
+    if spec.encoder == TINY_RANDOM:
+        torch.manual_seed(spec.seed)
+        return tiny.tiny_encoder(mel_bins=spec.mel_bins, mel_frames=round(spec.window_seconds * 100))
+    return pretrained.load_whisper_encoder(spec.encoder, spec.window_seconds)
+
+
 def _load_bases(spec: ModelSpec):
     """(encoder, lm, tokenizer). tiny-random parts are seeded so a reload rebuilds the same weights."""
     from lalm_fast.models import pretrained, tiny
 
     torch.manual_seed(spec.seed)
-    if spec.encoder == TINY_RANDOM:
-        encoder = tiny.tiny_encoder(mel_bins=spec.mel_bins, mel_frames=round(spec.window_seconds * 100))
-    else:
-        encoder = pretrained.load_whisper_encoder(spec.encoder, spec.window_seconds)
+    encoder = load_encoder(spec)
     if spec.lm == TINY_RANDOM:
         lm, tokenizer = tiny.tiny_lm(), tiny.tiny_tokenizer()
     else:
@@ -320,15 +327,17 @@ class Dataset:
         utts = [self.utterances[i] for i in indices]
         batch = Batch((audio, lengths, [self.target(u) for u in utts], sum(self.durations[i] for i in indices)))
         batch.tasks, batch.texts = [self.task_of(u) for u in utts], [u.text for u in utts]
+        batch.ids = [u.id for u in utts]
         return batch
 
 
 class Batch(tuple):
-    """``(audio, lengths, targets, seconds)`` of :meth:`Dataset.load`, with ``tasks`` (one per sample)
-    and ``texts`` (the transcripts, whatever the task) as attributes."""
+    """``(audio, lengths, targets, seconds)`` of :meth:`Dataset.load`, with ``tasks`` (one per sample),
+    ``texts`` (the transcripts, whatever the task) and ``ids`` (the utterance ids) as attributes."""
 
     tasks: list
     texts: list[str]
+    ids: list[str]
 
 
 AUTO_TASK = "auto"              # data.task: per utterance, from its lang pair (see Dataset.task_of)
@@ -550,7 +559,7 @@ def evaluate_model(model, dataset: Dataset, data_spec: DataSpec, generate: Optio
 
 def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int]) -> dict:
     count = min(len(dataset.utterances), data_spec.eval_generate if generate is None else generate)
-    references, hypotheses, kinds = [], [], []
+    references, hypotheses, kinds, ids = [], [], [], []
     for start in range(0, count, data_spec.batch_size or 8):
         indices = list(range(start, min(start + (data_spec.batch_size or 8), count)))
         batch = dataset.load(indices)
@@ -561,6 +570,7 @@ def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Opti
                                      max_new_tokens=data_spec.max_new_tokens)
         references += targets
         kinds += ["bleu" if _is_translation(task) else "wer" for task in batch.tasks]
+        ids += batch.ids
     if not references:
         return {}
     result: dict[str, Any] = {}
@@ -569,6 +579,7 @@ def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Opti
         if pairs:
             result[kind] = score([r for r, _ in pairs], [h for _, h in pairs])
     result["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:4]]
+    result["decoded"] = [{"id": i, "reference": r, "hypothesis": h} for i, r, h in zip(ids, references, hypotheses)]
     return result
 
 
@@ -712,7 +723,7 @@ def ctc_warmup(core, dataset: Dataset, config: "TrainConfig", output_dir: Path, 
                "settings": settings, "infeasible_fraction": infeasible / max(seen, 1),
                "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
                "losses": [round(x, 4) for x in losses]}
-    with atomic_directory(folder) as staging:
+    with atomic_directory(folder, replace_existing=True) as staging:  # settings changed: a new warm-up
         save_file({k: v.detach().contiguous().cpu() for k, v in core.projector.state_dict().items()},
                   staging / "projector.safetensors")
         (staging / "warmup.json").write_text(json.dumps(summary))

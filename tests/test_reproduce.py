@@ -113,3 +113,14 @@ def test_two_worker_processes_give_the_same_report_as_one(tmp_path):
         assert a["configuration"] == b["configuration"]
         assert a["audio_tokens_per_second"] == b["audio_tokens_per_second"]
         assert a["asr_loss"] == pytest.approx(b["asr_loss"], rel=1e-3)
+
+
+def test_configurations_that_differ_only_in_lora_share_one_ctc_warmup(tmp_path, capsys):
+    names = ["uniform-x3", "uniform-x3-projector-only"]
+    report = rep.reproduce(tmp_path, "tiny", configurations=names, jobs=1)
+    assert "uniform-x3-projector-only: CTC warm-up copied from uniform-x3" in capsys.readouterr().out
+    warmups = [(tmp_path / "runs" / name / training.CTC_WARMUP / "projector.safetensors").read_bytes()
+               for name in names]
+    assert warmups[0] == warmups[1]
+    assert [row["ctc_warmup"]["loss_last"] for row in report["configurations"]][0] == \
+        report["configurations"][1]["ctc_warmup"]["loss_last"]

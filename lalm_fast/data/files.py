@@ -47,18 +47,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, replace_existing: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; move it to ``target`` when the block
-    ends without an exception, otherwise delete it. A crash mid-write leaves no half folder."""
+    ends without an exception, otherwise delete it. A crash mid-write leaves no half folder.
+
+    An existing ``target`` is kept (a concurrent writer got there first with an equal copy) unless
+    ``replace_existing``: then it is moved aside, the new folder moved in, and the old one deleted,
+    so ``target`` is at every moment either the complete old folder, absent, or the complete new one."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    old = None
     try:
         yield tmp
+        if replace_existing and target.is_dir():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            os.replace(target, old / target.name)
         try:
             os.replace(tmp, target)
         except OSError:
+            if old is not None:  # could not move the new one in: put the old one back, and say so
+                if not target.exists():
+                    os.replace(old / target.name, target)
+                raise
             if not target.is_dir():  # a concurrent writer got there first: keep its (equal) copy
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and target.is_dir():  # never delete the old copy while nothing replaced it
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,332 @@
+"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side (issue 6).
+
+It loads the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained and
+committed (default ``results/reproduce-quick-cpu/adapters``), rebuilds that run's held-out test
+sets here (synthesised speech: unseen sentences, seen and unseen voices), and measures, per
+configuration:
+
+* audio tokens per second that reach the LLM,
+* WER on the English ASR test set (overall and per voice group) and BLEU on the EN->ES set,
+* LLM prefill time: one forward pass over prompt + audio tokens, batch 1, median over a few clips,
+* end-to-end time: the shared frozen encoder (measured once) plus compression, projection and greedy
+  decoding of both test sets.
+
+Whisper tiny.en's own decoder is scored on the same ASR clips, as the thing a user would pick
+instead. It prints one table and writes ``demo.md``, ``demo.json`` and ``demo.png`` (WER and BLEU
+against audio tokens per second). Packaged models and tools come from ``scripts/setup.sh --assets``;
+what is missing is named with its install command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["DEFAULT_ADAPTERS", "DemoError", "main", "run_demo"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ADAPTERS = "results/reproduce-quick-cpu/adapters"
+DEFAULT_OUT = "results/demo"
+PREFILL_CLIPS = 8               # clips timed one at a time for the prefill column
+
+
+class DemoError(ValueError):
+    """A missing or inconsistent input: the CLI prints it as one line."""
+
+
+@dataclass
+class DemoRow:
+    configuration: str
+    compressor: str
+    lora: Optional[bool]
+    audio_tokens_per_second: Optional[float]
+    wer: Optional[float]
+    bleu: Optional[float]
+    prefill_ms: Optional[float]
+    end_to_end_seconds: float
+    wer_groups: dict = field(default_factory=dict)
+    detail: dict = field(default_factory=dict)
+
+
+# ----- inputs -------------------------------------------------------------------------------------
+
+
+def find_adapters(path: str | os.PathLike) -> Path:
+    """The adapters folder: as given, else relative to the source checkout (for runs outside it)."""
+    folder = Path(path)
+    if not folder.is_dir() and not folder.is_absolute() and (REPO_ROOT / folder).is_dir():
+        folder = REPO_ROOT / folder
+    if not (folder / "run.json").is_file():
+        raise DemoError(f"{path} holds no run.json: pass --adapters <the adapters/ folder that "
+                        "`lalm-fast reproduce` writes>")
+    return folder
+
+
+def read_run(folder: Path, configurations: Optional[Sequence[str]]) -> tuple[dict, list[str]]:
+    run = json.loads((folder / "run.json").read_text())
+    names = list(configurations) if configurations else list(run["configurations"])
+    unknown = [n for n in names if n not in run["configurations"]]
+    if unknown:
+        raise DemoError(f"unknown configuration(s) {unknown}; this run has {run['configurations']}")
+    for name in names:
+        if not (folder / name / "lalm_train.json").is_file():
+            raise DemoError(f"{folder / name} has no lalm_train.json: the adapters folder is incomplete")
+    return run, names
+
+
+def test_sets(run: dict, data_dir: Path, utterances: Optional[int], progress: bool) -> dict:
+    """The run's held-out ASR and ST test utterances, synthesised into ``data_dir`` (the corpus builder
+    is deterministic and keeps files it already wrote, so a second demo reuses them). Checks that the
+    ids are the ones the run evaluated."""
+    from lalm_fast.data import read_manifest
+    from lalm_fast.data.corpora import build_corpora
+
+    n_test = run.get("n_test") or max(len(ids) for ids in run["test_ids"].values())
+    if not all((data_dir / f"{task}_test.jsonl").is_file() for task in ("asr", "st")):
+        if run["settings"].get("corpus") is None:
+            raise DemoError(f"{data_dir} has no asr_test.jsonl / st_test.jsonl, and this run's test clips "
+                            "were not synthesised from the Bibles: pass --data <that run's data folder>")
+        print(f"== synthesising the held-out test sets ({n_test} utterances per task) in {data_dir}", flush=True)
+        build_corpora(data_dir, n_train=0, n_test=n_test, seed=run["seed"], progress=progress)
+    sets = {}
+    for task in ("asr", "st"):
+        expected = run["test_ids"][task]
+        count = len(expected) if utterances is None else utterances
+        if count < 1 or count > n_test:
+            raise DemoError(f"--utterances must be in 1..{n_test}, got {count}")
+        chosen = read_manifest(data_dir / f"{task}_test.jsonl")[:count]
+        ids = [u.id for u in chosen]
+        if ids[:len(expected)] != expected[:len(ids)]:
+            raise DemoError(f"the {task} test set rebuilt in {data_dir} is not the one the run evaluated "
+                            f"(first ids {ids[:3]} against {expected[:3]}): espeak-ng / Piper voices or the "
+                            "Bible modules differ from that run's (see its report.json 'dataset.tools')")
+        sets[task] = chosen
+    return sets
+
+
+# ----- measuring ------------------------------------------------------------------------------------
+
+
+def encode_test_sets(configuration: Path, sets: dict, cache_root: Path) -> tuple[dict, float]:
+    """Encode every test clip once with the frozen encoder (the same for all configurations, so it is
+    timed once): ``{task: Dataset}`` reading from a fresh feature cache, and the encoder seconds."""
+    from lalm_fast.data import whisper_encode_fn
+    from lalm_fast.train import Dataset, ModelSpec, _spec, feature_cache, load_encoder
+
+    spec = _spec(ModelSpec, json.loads((configuration / "lalm_train.json").read_text())["model"], "model")
+    encode = whisper_encode_fn(load_encoder(spec).eval(), spec.window_seconds, spec.mel_bins, "cpu")
+    data_spec = replace(_data_spec(configuration), cache=True)
+    started = time.perf_counter()
+    datasets = {task: Dataset(utts, spec, data_spec, feature_cache(spec, data_spec, cache_root), encode)
+                for task, utts in sets.items()}
+    return datasets, time.perf_counter() - started
+
+
+def prefill_ms(model, dataset, count: int = PREFILL_CLIPS) -> float:
+    """Median milliseconds of one LLM forward pass over prompt + audio tokens, one clip at a time
+    (after one untimed warm-up pass)."""
+    import torch
+
+    from lalm_fast.train import audio_inputs
+
+    times = []
+    indices = list(range(min(count, len(dataset.utterances))))
+    for n, i in enumerate([indices[0], *indices]):
+        audio, lengths, _, _ = batch = dataset.load([i])
+        inputs = model.build_inputs(**audio_inputs(dataset, audio, lengths), tasks=batch.tasks, padding_side="left")
+        with torch.inference_mode():
+            started = time.perf_counter()
+            model.lm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, use_cache=True)
+            if n:
+                times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def measure_configuration(folder: Path, name: str, datasets: dict, encode_seconds: float) -> DemoRow:
+    """Load one configuration's adapters onto the packaged bases and score it on both test sets."""
+    from lalm_fast.evaluate import audio_tokens_per_second, wer_by_group
+    from lalm_fast.train import _decode_metrics, load_trained
+
+    started = time.perf_counter()
+    model, spec = load_trained(folder / name)
+    model.eval()
+    load_seconds = time.perf_counter() - started
+    data_spec = _data_spec(folder / name)
+    scores, decode_seconds = {}, 0.0
+    for task, dataset in datasets.items():
+        started = time.perf_counter()
+        scores[task] = _decode_metrics(model, dataset, data_spec, len(dataset.utterances))
+        decode_seconds += time.perf_counter() - started
+    asr = datasets["asr"]
+    tokens = sum(int(model.compress_states(*_states(asr, [i])).lengths.sum()) for i in range(len(asr.utterances)))
+    groups = {u.id: u.extra.get("voice_group") for u in asr.utterances}
+    decoded = scores["asr"]["decoded"]
+    by_group = wer_by_group([d["reference"] for d in decoded], [d["hypothesis"] for d in decoded],
+                            [groups.get(d["id"]) for d in decoded])
+    metrics = json.loads((folder / name / "metrics.json").read_text()) if (folder / name / "metrics.json").is_file() \
+        else {}
+    return DemoRow(
+        configuration=name, compressor=str(metrics.get("compressor", spec.compressor)), lora=spec.lora is not None,
+        audio_tokens_per_second=audio_tokens_per_second(tokens, sum(asr.durations)),
+        wer=scores["asr"]["wer"].wer, bleu=scores["st"]["bleu"].score, prefill_ms=prefill_ms(model, asr),
+        end_to_end_seconds=encode_seconds + decode_seconds,
+        wer_groups={group: result.wer for group, result in by_group.items()},
+        detail={"decode_seconds": round(decode_seconds, 2), "load_seconds": round(load_seconds, 2),
+                "wer": vars(scores["asr"]["wer"]), "bleu_signature": scores["st"]["bleu"].signature,
+                "samples": {task: scores[task]["samples"][:2] for task in scores},
+                "wer_at_training": metrics.get("wer"), "bleu_at_training": metrics.get("bleu")})
+
+
+def _data_spec(folder: Path):
+    from lalm_fast.train import DataSpec
+
+    data = json.loads((folder / "lalm_train.json").read_text())["data"]
+    return DataSpec(task="auto", batch_size=data.get("batch_size") or 8, max_new_tokens=data["max_new_tokens"])
+
+
+def _states(dataset, indices: list[int]):
+    states, lengths, _, _ = dataset.load(indices)
+    return states, lengths
+
+
+def measure_whisper(run: dict, sets: dict, encode_seconds: float, progress: bool) -> DemoRow:
+    """Whisper's own encoder + decoder on the ASR clips (its time covers both; no ST: tiny.en is English only)."""
+    from lalm_fast.baselines import WHISPER_TOKENS_PER_SECOND, whisper_baseline
+
+    result = whisper_baseline(sets["asr"], run["encoder"], progress=progress)
+    name = run["encoder"].removeprefix("packaged:")
+    return DemoRow(
+        configuration=f"whisper {name} (own decoder)", compressor="-", lora=None,
+        audio_tokens_per_second=WHISPER_TOKENS_PER_SECOND, wer=result.wer.wer, bleu=None, prefill_ms=None,
+        end_to_end_seconds=result.compute_seconds,
+        wer_groups={group: r.wer for group, r in result.groups.items()},
+        detail={"wer": vars(result.wer), "note": "ASR set only (English-only model); time = encoder + decoder"})
+
+
+# ----- the whole demo ---------------------------------------------------------------------------------
+
+
+def run_demo(adapters: str | os.PathLike = DEFAULT_ADAPTERS, out: str | os.PathLike = DEFAULT_OUT, *,
+             utterances: Optional[int] = None, configurations: Optional[Sequence[str]] = None,
+             data: Optional[str | os.PathLike] = None, baseline: bool = True, progress: bool = True) -> dict:
+    """Measure every configuration of ``adapters`` on its run's test sets; returns what ``demo.json`` holds."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    folder = find_adapters(adapters)
+    run, names = read_run(folder, configurations)
+    data_dir = Path(data) if data else _default_data_dir(run)
+    sets = test_sets(run, data_dir, utterances, progress)
+    with tempfile.TemporaryDirectory(prefix="lalm-demo-cache-") as cache_root:
+        datasets, encode_seconds = encode_test_sets(folder / names[0], sets, Path(cache_root))
+        rows = []
+        for name in tqdm(names, desc="configurations", unit="config", disable=not progress, dynamic_ncols=True):
+            rows.append(measure_configuration(folder, name, datasets, encode_seconds))
+    if baseline and run["encoder"].startswith("packaged:"):
+        rows.append(measure_whisper(run, sets, encode_seconds, progress))
+    result = {"adapters": str(folder), "made_by": run.get("made_by"), "data": str(data_dir),
+              "utterances": {task: len(utts) for task, utts in sets.items()},
+              "audio_seconds": {task: round(sum(ds.durations), 2) for task, ds in datasets.items()},
+              "encode_seconds": round(encode_seconds, 2), "threads": _threads(),
+              "rows": [vars(row) for row in rows], "seconds": round(time.perf_counter() - started, 1)}
+    write_outputs(Path(out), result)
+    return result
+
+
+def _default_data_dir(run: dict) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lalm-fast"
+    return base / f"demo-test-sets-seed{run['seed']}"
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ----- output -------------------------------------------------------------------------------------------
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    groups = sorted({g for row in rows for g in row["wer_groups"]})
+    lines = ["| configuration | audio tokens/s | WER % | BLEU | LLM prefill ms | end-to-end s |"
+             + "".join(f" WER % {g} |" for g in groups),
+             "|---|---|---|---|---|---|" + "---|" * len(groups)]
+    for row in rows:
+        cells = [row["configuration"], _fmt(row["audio_tokens_per_second"], 1), _fmt(row["wer"], 1, 100),
+                 _fmt(row["bleu"], 2), _fmt(row["prefill_ms"], 1), _fmt(row["end_to_end_seconds"], 1)]
+        cells += [_fmt(row["wer_groups"].get(g), 1, 100) for g in groups]
+        lines.append("| " + " | ".join(cells) + " |")
+    counts = result["utterances"]
+    lines += ["", f"{counts['asr']} ASR + {counts['st']} EN->ES test utterances "
+              f"({result['audio_seconds']['asr']:.0f} s + {result['audio_seconds']['st']:.0f} s of audio), "
+              f"{result['threads']} CPU threads; adapters: {result['adapters']} ({result['made_by']}).",
+              "LLM prefill: one forward pass over prompt + audio tokens, batch 1, median of "
+              f"{PREFILL_CLIPS} ASR clips. End-to-end: the shared frozen encoder ({result['encode_seconds']:.1f} s, "
+              "measured once) + compression + projector + greedy decoding of both sets in batches; "
+              "the Whisper row is its own encoder + decoder on the ASR set.",
+              "WER: corpus-level on normalised text; per voice group: espeak_seen (training voices), "
+              "espeak_unseen (held-out accents, variants, speeds, pitches), piper (held-out speeds).", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value, digits: int, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    from lalm_fast.data.files import atomic_write
+    from lalm_fast.reproduce import plot_quality
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "demo.json") as handle:
+        json.dump(result, handle, indent=2, default=str)
+    table = markdown(result)
+    with atomic_write(out / "demo.md") as handle:
+        handle.write("# lalm-fast demo\n\n" + table)
+    model_rows = [row for row in result["rows"] if row["lora"] is not None]
+    baseline = next((row for row in result["rows"] if row["lora"] is None), None)
+    plot_quality(out / "demo.png", model_rows, baseline_wer=baseline["wer"] if baseline else None,
+                 baseline_label=baseline["configuration"] if baseline else "")
+    print(table)
+    print(f"== written: {out / 'demo.md'}, {out / 'demo.json'}, {out / 'demo.png'} "
+          f"({result['seconds']:.0f} s in all)", flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise DemoError(message)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _Parser(prog="lalm-fast demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adapters", default=DEFAULT_ADAPTERS,
+                        help=f"the adapters/ folder of a `lalm-fast reproduce` run (default {DEFAULT_ADAPTERS})")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"where demo.md/json/png go (default {DEFAULT_OUT})")
+    parser.add_argument("--utterances", type=int, help="test utterances per task (default: the run's own count)")
+    parser.add_argument("--configs", help="comma-separated subset of the run's configurations")
+    parser.add_argument("--data", help="folder for the synthesised test sets (default ~/.cache/lalm-fast/...)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip Whisper's own decoder")
+    parser.add_argument("--no-progress", action="store_true")
+    try:
+        args = parser.parse_args(argv)
+        run_demo(args.adapters, args.out, utterances=args.utterances,
+                 configurations=args.configs.split(",") if args.configs else None, data=args.data,
+                 baseline=not args.no_baseline, progress=not args.no_progress)
+    except DemoError as error:
+        print(f"lalm-fast demo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""lalm_fast.demo (the README's main job) and the adapters export of lalm_fast.reproduce, on a
+tiny-random dry run (synthetic tone clips): the whole path in seconds, no packaged assets."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+pytest.importorskip("peft")
+pytest.importorskip("soundfile")
+pytest.importorskip("matplotlib")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from lalm_fast import cli, demo, reproduce as rep  # noqa: E402
+from lalm_fast.data import read_manifest, write_manifest  # noqa: E402
+from lalm_fast.data.files import atomic_directory  # noqa: E402
+
+TWO = ["uniform-x2", "uniform-x3-projector-only"]
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dry")
+    report = rep.reproduce(out, "tiny", configurations=["frame-50hz", *TWO])
+    return out, report
+
+
+def test_reproduce_exports_float16_adapters_with_their_run(dry_run):
+    out, report = dry_run
+    adapters = out / rep.ADAPTERS
+    run = json.loads((adapters / rep.ADAPTER_RUN_FILE).read_text())
+    assert run["configurations"] == ["frame-50hz", *TWO]
+    assert run["test_ids"]["asr"] == [u.id for u in read_manifest(report["data"]["asr"])]
+    for name in run["configurations"]:
+        final = out / "runs" / name / "final"
+        for weights in ("projector.safetensors", "adapter_model.safetensors"):
+            if not (final / weights).exists():
+                assert name.endswith("projector-only") and weights.startswith("adapter")
+                continue
+            full, half = load_file(final / weights), load_file(adapters / name / weights)
+            assert full.keys() == half.keys()
+            for key, tensor in half.items():
+                assert tensor.dtype == torch.float16
+                torch.testing.assert_close(tensor.float(), full[key], rtol=1e-3, atol=1e-4)
+        assert json.loads((adapters / name / "metrics.json").read_text())["configuration"] == name
+
+
+def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_path):
+    out, report = dry_run
+    result = demo.run_demo(out / rep.ADAPTERS, tmp_path, data=out / "data", progress=False)
+    rows = {row["configuration"]: row for row in result["rows"]}
+    assert list(rows) == ["frame-50hz", *TWO]  # no Whisper row: the encoder is not a packaged Whisper
+    for row in rows.values():
+        assert 0 <= row["wer"] and 0 <= row["bleu"] <= 100
+        assert row["prefill_ms"] > 0 and row["end_to_end_seconds"] > result["encode_seconds"] > 0
+        assert row["audio_tokens_per_second"] > 0
+    assert rows["frame-50hz"]["audio_tokens_per_second"] > rows["uniform-x2"]["audio_tokens_per_second"]
+    # the demo decodes the run's own test clips with the float16 export: the same tokens/s as at training
+    trained = {row["configuration"]: row for row in report["configurations"]}
+    for name, row in rows.items():
+        assert row["audio_tokens_per_second"] == pytest.approx(trained[name]["audio_tokens_per_second"], rel=1e-6)
+    table = (tmp_path / "demo.md").read_text()
+    assert "| configuration | audio tokens/s | WER % | BLEU | LLM prefill ms | end-to-end s |" in table
+    assert "| uniform-x3-projector-only |" in table
+    assert (tmp_path / "demo.png").stat().st_size > 0
+    assert json.loads((tmp_path / "demo.json").read_text())["utterances"] == result["utterances"]
+
+
+def test_demo_subset_and_fewer_utterances(dry_run, tmp_path):
+    out, _ = dry_run
+    result = demo.run_demo(out / rep.ADAPTERS, tmp_path, data=out / "data", configurations=TWO[:1],
+                           utterances=2, progress=False)
+    assert [row["configuration"] for row in result["rows"]] == TWO[:1]
+    assert result["utterances"] == {"asr": 2, "st": 2}
+
+
+def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
+    out, _ = dry_run
+    data = tmp_path / "data"
+    data.mkdir()
+    for task in ("asr", "st"):
+        utts = read_manifest(out / "data" / f"{task}_test.jsonl")
+        write_manifest(data / f"{task}_test.jsonl", list(reversed(utts)))
+    with pytest.raises(demo.DemoError, match="not the one the run evaluated"):
+        demo.run_demo(out / rep.ADAPTERS, tmp_path / "demo", data=data, progress=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--adapters", "{tmp}/nowhere"], "holds no run.json"),
+    (["--configs", "uniform-x9"], "unknown configuration"),
+    (["--utterances", "0"], "--utterances must be in 1.."),
+    (["--utterances", "many"], "invalid int value"),
+])
+def test_bad_arguments_give_one_clear_error_line(dry_run, tmp_path, capsys, argv, message):
+    out, _ = dry_run
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    base = ["demo", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"), "--out", str(tmp_path),
+            "--no-progress"]
+    assert cli.main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lalm-fast demo: error:") and message in err and "\n" not in err
+
+
+def test_demo_without_adapters_of_a_configuration(dry_run, tmp_path):
+    out, _ = dry_run
+    broken = tmp_path / "adapters"
+    broken.mkdir()
+    (broken / rep.ADAPTER_RUN_FILE).write_text((out / rep.ADAPTERS / rep.ADAPTER_RUN_FILE).read_text())
+    with pytest.raises(demo.DemoError, match="incomplete"):
+        demo.run_demo(broken, tmp_path / "demo", data=out / "data", progress=False)
+
+
+def test_atomic_directory_replaces_an_existing_folder_only_when_asked(tmp_path):
+    target = tmp_path / "folder"
+    with atomic_directory(target) as staging:
+        (staging / "a").write_text("old")
+    with atomic_directory(target) as staging:  # default: the existing (concurrent writer's) copy stays
+        (staging / "a").write_text("new")
+    assert (target / "a").read_text() == "old"
+    with atomic_directory(target, replace_existing=True) as staging:
+        (staging / "a").write_text("new")
+    assert (target / "a").read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, replace_existing=True) as staging:
+            (staging / "a").write_text("newer")
+            raise RuntimeError("crash while writing")
+    assert (target / "a").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # no staging or old folders left
