@@ -141,7 +141,7 @@ def whisper_baseline(manifest: str | os.PathLike | Sequence[Utterance], source: 
     label = name or f"Whisper {source_name} (own decoder)"
     return BaselineResult(
         name=label, wer=wer(references, hypotheses), groups=per_group,
-        group_counts=dict(Counter(str(label) for label in labels if label is not None)), references=references,
+        group_counts=dict(Counter(str(g) for g in labels if g is not None)), references=references,
         hypotheses=hypotheses, ids=[utt.id for utt in kept],
         audio_seconds=sum(len(audio) for audio in audios) / 16000, compute_seconds=compute_seconds,
         skipped=str(loader.skips) if loader.skips.total else "",

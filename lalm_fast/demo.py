@@ -82,7 +82,7 @@ def read_run(folder: Path, configurations: Optional[Sequence[str]]) -> tuple[dic
     return run, names
 
 
-def test_sets(run: dict, data_dir: Path, utterances: Optional[int], progress: bool) -> dict:
+def held_out_sets(run: dict, data_dir: Path, utterances: Optional[int], progress: bool) -> dict:
     """The run's held-out ASR and ST test utterances, synthesised into ``data_dir`` (the corpus builder
     is deterministic and keeps files it already wrote, so a second demo reuses them). Checks that the
     ids are the ones the run evaluated."""
@@ -141,8 +141,9 @@ def prefill_ms(model, dataset, count: int = PREFILL_CLIPS) -> float:
     indices = list(range(min(count, len(dataset.utterances))))
     for n, i in enumerate([indices[0], *indices]):
         audio, lengths, _, _ = batch = dataset.load([i])
-        inputs = model.build_inputs(**audio_inputs(dataset, audio, lengths), tasks=batch.tasks, padding_side="left")
         with torch.inference_mode():
+            inputs = model.build_inputs(**audio_inputs(dataset, audio, lengths), tasks=batch.tasks,
+                                        padding_side="left")
             started = time.perf_counter()
             model.lm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask, use_cache=True)
             if n:
@@ -150,10 +151,11 @@ def prefill_ms(model, dataset, count: int = PREFILL_CLIPS) -> float:
     return statistics.median(times)
 
 
-def measure_configuration(folder: Path, name: str, datasets: dict, encode_seconds: float) -> DemoRow:
+def measure_configuration(folder: Path, name: str, datasets: dict, encode_seconds: float,
+                          progress: bool = True) -> DemoRow:
     """Load one configuration's adapters onto the packaged bases and score it on both test sets."""
     from lalm_fast.evaluate import audio_tokens_per_second, wer_by_group
-    from lalm_fast.train import _decode_metrics, load_trained
+    from lalm_fast.train import decode_metrics, load_trained
 
     started = time.perf_counter()
     model, spec = load_trained(folder / name)
@@ -163,7 +165,8 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
     scores, decode_seconds = {}, 0.0
     for task, dataset in datasets.items():
         started = time.perf_counter()
-        scores[task] = _decode_metrics(model, dataset, data_spec, len(dataset.utterances))
+        scores[task] = decode_metrics(model, dataset, data_spec, len(dataset.utterances),
+                                      progress=f"{name} {task}" if progress else None)
         decode_seconds += time.perf_counter() - started
     asr = datasets["asr"]
     tokens = sum(int(model.compress_states(*_states(asr, [i])).lengths.sum()) for i in range(len(asr.utterances)))
@@ -179,7 +182,7 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
         wer=scores["asr"]["wer"].wer, bleu=scores["st"]["bleu"].score, prefill_ms=prefill_ms(model, asr),
         end_to_end_seconds=encode_seconds + decode_seconds,
         wer_groups={group: result.wer for group, result in by_group.items()},
-        detail={"decode_seconds": round(decode_seconds, 2), "load_seconds": round(load_seconds, 2),
+        detail={"decode_seconds": round(decode_seconds, 3), "load_seconds": round(load_seconds, 2),
                 "wer": vars(scores["asr"]["wer"]), "bleu_signature": scores["st"]["bleu"].signature,
                 "samples": {task: scores[task]["samples"][:2] for task in scores},
                 "wer_at_training": metrics.get("wer"), "bleu_at_training": metrics.get("bleu")})
@@ -197,7 +200,7 @@ def _states(dataset, indices: list[int]):
     return states, lengths
 
 
-def measure_whisper(run: dict, sets: dict, encode_seconds: float, progress: bool) -> DemoRow:
+def measure_whisper(run: dict, sets: dict, progress: bool) -> DemoRow:
     """Whisper's own encoder + decoder on the ASR clips (its time covers both; no ST: tiny.en is English only)."""
     from lalm_fast.baselines import WHISPER_TOKENS_PER_SECOND, whisper_baseline
 
@@ -224,18 +227,18 @@ def run_demo(adapters: str | os.PathLike = DEFAULT_ADAPTERS, out: str | os.PathL
     folder = find_adapters(adapters)
     run, names = read_run(folder, configurations)
     data_dir = Path(data) if data else _default_data_dir(run)
-    sets = test_sets(run, data_dir, utterances, progress)
+    sets = held_out_sets(run, data_dir, utterances, progress)
     with tempfile.TemporaryDirectory(prefix="lalm-demo-cache-") as cache_root:
         datasets, encode_seconds = encode_test_sets(folder / names[0], sets, Path(cache_root))
         rows = []
         for name in tqdm(names, desc="configurations", unit="config", disable=not progress, dynamic_ncols=True):
-            rows.append(measure_configuration(folder, name, datasets, encode_seconds))
+            rows.append(measure_configuration(folder, name, datasets, encode_seconds, progress))
     if baseline and run["encoder"].startswith("packaged:"):
-        rows.append(measure_whisper(run, sets, encode_seconds, progress))
+        rows.append(measure_whisper(run, sets, progress))
     result = {"adapters": str(folder), "made_by": run.get("made_by"), "data": str(data_dir),
               "utterances": {task: len(utts) for task, utts in sets.items()},
               "audio_seconds": {task: round(sum(ds.durations), 2) for task, ds in datasets.items()},
-              "encode_seconds": round(encode_seconds, 2), "threads": _threads(),
+              "encode_seconds": round(encode_seconds, 3), "threads": _threads(),
               "rows": [vars(row) for row in rows], "seconds": round(time.perf_counter() - started, 1)}
     write_outputs(Path(out), result)
     return result

@@ -167,7 +167,6 @@ def wer(references: Sequence[str], hypotheses: Sequence[str], normalize: bool = 
                      counts.hits, reference_words, normalize)
 
 
-
 def wer_by_group(references: Sequence[str], hypotheses: Sequence[str],
                  groups: Sequence[Optional[str]]) -> dict[str, WerResult]:
     """Corpus WER per group label (e.g. a test set's voice groups); samples labelled None are left out."""
@@ -177,6 +176,7 @@ def wer_by_group(references: Sequence[str], hypotheses: Sequence[str],
             members.setdefault(str(group), []).append(i)
     return {group: wer([references[i] for i in idx], [hypotheses[i] for i in idx])
             for group, idx in sorted(members.items())}
+
 
 @dataclass
 class BleuResult:

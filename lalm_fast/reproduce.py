@@ -80,11 +80,13 @@ class Preset:
 
 
 PRESETS = {
-    # Projected, not yet run whole on a CPU (costs below): about 2.8 h on our 2-core CPU.
+    # Sized to fit one working session on our 2-core CPU, projected from the quick preset's measured
+    # costs (below), not yet run whole: CTC ~45 min, LM steps ~3.8 h, evaluation ~35 min of one-thread
+    # work on two cores, plus ~20 min for the corpora and their feature cache: about 2.9 h.
     "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=400, ctc_steps=3000, batch_size=8,
-                   test_utterances=200, lr=1e-3, jobs=2, mixed_precision="auto",
-                   cuts="5000 train + 400 test utterances per task; 400 LM steps after 3000 CTC warm-up steps per "
-                        "configuration; the first 200 utterances of each test set"),
+                   test_utterances=100, lr=1e-3, jobs=2, mixed_precision="auto",
+                   cuts="400 LM steps (0.3 epochs of the 10,000 ASR + ST training utterances) after 3000 CTC "
+                        "warm-up steps per configuration; the first 100 utterances of each test set"),
     # Sized from the measured costs of the first whole quick run on our 2-core CPU (one thread per
     # job, two jobs, ASR + ST batches of 8, bf16): LM step 10.4 s at 50 Hz, 5.5 s at x2, 3.3-4.1 s at
     # x3/x4; CTC warm-up step 0.32 s at 50 Hz, 0.16 s at x2, 0.09-0.11 s at x3/x4; evaluating 40 ASR
@@ -355,16 +357,23 @@ def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = N
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, scale, label in ((left, "wer", 100, "WER % (lower is better)"),
                                     (right, "bleu", 1, "BLEU (higher is better)")):
+        seen: dict[float, int] = {}  # configurations at the same rate: labels stacked, not on top of each other
         for row in rows:
             marker = "o" if row["lora"] else "s"
-            axis.scatter(row["audio_tokens_per_second"], row[key] * scale, marker=marker)
-            axis.annotate(row["configuration"], (row["audio_tokens_per_second"], row[key] * scale), fontsize=7)
+            x = row["audio_tokens_per_second"]
+            axis.scatter(x, row[key] * scale, marker=marker)
+            stacked = seen[round(x, 1)] = seen.get(round(x, 1), -1) + 1
+            axis.annotate(row["configuration"], (x, row[key] * scale), fontsize=7, textcoords="offset points",
+                          xytext=(4, 4 - 9 * stacked))
         if key == "wer" and baseline_wer is not None:
             axis.axhline(baseline_wer * scale, linestyle="--", color="gray", label=baseline_label)
             axis.legend(fontsize=7)
         axis.set_xscale("log")
-        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        # The rates lie inside one decade, where a log axis has no labelled ticks: label the rates.
+        axis.set_xticks(sorted({round(row["audio_tokens_per_second"], 1) for row in rows}))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.tick_params(axis="x", labelsize=7)
         axis.set_xlabel("audio tokens per second")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
@@ -430,9 +439,10 @@ _CONFIG_FILES = ("audio_lm_config.json", "adapter_config.json", "lalm_train.json
 
 def export_adapters(out: Path, report: dict) -> Path:
     """Copy every configuration's trained projector and LoRA adapter into ``out/adapters/<name>/`` as
-    float16 safetensors (a few MB each), with its config files and metrics, plus ``run.json``: the
-    preset, seed, sources, test-set ids and the report rows. Written to a staging folder and moved in
-    whole, so a reader never sees half an export."""
+    float16 safetensors (a few MB each), with its config files and its report row (``metrics.json``),
+    plus ``run.json``: the preset, seed, model sources, the test utterance ids the run scored and the
+    Whisper baseline. Written to a staging folder and moved in whole (replacing an earlier export
+    only once complete), so a reader never sees half an export."""
     from safetensors.torch import load_file, save_file
 
     from lalm_fast.data import read_manifest

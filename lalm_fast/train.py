@@ -552,16 +552,23 @@ def evaluate_model(model, dataset: Dataset, data_spec: DataSpec, generate: Optio
         audio_tokens, seconds = audio_tokens + int(out.inputs.audio_lengths.sum()), seconds + batch_seconds
     result = {"loss": loss_sum / max(tokens, 1),
               "audio_tokens_per_second": audio_tokens_per_second(audio_tokens, seconds) if seconds else None}
-    result.update(_decode_metrics(model, dataset, data_spec, generate))
+    result.update(decode_metrics(model, dataset, data_spec, generate))
     model.train(was_training)
     return result
 
 
-def _decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int]) -> dict:
+def decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int],
+                   progress: Optional[str] = None) -> dict:
+    """Greedy decoding of the first ``generate`` utterances in batches: WER and/or BLEU (by task),
+    4 samples, and every ``decoded`` id / reference / hypothesis. ``progress``: a tqdm label."""
+    from tqdm.auto import tqdm
+
     count = min(len(dataset.utterances), data_spec.eval_generate if generate is None else generate)
     references, hypotheses, kinds, ids = [], [], [], []
-    for start in range(0, count, data_spec.batch_size or 8):
-        indices = list(range(start, min(start + (data_spec.batch_size or 8), count)))
+    step = data_spec.batch_size or 8
+    for start in tqdm(range(0, count, step), desc=progress, unit="batch", disable=progress is None,
+                      leave=False, dynamic_ncols=True):
+        indices = list(range(start, min(start + step, count)))
         batch = dataset.load(indices)
         if batch is None:
             continue
