@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 __all__ = ["DEFAULT_ADAPTERS", "DemoError", "main", "run_demo"]
 
@@ -169,13 +169,14 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
                                       progress=f"{name} {task}" if progress else None)
         decode_seconds += time.perf_counter() - started
     asr = datasets["asr"]
-    tokens = sum(int(model.compress_states(*_states(asr, [i])).lengths.sum()) for i in range(len(asr.utterances)))
+    states, lengths, _, _ = asr.load(list(range(len(asr.utterances))))
+    tokens = int(model.compress_states(states, lengths).lengths.sum())
     groups = {u.id: u.extra.get("voice_group") for u in asr.utterances}
     decoded = scores["asr"]["decoded"]
     by_group = wer_by_group([d["reference"] for d in decoded], [d["hypothesis"] for d in decoded],
                             [groups.get(d["id"]) for d in decoded])
-    metrics = json.loads((folder / name / "metrics.json").read_text()) if (folder / name / "metrics.json").is_file() \
-        else {}
+    trained = folder / name / "metrics.json"  # the run's own scores, kept beside the demo's
+    metrics = json.loads(trained.read_text()) if trained.is_file() else {}
     return DemoRow(
         configuration=name, compressor=str(metrics.get("compressor", spec.compressor)), lora=spec.lora is not None,
         audio_tokens_per_second=audio_tokens_per_second(tokens, sum(asr.durations)),
@@ -194,10 +195,6 @@ def _data_spec(folder: Path):
     data = json.loads((folder / "lalm_train.json").read_text())["data"]
     return DataSpec(task="auto", batch_size=data.get("batch_size") or 8, max_new_tokens=data["max_new_tokens"])
 
-
-def _states(dataset, indices: list[int]):
-    states, lengths, _, _ = dataset.load(indices)
-    return states, lengths
 
 
 def measure_whisper(run: dict, sets: dict, progress: bool) -> DemoRow:

@@ -234,6 +234,7 @@ def _reuse_warmup(configuration: Configuration, run_dir: Path) -> None:
     again; ``ctc_warmup`` still checks the settings and reruns on a mismatch."""
     import shutil
 
+    from lalm_fast.data.files import atomic_directory
     from lalm_fast.train import CTC_WARMUP
 
     if (run_dir / CTC_WARMUP / "warmup.json").exists():
@@ -242,9 +243,8 @@ def _reuse_warmup(configuration: Configuration, run_dir: Path) -> None:
         source = run_dir.parent / other.name / CTC_WARMUP
         if other.name != configuration.name and other.compressor == configuration.compressor \
                 and (source / "warmup.json").exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(source, run_dir / f".{CTC_WARMUP}.copy", dirs_exist_ok=True)
-            os.replace(run_dir / f".{CTC_WARMUP}.copy", run_dir / CTC_WARMUP)
+            with atomic_directory(run_dir / CTC_WARMUP, replace_existing=True) as staging:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
             print(f"== {configuration.name}: CTC warm-up copied from {other.name}", flush=True)
             return
 
