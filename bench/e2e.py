@@ -403,7 +403,7 @@ class Qwen2AudioPath:
         from lalm_fast.integrations import qwen2_audio as qa
 
         self.qa, self.model, self.device, self.sizes = qa, model, device, sizes
-        self.inner = qa._inner_model(model)
+        self.inner = qa.inner_model(model)
         self.mel_bins = self.inner.audio_tower.config.num_mel_bins
         self._compressor = None
 

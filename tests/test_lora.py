@@ -53,7 +53,7 @@ def test_save_load_round_trips_adapter_and_compressor(tmp_path):
         expected = trained(**batch).logits
 
     target = tmp_path / "adapter"
-    lora.save_adapter(trained, target, qa._patch_of(qa._inner_model(trained)).compressor, **options)
+    lora.save_adapter(trained, target, qa._patch_of(qa.inner_model(trained)).compressor, **options)
     lora.save_adapter(trained, target, spec, **options)            # overwriting an existing save works
     assert json.loads((target / lora.COMPRESSOR_FILE).read_text()) == {
         "compressor": {"kind": "segment", "rate": 3}, "options": options}

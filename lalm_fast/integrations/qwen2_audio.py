@@ -43,7 +43,7 @@ from lalm_fast.ops import CompressedAudio
 
 __all__ = ["apply_compression", "revert", "compression", "is_compressed", "patch_processor", "revert_processor",
            "audio_token_counts", "get_audio_features", "build_inputs_embeds", "expand_audio_placeholders",
-           "LengthAwareAvgPool"]
+           "LengthAwareAvgPool", "inner_model"]
 
 CompressorSpec = Union[str, dict, AudioCompressor]
 NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
@@ -132,7 +132,7 @@ class _Patch:
     instance_forward: Any
 
 
-def _inner_model(model: nn.Module) -> Qwen2AudioModel:
+def inner_model(model: nn.Module) -> Qwen2AudioModel:
     """The ``Qwen2AudioModel`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
     for module in model.modules():
         if isinstance(module, Qwen2AudioModel):
@@ -145,7 +145,7 @@ def _patch_of(inner: Qwen2AudioModel) -> Optional[_Patch]:
 
 
 def is_compressed(model: nn.Module) -> bool:
-    return _patch_of(_inner_model(model)) is not None
+    return _patch_of(inner_model(model)) is not None
 
 
 def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_avg_pool: bool = False) -> nn.Module:
@@ -156,7 +156,7 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_a
     dropped, padding is never read). The compressor then runs on the tower's 25 Hz output.
     Returns ``model``, patched in place; :func:`revert` undoes it.
     """
-    inner = _inner_model(model)
+    inner = inner_model(model)
     if _patch_of(inner) is not None:
         raise ValueError("model already has compression applied; call revert(model) first")
     compressor = build_compressor(compressor)
@@ -172,7 +172,7 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_a
 
 def revert(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_compression`: the original forward and pooler objects come back."""
-    inner = _inner_model(model)
+    inner = inner_model(model)
     patch = _patch_of(inner)
     if patch is None:
         raise ValueError("model has no compression applied")
@@ -225,7 +225,7 @@ def get_audio_features(model: nn.Module, input_features: torch.Tensor,
     :func:`patch_processor` with ``long_audio=True`` pads it); each window is encoded and
     compressed on its own and the tokens are joined per audio.
     """
-    inner = _inner_model(model)
+    inner = inner_model(model)
     patch = _patch_of(inner)
     if patch is None:
         raise ValueError("apply_compression(model, compressor) first")
@@ -390,7 +390,7 @@ def build_inputs_embeds(model: nn.Module, input_ids: torch.Tensor, input_feature
     ``attention_mask`` and (when given) aligned ``labels``, ready for ``model(**out)`` or
     ``model.generate(**out)``.
     """
-    inner = _inner_model(model)
+    inner = inner_model(model)
     audio = get_audio_features(inner, input_features, feature_attention_mask)
     pad_token_id = inner.pad_token_id if inner.pad_token_id >= 0 else 0
     expanded = expand_audio_placeholders(input_ids, audio.lengths, inner.config.audio_token_id, pad_token_id,
