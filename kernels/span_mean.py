@@ -162,8 +162,8 @@ _FWD_CONFIGS = [
     (1, 256, 4, 4), (2, 256, 4, 4), (2, 512, 2, 8), (4, 128, 4, 4), (4, 256, 2, 4),
     (4, 512, 1, 8), (8, 128, 2, 4), (8, 256, 1, 8), (16, 64, 1, 4), (16, 128, 1, 4),
     (32, 64, 1, 4), (8, 64, 2, 2),
-    # larger tiles: fewer, longer-lived programs and more bytes in flight per program
-    # (H200, B=32 T=1500 D=1280 bf16: the tiles above peaked at ~75% of copy bandwidth)
+    # larger tiles: fewer, longer-lived programs and more bytes in flight per program, for
+    # large batches where the smaller tiles stay short of the copy bandwidth (docs/gpu-notes.md)
     (8, 256, 2, 8), (16, 256, 1, 8), (16, 256, 2, 8), (32, 128, 2, 8), (8, 512, 2, 8),
 ]
 _BWD_CONFIGS = [  # (BLOCK_S, BLOCK_T, BLOCK_D, num_warps)
