@@ -7,7 +7,7 @@
 3. train one model per configuration on ASR + ST together (``data.task = "auto"``): frame level
    (50 Hz), uniform pooling x2 / x3 / x4, downsampling x3, segmentation pooling at rate 3, each with
    projector + LoRA, and x3 pooling with the projector alone; each run starts with the CTC
-   projector warm-up (:class:`lalm_fast.train.AlignSpec`);
+   projector warm-up (:class:`lalm_fast.training.AlignSpec`);
 4. evaluate all (WER on the ASR test set, BLEU on the EN->ES test set);
 5. write ``report.md``, ``report.json`` and ``report.png`` (WER / BLEU against audio tokens per second).
 
@@ -144,7 +144,7 @@ def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
 def _tiny_corpora(folder: Path, seed: int) -> None:
     """Tone clips over the tiny vocabulary; the "translation" is the words reversed (lang en-es)."""
     from lalm_fast.data import write_manifest
-    from lalm_fast.train import make_synthetic
+    from lalm_fast.training import make_synthetic
 
     for split, offset in (("train", 0), ("test", 1)):
         utts = make_synthetic(folder / f"tones_{split}", 8, seed * 10 + offset)
@@ -158,7 +158,7 @@ def _tiny_corpora(folder: Path, seed: int) -> None:
 
 def train_config(configuration: Configuration, preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
                  seed: int):
-    from lalm_fast.train import TrainConfig
+    from lalm_fast.training import TrainConfig
 
     return TrainConfig.from_dict({
         "model": {"encoder": encoder, "lm": lm, "compressor": configuration.compressor,
@@ -182,8 +182,8 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
     """Train (resuming) and evaluate one configuration; skipped when its metrics exist."""
     from lalm_fast.data import read_manifest
     from lalm_fast.data.files import atomic_write
-    from lalm_fast.evaluate import wer_by_group
-    from lalm_fast.train import Dataset, evaluate_model, load_trained, train
+    from lalm_fast.evaluate import evaluate_model, wer_by_group
+    from lalm_fast.training import Dataset, load_trained, train
 
     run_dir = out / "runs" / configuration.name
     metrics_path = run_dir / "metrics.json"
@@ -235,7 +235,7 @@ def _reuse_warmup(configuration: Configuration, run_dir: Path) -> None:
     import shutil
 
     from lalm_fast.data.files import atomic_directory
-    from lalm_fast.train import CTC_WARMUP
+    from lalm_fast.training import CTC_WARMUP
 
     if (run_dir / CTC_WARMUP / "warmup.json").exists():
         return
@@ -275,7 +275,7 @@ def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: P
                seed: int) -> None:
     """Encode every train and test clip into the shared feature cache (hits cost nothing)."""
     from lalm_fast.data import read_manifest
-    from lalm_fast.train import Dataset, load_encoder
+    from lalm_fast.training import Dataset, load_encoder
 
     config = train_config(configuration, preset, paths, out, encoder, lm, seed)
     encode = _encode_with(load_encoder(config.model), config.model)
@@ -284,7 +284,7 @@ def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: P
 
 
 def _cache(config, out: Path):
-    from lalm_fast.train import feature_cache
+    from lalm_fast.training import feature_cache
 
     return feature_cache(config.model, config.data, out)
 
