@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lalm_fast.integrations import long_audio as la
+from lalm_fast import long_audio as la
 from lalm_fast.nn import build_compressor
 
 

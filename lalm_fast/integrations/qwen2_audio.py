@@ -21,7 +21,7 @@ audio's token count (either padding side, labels kept aligned) and returns ``inp
 for ``model(...)`` or ``model.generate(...)``. It works for fixed-rate compressors too.
 
 Audio longer than one 30 s window (``patch_processor(..., long_audio=True)``) is encoded
-window by window and joined (:mod:`lalm_fast.integrations.long_audio`).
+window by window and joined (:mod:`lalm_fast.long_audio`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from transformers import Qwen2AudioModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
-from lalm_fast.integrations.long_audio import encode_windowed, padded_samples, windowed_token_counts
+from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
 
