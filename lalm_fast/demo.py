@@ -1,4 +1,4 @@
-"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side (issue 6).
+"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side.
 
 It loads the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained and
 committed (default ``results/reproduce-quick-cpu/adapters``), rebuilds that run's held-out test

@@ -1,4 +1,4 @@
-"""``lalm-fast reproduce``: the miniature of the paper's experiment, from nothing (issue 6).
+"""``lalm-fast reproduce``: the miniature of the paper's experiment, from nothing.
 
 1. build the synthetic speech corpora (:mod:`lalm_fast.data.corpora`: espeak-ng + Piper, English
    ASR and English-speech -> Spanish-text sets from the verse-aligned Bibles, held-out sentences
@@ -80,19 +80,14 @@ class Preset:
 
 
 PRESETS = {
-    # Sized to fit one working session on our 2-core CPU, projected from the quick preset's measured
-    # costs (below), not yet run whole: CTC ~45 min, LM steps ~3.8 h, evaluation ~35 min of one-thread
-    # work on two cores, plus ~20 min for the corpora and their feature cache: about 2.9 h.
+    # Sized to fit a few hours on a 2-core CPU, with the quick preset's step costs scaled up
+    # (docs/training.md, "Preset costs").
     "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=400, ctc_steps=3000, batch_size=8,
                    test_utterances=100, lr=1e-3, jobs=2, mixed_precision="auto",
                    cuts="400 LM steps (0.3 epochs of the 10,000 ASR + ST training utterances) after 3000 CTC "
                         "warm-up steps per configuration; the first 100 utterances of each test set"),
-    # Sized from the measured costs of the first whole quick run on our 2-core CPU (one thread per
-    # job, two jobs, ASR + ST batches of 8, bf16): LM step 10.4 s at 50 Hz, 5.5 s at x2, 3.3-4.1 s at
-    # x3/x4; CTC warm-up step 0.32 s at 50 Hz, 0.16 s at x2, 0.09-0.11 s at x3/x4; evaluating 40 ASR
-    # + 40 ST utterances 85-220 s per configuration; corpora, feature cache and Whisper baseline
-    # ~3 min: about 56 min in all. lr 1e-3 and 1500+ warm-up steps: WER 92% -> 65% at x4 against the
-    # first run's 2e-4 / 600 (docs/training.md, "Tuning the quick preset").
+    # Sized to finish in about an hour on a 2-core CPU; lr 1e-3 and a long CTC warm-up were the
+    # levers that lowered WER most (docs/training.md, "Tuning the quick preset" and "Preset costs").
     "quick": Preset("quick", "packaged:tiny.en", "packaged:smollm2-135m", steps=120, ctc_steps=1500, batch_size=8,
                     test_utterances=40, lr=1e-3, jobs=2,
                     cuts="400 train + 100 test utterances per task instead of 5000 + 400; 120 LM steps (batch 8, "

@@ -89,7 +89,8 @@ class AlignSpec:
                                             # model's is too coarse for CTC); None: the model's own
     vocab: str = "train"                    # "train": only tokens of the training targets compete; "full": all
     match_norm: bool = True                 # cosine logits + a penalty that keeps audio tokens at the mean
-                                            # norm of the LM's embeddings (without it they grew 16x, measured)
+                                            # norm of the LM's embeddings (dot-product CTC sharpens its logits by
+                                            # growing them, out of the LM's input range; docs/training.md)
     init_scale: float = 1.0                 # initial logit scale (x cosine x mean norm); learned. 1 was better
                                             # than 10 after 600 warm-up steps on 400 utterances (docs/training.md)
 
