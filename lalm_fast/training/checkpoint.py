@@ -22,6 +22,7 @@ __all__ = ["CHECKPOINT", "STEP_FILE", "Position", "latest_checkpoint", "load_che
 STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
 CHECKPOINT = re.compile(r"^step-(\d{8})$")
 
+
 @dataclass
 class Position:
     step: int = 0       # optimizer steps done

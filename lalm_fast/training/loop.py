@@ -33,6 +33,7 @@ def _optimizer(model, spec: OptimSpec) -> torch.optim.Optimizer:
                                 "weight_decay": spec.weight_decay if decays else 0.0})["params"].append(param)
     return torch.optim.AdamW([groups[key] for key in sorted(groups)], lr=spec.lr)
 
+
 @dataclass
 class TrainResult:
     step: int
