@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import torch
@@ -58,10 +59,14 @@ def _import_triton() -> Any:
 
 def _import_compiled(name: str) -> Callable[[], Any]:
     def load():
-        module = importlib.import_module("lalm_fast._C")
+        try:
+            module = importlib.import_module("lalm_fast._C")
+        except ImportError as exc:
+            return SimpleNamespace(UNAVAILABLE_REASON=f"the C++ extension lalm_fast._C is not built ({exc}); "
+                                                      "`pip install --no-build-isolation .` builds it")
         if not hasattr(module, name):
-            raise ImportError("lalm_fast._C was built without CUDA kernels (needs a CUDA toolkit and a CUDA "
-                              "build of torch, or FORCE_CUDA=1)")
+            return SimpleNamespace(UNAVAILABLE_REASON="lalm_fast._C was built without CUDA kernels (needs a CUDA "
+                                                      "toolkit and a CUDA build of torch, or FORCE_CUDA=1)")
         return getattr(module, name)
 
     return load
