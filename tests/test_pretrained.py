@@ -248,7 +248,7 @@ def test_missing_package_names_the_pip_command():
 
 
 def test_checksum_mismatch_is_rejected():
-    asset = pretrained.PackagedAsset("pip install lalm-fast", (("lalm_fast", "evaluate.py"),), "0" * 64)
+    asset = pretrained.PackagedAsset("pip install lalm-fast", (("lalm_fast", "nn.py"),), "0" * 64)
     with pytest.raises(pretrained.ChecksumError, match="expected 0000"):
         pretrained._verified_files(asset)
 
