@@ -72,7 +72,10 @@ def _synced(fn, device: torch.device):
 def _run(benchmark, case: Case, fn, bytes_moved: int, baseline: str, baseline_fn):
     """Benchmark ``fn``, then (unless --benchmark-disable) time the copy and the baseline in the
     same run and record every number in ``benchmark.extra_info``. Returns ``fn``'s result."""
-    result = benchmark(_synced(fn, case.device))
+    run = _synced(fn, case.device)
+    if not benchmark.disabled:
+        measure(run, BASELINE_SECONDS)  # warm-up: first-touch page faults, autotuning, lazy init
+    result = benchmark(run)
     info = benchmark.extra_info
     info.update(device=case.device.type, shape=list(case.x.shape), dtype=str(case.x.dtype).replace("torch.", ""),
                 rate=RATE, bytes_moved=bytes_moved, baseline=baseline)
