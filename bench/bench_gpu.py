@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from lalm_fast.ops import reference as ref
+from lalm_fast.ops.modes import Mode
 
 from . import report
 
@@ -97,14 +98,6 @@ def random_spans(lengths, frames, k, gen):
     return starts.to(lengths.device).contiguous(), ends.to(lengths.device).contiguous()
 
 
-def l2_rows_per_group(x) -> int:
-    """Rows whose slice of x fits in half of the device's L2 (0 on CPU: no grouping)."""
-    if x.device.type != "cuda":
-        return 0
-    half_l2 = torch.cuda.get_device_properties(x.device).L2_cache_size // 2
-    return max(1, half_l2 // (x.shape[1] * x.shape[2] * x.element_size()))
-
-
 def segmented_input(starts, ends, frames, dim, dtype, gen):
     """[B, T, D] with one random vector per span (+5% noise): adjacent frames of a span are
     near-parallel (score ~0), frames of different spans near-orthogonal (score ~1)."""
@@ -126,11 +119,11 @@ def profile_both(kt, x, starts, ends, grad):
 
     xr = x.detach().requires_grad_(True)
     for _ in range(3):
-        torch.autograd.grad(kt.span_mean_op(xr, starts, ends), xr, grad)
+        torch.autograd.grad(torch.ops.lalm_fast.span_mean(xr, starts, ends, "triton"), xr, grad)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
-            torch.autograd.grad(kt.span_mean_op(xr, starts, ends), xr, grad)
+            torch.autograd.grad(torch.ops.lalm_fast.span_mean(xr, starts, ends, "triton"), xr, grad)
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=14, max_name_column_width=60))
 
@@ -233,7 +226,7 @@ def main(argv=None):
                 record(op, name, "bwd", k, lambda: mod.span_mean_backward(grad, starts, ends, T), bwd_bytes)
                 if name == "triton":
                     xr = x.detach().requires_grad_(True)
-                    both = lambda: torch.autograd.grad(mod.span_mean_op(xr, starts, ends), xr, grad)
+                    both = lambda: torch.autograd.grad(torch.ops.lalm_fast.span_mean(xr, starts, ends, "triton"), xr, grad)
                     record(op, name, "both", k, both, fwd_bytes + bwd_bytes)
                     if device.type == "cuda":
                         record(op, name, "both", k, both, fwd_bytes + bwd_bytes, note="CUDA graph", graph=True)
@@ -268,27 +261,19 @@ def main(argv=None):
             kt = impls["triton"]
             xs = segmented_input(starts, ends, T, D, dtype, gen)
             S = starts.shape[1]
-            got = kt.threshold_segment_mean(xs, lengths, args.threshold, S)
+            fused = lambda: kt.compress(xs, lengths, Mode.THRESHOLD, args.threshold, 1, 0, S)
+            got = fused()
             same = bool(torch.equal(got[1], starts) and torch.equal(got[2], ends))
             print(f"[check] k={k}: fused threshold spans equal the true segments: {same}")
             fwd_bytes = x_bytes + B * S * D * elt + 2 * starts.numel() * 8
-            groups = l2_rows_per_group(xs)
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input")
             record("segment_pool", "triton", "fwd", k, lambda: kt.span_mean(xs, starts, ends), fwd_bytes,
                    note="segmented input; CUDA graph", graph=True)
-            record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, groups), fwd_bytes,
-                   note=f"2 passes over x; L2 groups of {groups or B} rows; bytes of one pass")
-            record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, groups), fwd_bytes,
-                   note=f"2 passes over x; L2 groups of {groups or B} rows; CUDA graph", graph=True)
-            record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,
-                   note="2 passes over x; no row groups")
-            record("segment_compress", "triton_fused", "fwd", k,
-                   lambda: kt.threshold_segment_mean(xs, lengths, args.threshold, S, 0), fwd_bytes,
-                   note="2 passes over x; no row groups; CUDA graph", graph=True)
+            record("segment_compress", "triton_fused", "fwd", k, fused, fwd_bytes,
+                   note="2 passes over x; bytes of one pass")
+            record("segment_compress", "triton_fused", "fwd", k, fused, fwd_bytes,
+                   note="2 passes over x; CUDA graph", graph=True)
             from lalm_fast import ops
 
             record("segment_compress", "ops.segment_compress", "fwd", k,
@@ -337,8 +322,6 @@ def summarize(rows) -> str:
 
     rates = sorted({str(r["rate"]) for r in rows if r["rate"] != "-"})
     lines = ["| k | check | value | target |", "|---|---|---|---|"]
-    groups_note = next((r["note"] for r in rows if r["impl"] == "triton_fused" and "L2 groups" in r["note"]
-                        and "graph" not in r["note"]), "")
     for k in rates:
         for op in ("uniform_pool", "segment_pool"):
             fwd = find(op, "triton", "fwd", k)
@@ -364,8 +347,6 @@ def summarize(rows) -> str:
             base = seg_graph if "graph" in r["note"] else seg
             lines.append(f"| {k} | fused segment_compress / segment_pool ({r['note']}) | "
                          f"{ms(r) / ms(base):.2f}x | <= 1.2x |")
-    if groups_note:
-        lines.append(f"\nFused path: {groups_note}.")
     return "\n".join(lines)
 
 

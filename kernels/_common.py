@@ -1,8 +1,7 @@
 """Shared helpers for the Triton kernels: availability, fixed-config mode, length buckets.
 
 Nothing here touches tensor *values*: every decision is made from shapes, dtypes and
-environment variables, so the launchers never sync the host and stay traceable by
-``torch.compile`` / capturable by CUDA graphs.
+environment variables, so the launchers never sync the host and are capturable by CUDA graphs.
 """
 
 from __future__ import annotations
@@ -48,49 +47,6 @@ def unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device is available (and TRITON_INTERPRET is not set)"
     return None
-
-
-def register_op(name: str, fn, fake):
-    """Register ``fn`` as the custom op ``lalm_fast::<name>``.
-
-    With compiled Triton (a GPU) this is ``torch.library.triton_op``: the launchers call
-    the kernels through ``wrap_triton``, so ``torch.compile`` traces into the op and sees
-    the kernels (the fake implementation is derived from ``fn``; ``fake`` is unused).
-    Under ``TRITON_INTERPRET=1`` ``wrap_triton`` hands back the interpreted kernel
-    unchanged, so a traced ``triton_op`` would silently drop every launch from the
-    compiled graph (checked with torch 2.13 / triton 3.9: outputs stayed uninitialised).
-    There the op is registered as an opaque ``torch.library.custom_op`` with ``fake`` as
-    its fake implementation instead: same name, same schema, still compilable with
-    ``fullgraph=True``, but ``torch.compile`` does not see inside it.
-    """
-    qualname = f"lalm_fast::{name}"
-    if interpreting():
-        op = torch.library.custom_op(qualname, mutates_args=())(fn)
-        op.register_fake(fake)
-        return op
-    return torch.library.triton_op(qualname, mutates_args={})(fn)
-
-
-def maybe_wrap(kernel, wrap: bool):
-    """``wrap_triton(kernel)`` when a tracer needs it, else the kernel itself.
-
-    ``triton_op`` runs its eager calls with wrapping switched off, and the wrapper then only
-    forwards the launch; building it costs host time on every call (on an H200 with torch
-    2.11 the eager autograd path spent ~0.7 ms of CPU per backward call in the op), so it is
-    skipped unless wrapping is on (tracing, torch.compile)."""
-    if wrap and _wrap_triton_enabled():
-        from torch.library import wrap_triton
-
-        return wrap_triton(kernel)
-    return kernel
-
-
-def _wrap_triton_enabled() -> bool:
-    try:  # private switch that triton_op flips off for eager calls (torch >= 2.6)
-        from torch._library.triton import is_wrap_triton_enabled
-    except ImportError:
-        return True
-    return bool(is_wrap_triton_enabled())
 
 
 def next_pow2(n: int) -> int:

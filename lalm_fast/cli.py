@@ -78,7 +78,7 @@ def _train(argv: list[str]) -> int:
     parser.add_argument("--output-dir", help="overrides run.output_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     args = parser.parse_args(argv)
-    from lalm_fast.train import TrainConfig, train
+    from lalm_fast.training import TrainConfig, train
 
     result = train(TrainConfig.from_file(args.config, output_dir=args.output_dir), resume=args.resume)
     print(f"trained to step {result.step}; model in {result.final_dir}; {result.skips}")
@@ -95,7 +95,7 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, help="decode only this many utterances for WER/BLEU")
     parser.add_argument("--skip-bad", action="store_true", help="count and skip bad utterances instead of failing")
     args = parser.parse_args(argv)
-    from lalm_fast.train import evaluate_to_files
+    from lalm_fast.evaluate.model import evaluate_to_files
 
     result = evaluate_to_files(args.model, args.manifest, args.out, args.limit, args.skip_bad)
     metric = result.get("wer") or result.get("bleu")

@@ -1,4 +1,4 @@
-"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side (issue 6).
+"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side.
 
 It loads the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained and
 committed (default ``results/reproduce-quick-cpu/adapters``), rebuilds that run's held-out test
@@ -119,9 +119,9 @@ def encode_test_sets(configuration: Path, sets: dict, cache_root: Path) -> tuple
     """Encode every test clip once with the frozen encoder (the same for all configurations, so it is
     timed once): ``{task: Dataset}`` reading from a fresh feature cache, and the encoder seconds."""
     from lalm_fast.data import whisper_encode_fn
-    from lalm_fast.train import Dataset, ModelSpec, _spec, feature_cache, load_encoder
+    from lalm_fast.training import Dataset, ModelSpec, feature_cache, load_encoder, parse_spec
 
-    spec = _spec(ModelSpec, json.loads((configuration / "lalm_train.json").read_text())["model"], "model")
+    spec = parse_spec(ModelSpec, json.loads((configuration / "lalm_train.json").read_text())["model"], "model")
     encode = whisper_encode_fn(load_encoder(spec).eval(), spec.window_seconds, spec.mel_bins, "cpu")
     data_spec = replace(_data_spec(configuration), cache=True)
     started = time.perf_counter()
@@ -135,7 +135,7 @@ def prefill_ms(model, dataset, count: int = PREFILL_CLIPS) -> float:
     (after one untimed warm-up pass)."""
     import torch
 
-    from lalm_fast.train import audio_inputs
+    from lalm_fast.training import audio_inputs
 
     times = []
     indices = list(range(min(count, len(dataset.utterances))))
@@ -154,8 +154,8 @@ def prefill_ms(model, dataset, count: int = PREFILL_CLIPS) -> float:
 def measure_configuration(folder: Path, name: str, datasets: dict, encode_seconds: float,
                           progress: bool = True) -> DemoRow:
     """Load one configuration's adapters onto the packaged bases and score it on both test sets."""
-    from lalm_fast.evaluate import audio_tokens_per_second, wer_by_group
-    from lalm_fast.train import decode_metrics, load_trained
+    from lalm_fast.evaluate import audio_tokens_per_second, decode_metrics, wer_by_group
+    from lalm_fast.training import load_trained
 
     started = time.perf_counter()
     model, spec = load_trained(folder / name)
@@ -190,7 +190,7 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
 
 
 def _data_spec(folder: Path):
-    from lalm_fast.train import DataSpec
+    from lalm_fast.training import DataSpec
 
     data = json.loads((folder / "lalm_train.json").read_text())["data"]
     return DataSpec(task="auto", batch_size=data.get("batch_size") or 8, max_new_tokens=data["max_new_tokens"])

@@ -1,4 +1,4 @@
-"""Drop-in compression layers for any audio encoder's output (design section 6).
+"""Drop-in compression layers for any audio encoder's output.
 
 Every layer shares one interface::
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from lalm_fast import ops
 from lalm_fast.ops import CompressedAudio
+from lalm_fast.ops.arguments import check_detection_args, check_positive_int
 
 __all__ = ["AudioCompressor", "Identity", "UniformPool", "Downsample", "SegmentPool", "build_compressor",
            "CompressedAudio"]
@@ -81,7 +82,7 @@ class Identity(AudioCompressor):
 class _EveryK(AudioCompressor):
     def __init__(self, k: int, backend: Optional[str] = None):
         super().__init__(backend)
-        self.k = ops._inputs.check_positive_int(k, "k")
+        self.k = check_positive_int(k, "k")
 
     def options(self):
         return {"k": self.k}
@@ -123,7 +124,7 @@ class SegmentPool(AudioCompressor):
                  threshold: Optional[float] = None, min_len: int = 1, max_len: Optional[int] = None,
                  backend: Optional[str] = None):
         super().__init__(backend)
-        ops._check_detection_args(prominence, rate, threshold, min_len, max_len)
+        check_detection_args(prominence, rate, threshold, min_len, max_len)
         self.rate, self.prominence, self.threshold = rate, prominence, threshold
         self.min_len, self.max_len = min_len, max_len
         self.static_length = rate is not None

@@ -1,4 +1,4 @@
-"""``lalm-fast reproduce``: the miniature of the paper's experiment, from nothing (issue 6).
+"""``lalm-fast reproduce``: the miniature of the paper's experiment, from nothing.
 
 1. build the synthetic speech corpora (:mod:`lalm_fast.data.corpora`: espeak-ng + Piper, English
    ASR and English-speech -> Spanish-text sets from the verse-aligned Bibles, held-out sentences
@@ -7,7 +7,7 @@
 3. train one model per configuration on ASR + ST together (``data.task = "auto"``): frame level
    (50 Hz), uniform pooling x2 / x3 / x4, downsampling x3, segmentation pooling at rate 3, each with
    projector + LoRA, and x3 pooling with the projector alone; each run starts with the CTC
-   projector warm-up (:class:`lalm_fast.train.AlignSpec`);
+   projector warm-up (:class:`lalm_fast.training.AlignSpec`);
 4. evaluate all (WER on the ASR test set, BLEU on the EN->ES test set);
 5. write ``report.md``, ``report.json`` and ``report.png`` (WER / BLEU against audio tokens per second).
 
@@ -80,19 +80,14 @@ class Preset:
 
 
 PRESETS = {
-    # Sized to fit one working session on our 2-core CPU, projected from the quick preset's measured
-    # costs (below), not yet run whole: CTC ~45 min, LM steps ~3.8 h, evaluation ~35 min of one-thread
-    # work on two cores, plus ~20 min for the corpora and their feature cache: about 2.9 h.
+    # Sized to fit a few hours on a 2-core CPU, with the quick preset's step costs scaled up
+    # (docs/training.md, "Preset costs").
     "full": Preset("full", "packaged:tiny.en", "packaged:smollm2-135m", steps=400, ctc_steps=3000, batch_size=8,
                    test_utterances=100, lr=1e-3, jobs=2, mixed_precision="auto",
                    cuts="400 LM steps (0.3 epochs of the 10,000 ASR + ST training utterances) after 3000 CTC "
                         "warm-up steps per configuration; the first 100 utterances of each test set"),
-    # Sized from the measured costs of the first whole quick run on our 2-core CPU (one thread per
-    # job, two jobs, ASR + ST batches of 8, bf16): LM step 10.4 s at 50 Hz, 5.5 s at x2, 3.3-4.1 s at
-    # x3/x4; CTC warm-up step 0.32 s at 50 Hz, 0.16 s at x2, 0.09-0.11 s at x3/x4; evaluating 40 ASR
-    # + 40 ST utterances 85-220 s per configuration; corpora, feature cache and Whisper baseline
-    # ~3 min: about 56 min in all. lr 1e-3 and 1500+ warm-up steps: WER 92% -> 65% at x4 against the
-    # first run's 2e-4 / 600 (docs/training.md, "Tuning the quick preset").
+    # Sized to finish in about an hour on a 2-core CPU; lr 1e-3 and a long CTC warm-up were the
+    # levers that lowered WER most (docs/training.md, "Tuning the quick preset" and "Preset costs").
     "quick": Preset("quick", "packaged:tiny.en", "packaged:smollm2-135m", steps=120, ctc_steps=1500, batch_size=8,
                     test_utterances=40, lr=1e-3, jobs=2,
                     cuts="400 train + 100 test utterances per task instead of 5000 + 400; 120 LM steps (batch 8, "
@@ -144,7 +139,7 @@ def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
 def _tiny_corpora(folder: Path, seed: int) -> None:
     """Tone clips over the tiny vocabulary; the "translation" is the words reversed (lang en-es)."""
     from lalm_fast.data import write_manifest
-    from lalm_fast.train import make_synthetic
+    from lalm_fast.training import make_synthetic
 
     for split, offset in (("train", 0), ("test", 1)):
         utts = make_synthetic(folder / f"tones_{split}", 8, seed * 10 + offset)
@@ -158,7 +153,7 @@ def _tiny_corpora(folder: Path, seed: int) -> None:
 
 def train_config(configuration: Configuration, preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
                  seed: int):
-    from lalm_fast.train import TrainConfig
+    from lalm_fast.training import TrainConfig
 
     return TrainConfig.from_dict({
         "model": {"encoder": encoder, "lm": lm, "compressor": configuration.compressor,
@@ -182,8 +177,8 @@ def run_configuration(configuration: Configuration, preset: Preset, paths: dict,
     """Train (resuming) and evaluate one configuration; skipped when its metrics exist."""
     from lalm_fast.data import read_manifest
     from lalm_fast.data.files import atomic_write
-    from lalm_fast.evaluate import wer_by_group
-    from lalm_fast.train import Dataset, evaluate_model, load_trained, train
+    from lalm_fast.evaluate import evaluate_model, wer_by_group
+    from lalm_fast.training import Dataset, load_trained, train
 
     run_dir = out / "runs" / configuration.name
     metrics_path = run_dir / "metrics.json"
@@ -235,7 +230,7 @@ def _reuse_warmup(configuration: Configuration, run_dir: Path) -> None:
     import shutil
 
     from lalm_fast.data.files import atomic_directory
-    from lalm_fast.train import CTC_WARMUP
+    from lalm_fast.training import CTC_WARMUP
 
     if (run_dir / CTC_WARMUP / "warmup.json").exists():
         return
@@ -275,7 +270,7 @@ def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: P
                seed: int) -> None:
     """Encode every train and test clip into the shared feature cache (hits cost nothing)."""
     from lalm_fast.data import read_manifest
-    from lalm_fast.train import Dataset, load_encoder
+    from lalm_fast.training import Dataset, load_encoder
 
     config = train_config(configuration, preset, paths, out, encoder, lm, seed)
     encode = _encode_with(load_encoder(config.model), config.model)
@@ -284,7 +279,7 @@ def fill_cache(configuration: Configuration, preset: Preset, paths: dict, out: P
 
 
 def _cache(config, out: Path):
-    from lalm_fast.train import feature_cache
+    from lalm_fast.training import feature_cache
 
     return feature_cache(config.model, config.data, out)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU tier (issue 3) in one command, on a machine with a CUDA GPU:
+# The GPU tier in one command, on a machine with a CUDA GPU:
 #   bash scripts/gpu_tier.sh [RESULTS_DIR]
 # 1. installs lalm-fast with its CUDA extension (scripts/setup.sh; with OFFLINE=1 only
 #    `pip install --no-deps`, for machines without a package index that already have torch

@@ -91,16 +91,16 @@ def test_forced_backend_env_var(monkeypatch):
 def test_cpu_kernel_rejects_bad_spans_instead_of_reading_out_of_bounds(starts, ends, words):
     x = torch.randn(1, 6, 4)
     with pytest.raises(RuntimeError, match=words.replace("[", r"\[").replace("]", r"\]")):
-        _C.span_mean_cpu(x, torch.tensor(starts), torch.tensor(ends))
+        _C.cpu.span_mean(x, torch.tensor(starts), torch.tensor(ends))
     with pytest.raises(RuntimeError):
-        _C.span_mean_backward_cpu(torch.randn(1, 2, 4), torch.tensor(starts), torch.tensor(ends), 6)
+        _C.cpu.span_mean_backward(torch.randn(1, 2, 4), torch.tensor(starts), torch.tensor(ends), 6)
 
 
 def test_cpu_kernel_rejects_wrong_dtypes():
     x = torch.randn(1, 6, 4)
     with pytest.raises(RuntimeError, match="int64"):
-        _C.span_mean_cpu(x, torch.tensor([[0]], dtype=torch.int32), torch.tensor([[3]], dtype=torch.int32))
+        _C.cpu.span_mean(x, torch.tensor([[0]], dtype=torch.int32), torch.tensor([[3]], dtype=torch.int32))
     with pytest.raises(RuntimeError, match="floating"):
-        _C.span_mean_cpu(x.long(), torch.tensor([[0]]), torch.tensor([[3]]))
+        _C.cpu.span_mean(x.long(), torch.tensor([[0]]), torch.tensor([[3]]))
     with pytest.raises(RuntimeError, match="lengths must be int64"):
-        _C.boundary_scores_cpu(x, torch.tensor([6], dtype=torch.int32))
+        _C.cpu.boundary_scores(x, torch.tensor([6], dtype=torch.int32))

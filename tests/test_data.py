@@ -67,6 +67,37 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["report.json"]  # no temporary file left behind
 
 
+def test_atomic_files_replace_file_by_file_and_move_the_last_one_last(tmp_path, monkeypatch):
+    from lalm_fast.data import files
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "kept.txt").write_text("untouched")
+    (target / "config.json").write_text("old")
+    moved, real_replace = [], os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (moved.append(os.path.basename(dst)),
+                                                               real_replace(src, dst)))
+    with files.atomic_files(target, last="config.json") as staging:
+        for name in ("config.json", "b.bin", "a.bin"):
+            (staging / name).write_text("new")
+    assert moved[-1] == "config.json" and sorted(moved) == ["a.bin", "b.bin", "config.json"]
+    assert (target / "kept.txt").read_text() == "untouched" and (target / "config.json").read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with files.atomic_files(target, last="config.json") as staging:
+            (staging / "config.json").write_text("newer")
+            raise RuntimeError("crash mid-write")
+    assert (target / "config.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["model"]  # no staging folder left behind
+
+
+def test_move_files_refuses_a_subfolder(tmp_path):
+    from lalm_fast.data.files import move_files
+
+    (tmp_path / "src" / "nested").mkdir(parents=True)
+    with pytest.raises(ValueError, match="nested"):
+        move_files(tmp_path / "src", tmp_path / "dst")
+
+
 def test_read_librispeech_layout(tmp_path):
     for speaker, chapter, lines in [("19", "198", ["19-198-0001 SECOND ONE", "19-198-0000 FIRST ONE"]),
                                     ("2", "7", ["2-7-0000 ANOTHER SPEAKER"])]:

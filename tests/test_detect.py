@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 import lalm_fast.ops as ops
 from lalm_fast.ops import _detect
+from lalm_fast.ops._detect import starts_from_scores
 from lalm_fast.ops._inputs import padded_grid
+from lalm_fast.ops.arguments import detection_mode
 from tests import oracle
 
 scipy_signal = pytest.importorskip("scipy.signal")
@@ -38,7 +40,8 @@ def test_peak_mode_matches_scipy_find_peaks(cpu_backend, frames, seed, prominenc
 
 def detect_on(scores: list[float], **kwargs) -> list[int]:
     grid = padded_grid(torch.zeros(1, len(scores), 1))
-    mask = ops.starts_from_scores(grid, torch.tensor([scores], dtype=torch.float64), **kwargs)
+    mode, param = detection_mode(kwargs.pop("prominence", None), kwargs.pop("rate", None), kwargs.pop("threshold", None))
+    mask = starts_from_scores(grid, torch.tensor([scores], dtype=torch.float64), mode, param, **kwargs)
     return mask[0].nonzero().flatten().tolist()
 
 

@@ -14,6 +14,7 @@ pytestmark = [
 ]
 
 from lalm_fast.ops import reference as ref  # noqa: E402
+from lalm_fast.ops.modes import Mode  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {
@@ -141,12 +142,11 @@ def test_triton_fp64(triton_kernels):
 
 @pytest.mark.parametrize("nsplit", [2, 5])
 def test_triton_split_path_forced(triton_kernels, nsplit):
-    from lalm_fast.kernels.span_pool import _launch_span_mean, _launch_span_mean_backward
-
     x, lengths, starts, ends = make_case(3, 257, 41, "random", torch.float32)
-    torch.testing.assert_close(_launch_span_mean(x, starts, ends, nsplit=nsplit), ref.span_mean(x, starts, ends))
+    got = triton_kernels.span_mean(x, starts, ends, nsplit=nsplit)
+    torch.testing.assert_close(got, ref.span_mean(x, starts, ends))
     g = torch.randn(3, starts.shape[1], 41, device="cuda")
-    torch.testing.assert_close(_launch_span_mean_backward(g, starts, ends, 257, nsplit=nsplit),
+    torch.testing.assert_close(triton_kernels.span_mean_backward(g, starts, ends, 257, nsplit=nsplit),
                                ref.span_mean_backward(g, starts, ends, 257))
 
 
@@ -157,11 +157,10 @@ def test_triton_deterministic(triton_kernels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("rows_per_group", [0, 3, 4], ids=lambda g: f"group{g}")
-def test_threshold_segment_mean(triton_kernels, dtype, rows_per_group):
+def test_threshold_compress(triton_kernels, dtype):
     x, lengths, _, _ = make_case(4, 300, 128, "random", dtype)
     num_out = 64
-    values, starts, ends, counts = triton_kernels.threshold_segment_mean(x, lengths, 0.9, num_out, rows_per_group)
+    values, starts, ends, counts = triton_kernels.compress(x, lengths, Mode.THRESHOLD, 0.9, 1, 0, num_out)
     scores = ref.boundary_scores(x, lengths)
     t = torch.arange(x.shape[1], device="cuda")[None]
     flags = (t < lengths[:, None]) & ((t == 0) | (scores > 0.9))
@@ -179,10 +178,10 @@ def test_threshold_segment_mean(triton_kernels, dtype, rows_per_group):
     torch.testing.assert_close(values, ref.span_mean(x, starts, ends), **TOL[dtype])
 
 
-def test_triton_op_autograd(triton_kernels):
+def test_kernel_op_autograd_on_triton(triton_kernels):
     x, lengths, starts, ends = make_case(4, 300, 1280, "uniform4", torch.bfloat16)
     x.requires_grad_(True)
-    y = triton_kernels.span_mean_op(x, starts, ends)
+    y = torch.ops.lalm_fast.span_mean(x, starts, ends, "triton")
     g = torch.randn_like(y)
     (gx,) = torch.autograd.grad(y, x, g)
     torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 300), **TOL[torch.bfloat16])
@@ -215,20 +214,21 @@ def test_cuda_graph_capture(backend, request):
     torch.testing.assert_close(outs[2], ref.boundary_scores(x, lengths), **SCORE_TOL[torch.bfloat16])
 
 
-def test_torch_compile_sees_triton_kernels(triton_kernels):
+def test_torch_compile_calls_the_kernel_ops(triton_kernels):
     from torch._inductor.utils import run_and_get_code
 
     x, lengths, starts, ends = make_case(2, 300, 256, "uniform4", torch.float16)
 
     def f(x, starts, ends, lengths):
-        return triton_kernels.span_mean_op(x * 2, starts, ends), triton_kernels.boundary_scores_op(x, lengths)
+        means = torch.ops.lalm_fast.span_mean(x * 2, starts, ends, "triton")
+        return means, torch.ops.lalm_fast.boundary_scores(x, lengths, "triton")
 
     torch._dynamo.reset()
     (y, s), codes = run_and_get_code(torch.compile(f, fullgraph=True), x, starts, ends, lengths)
     torch.testing.assert_close(y, ref.span_mean(x * 2, starts, ends), **TOL[torch.float16])
     torch.testing.assert_close(s, ref.boundary_scores(x, lengths), **SCORE_TOL[torch.float16])
     code = "\n".join(codes)
-    assert "_span_mean_fwd_kernel" in code and "_boundary_scores_kernel" in code
+    assert "lalm_fast.span_mean" in code and "lalm_fast.boundary_scores" in code
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lalm_fast.integrations import long_audio as la
+from lalm_fast import long_audio as la
 from lalm_fast.nn import build_compressor
 
 
@@ -80,3 +80,9 @@ def test_qwen2_audio_75_seconds_through_the_long_audio_path():
         torch.testing.assert_close(valid_logits(logits, batch["attention_mask"], 1), alone, rtol=1e-5, atol=1e-5)
     # 3x compression fits 75 s in fewer tokens than 30 s take natively.
     assert 625 < int(qa.audio_token_counts([3000], "none")[0]) == 750
+
+
+def test_the_integrations_module_re_exports_the_windowing():
+    from lalm_fast.integrations import long_audio as old
+
+    assert all(getattr(old, name) is getattr(la, name) for name in old.__all__)

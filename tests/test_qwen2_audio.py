@@ -251,3 +251,44 @@ def test_clear_errors_for_mismatches(model):
         qa.revert(model)
     with pytest.raises(ValueError, match="2 runs of <\\|AUDIO\\|> placeholders but 3 audio counts"):
         qa.expand_audio_placeholders(batch["input_ids"][:2], [1, 2, 3], AUDIO, PAD)
+
+
+def _pooled_by(pool, x, lengths):
+    """What ``pool`` returns for ``x`` inside ``using(lengths)``: each sample's mean of its valid frames."""
+    with pool.using(torch.tensor(lengths)):
+        return pool(x)
+
+
+def test_length_aware_pool_lengths_nest_and_restore():
+    pool, x = qa.LengthAwareAvgPool(2), torch.arange(12.0).reshape(1, 2, 6)
+    assert pool.frame_lengths is None
+    with pool.using(torch.tensor([5])):
+        outer = pool(x)
+        assert torch.equal(_pooled_by(pool, x, [3]), _pooled_by(qa.LengthAwareAvgPool(2), x, [3]))
+        assert pool.frame_lengths.tolist() == [5]           # the inner using() restored the outer lengths
+        assert torch.equal(pool(x), outer)
+    assert pool.frame_lengths is None
+    assert torch.equal(pool(x), torch.nn.functional.avg_pool1d(x, 2))  # no lengths: every frame counts
+
+
+def test_length_aware_pool_lengths_are_per_thread():
+    import threading
+
+    pool, x = qa.LengthAwareAvgPool(2), torch.randn(1, 4, 9)
+    expected = {n: _pooled_by(qa.LengthAwareAvgPool(2), x, [n]) for n in (3, 8)}
+    both_inside, results = threading.Barrier(2), {}
+
+    def run(n):
+        with pool.using(torch.tensor([n])):
+            both_inside.wait(timeout=10)  # each thread pools while the other one's lengths are set
+            results[n] = pool(x)
+            both_inside.wait(timeout=10)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in expected]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(results) == set(expected)
+    assert all(torch.equal(results[n], expected[n]) for n in expected)
+    assert not torch.equal(expected[3], expected[8])

@@ -12,8 +12,8 @@ pytest.importorskip("soundfile")
 pytest.importorskip("matplotlib")
 
 from lalm_fast import cli, reproduce as rep  # noqa: E402
-from lalm_fast import train as training  # noqa: E402
-from lalm_fast.train import TrainConfig, ctc_warmup, normalize_target  # noqa: E402
+from lalm_fast import training  # noqa: E402
+from lalm_fast.training import TrainConfig, ctc_warmup, normalize_target  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")
 TWO = ["uniform-x2", "uniform-x3-projector-only"]
@@ -55,7 +55,7 @@ def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
     config.data.train, config.data.batch_size = "synthetic:4", 4  # one fixed batch
     config.align.ctc_steps, config.align.lr = 12, 1e-2
     model = training.build_model(config.model)
-    dataset = training._open_dataset(config.data.train, config.model, config.data, tmp_path)
+    dataset = training.open_dataset(config.data.train, config.model, config.data, tmp_path)
     before = {k: v.clone() for k, v in model.projector.state_dict().items()}
     summary = ctc_warmup(model, dataset, config, tmp_path, progress=False)
     assert summary["steps"] == 12 and summary["infeasible_fraction"] == 0
@@ -80,7 +80,7 @@ def test_train_with_warmup_records_it_and_auto_task_mixes_asr_and_st(tmp_path):
     config.align.ctc_steps, config.optim.total_steps = 3, 2
     result = training.train(config)
     assert result.warmup["steps"] == 3 and result.step == 2
-    dataset = training._open_dataset(str(tmp_path / "mixed.jsonl"), config.model, config.data, tmp_path)
+    dataset = training.open_dataset(str(tmp_path / "mixed.jsonl"), config.model, config.data, tmp_path)
     batch = dataset.load(list(range(len(dataset.utterances))))
     assert {json.dumps(t) for t in batch.tasks} == {'"transcribe"', '{"task": "translate", "lang": "Spanish"}'}
     st = [i for i, t in enumerate(batch.tasks) if t != "transcribe"][0]

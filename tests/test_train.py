@@ -1,4 +1,4 @@
-"""lalm_fast.train and the train / eval CLI on tiny random models and synthetic tones (no downloads)."""
+"""lalm_fast.training and the train / eval CLI on tiny random models and synthetic tones (no downloads)."""
 
 import json
 import os
@@ -12,11 +12,12 @@ pytest.importorskip("soundfile")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from lalm_fast import cli, train as training  # noqa: E402
+from lalm_fast import cli, training  # noqa: E402
 from lalm_fast.data import DataError, read_manifest, write_manifest  # noqa: E402
-from lalm_fast.evaluate import wer  # noqa: E402
-from lalm_fast.train import (Dataset, TrainConfig, build_model, evaluate_model, latest_checkpoint,  # noqa: E402
-                             make_synthetic, train)
+from lalm_fast.evaluate import evaluate_model, wer  # noqa: E402
+from lalm_fast.training import (Dataset, TrainConfig, build_model, latest_checkpoint, make_synthetic,  # noqa: E402
+                                train)
+from lalm_fast.training import loop  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.json")
 
@@ -52,18 +53,18 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, cache):
 
     straight = train(config("straight"))
 
-    original = training._Loop._periodic
+    original = loop._Loop._periodic
 
     def interrupt_after_step_3(self, position):
         original(self, position)
         if position.step == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training._Loop, "_periodic", interrupt_after_step_3)
+    monkeypatch.setattr(loop._Loop, "_periodic", interrupt_after_step_3)
     with pytest.raises(KeyboardInterrupt):
         train(config("resumed"))
     assert latest_checkpoint(tmp_path / "resumed").name == "step-00000003"  # the interruption lost nothing
-    monkeypatch.setattr(training._Loop, "_periodic", original)
+    monkeypatch.setattr(loop._Loop, "_periodic", original)
     resumed = train(config("resumed"), resume=True)
 
     assert resumed.step == 6 and resumed.losses == straight.losses[3:]
@@ -85,14 +86,14 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
             raise OSError("disk full")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(training.torch, "save", crash_on_second_checkpoint)
+    monkeypatch.setattr(torch, "save", crash_on_second_checkpoint)
     with pytest.raises(OSError, match="disk full"):
         train(config)
     checkpoints = tmp_path / "checkpoints"
     assert latest_checkpoint(tmp_path).name == "step-00000002"
     assert sorted(os.listdir(checkpoints)) == ["step-00000002"]  # no half-written folder left behind
 
-    monkeypatch.setattr(training.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     assert train(config, resume=True).step == 6
 
 
@@ -166,7 +167,7 @@ def count_encoder_calls(monkeypatch):
         model.encoder.register_forward_pre_hook(lambda *args: calls.append(1))
         return model
 
-    monkeypatch.setattr(training, "build_model", counting)
+    monkeypatch.setattr(loop, "build_model", counting)
     return calls
 
 
@@ -224,3 +225,24 @@ def test_cache_defaults_to_the_frozen_encoder_and_rejects_a_trained_one(tmp_path
     config.data.cache = True
     with pytest.raises(ValueError, match="freeze_encoder"):
         training.uses_cache(config.model, config.data)
+
+
+def test_the_old_train_module_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    sys.modules.pop("lalm_fast.train", None)
+    with pytest.warns(DeprecationWarning, match="lalm_fast.training"):
+        old = importlib.import_module("lalm_fast.train")
+    assert old.train is training.train and old.TrainConfig is TrainConfig
+    assert old.evaluate_model is evaluate_model and old.ctc_warmup is training.ctc_warmup
+
+
+def test_lalm_fast_models_never_imports_the_integrations():
+    import subprocess
+    import sys
+
+    code = ("import sys, lalm_fast.models, lalm_fast.training, lalm_fast.evaluate.model; "
+            "assert not [m for m in sys.modules if m.startswith('lalm_fast.integrations')], "
+            "[m for m in sys.modules if m.startswith('lalm_fast.integrations')]")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,7 +1,7 @@
 """Ahead-of-time compilation of every Triton kernel for H100 (sm_90) on a CPU machine.
 
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`` lowers the kernels
-through TTIR -> TTGIR -> LLVM -> PTX -> cubin without a GPU (design.md section 5). That
+through TTIR -> TTGIR -> LLVM -> PTX -> cubin without a GPU. That
 catches what the interpreter cannot (bf16 typing, lowering errors, register pressure).
 Registers and spills come from ``cuobjdump --dump-resource-usage`` on the cubin (Triton
 only learns ``n_regs`` / ``n_spills`` when it loads a binary on a device).
@@ -44,9 +44,9 @@ SCRIPT = textwrap.dedent(
         kernels = importlib.util.module_from_spec(spec)
         sys.modules["lalm_fast.kernels"] = kernels
         spec.loader.exec_module(kernels)
-    sp = importlib.import_module("lalm_fast.kernels.span_pool")
-    bd = importlib.import_module("lalm_fast.kernels.boundary")
-    sg = importlib.import_module("lalm_fast.kernels.segment")
+    sp = importlib.import_module("lalm_fast.kernels.span_mean")
+    bd = importlib.import_module("lalm_fast.kernels.boundary_scores")
+    sg = importlib.import_module("lalm_fast.kernels.compress")
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(cuobjdump):
@@ -118,7 +118,7 @@ SCRIPT = textwrap.dedent(
             compile_one(f"boundary_scores[{dt}]", bd._boundary_scores_kernel,
                         {"x_ptr": f"*{dt}:16", "lengths_ptr": "*i64:16", "out_ptr": f"*{acc}:16", "T": "i32",
                          "D": "i32:16", "stride_xr": "i32:16", "stride_xt": "i32:16"},
-                        {**cfg, "ACC_FP64": fp64}, w)
+                        {**cfg, "EPS": bd.COSINE_EPS, "ACC_FP64": fp64}, w)
     for acc in ("fp32", "fp64"):
         compile_one(f"threshold_spans[{acc}]", sg._threshold_spans_kernel,
                     {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",

@@ -22,6 +22,7 @@ if "triton" not in sys.modules and not torch.cuda.is_available():
 triton = pytest.importorskip("triton", reason="triton is not importable")
 
 from lalm_fast.ops import reference as ref  # noqa: E402
+from lalm_fast.ops.modes import Mode  # noqa: E402
 
 pytestmark = pytest.mark.triton_interp
 
@@ -147,16 +148,14 @@ def test_span_mean_uniform_windows(dtype):
 @pytest.mark.parametrize("nsplit", [2, 3])
 def test_span_mean_split_path(nsplit):
     # long spans split across programs and combined by the second kernel
-    from lalm_fast.kernels.span_pool import _launch_span_mean, _launch_span_mean_backward
-
     gen = torch.Generator().manual_seed(4)
     x = make_x(gen, (2, 40, 41), torch.float32)
     starts = torch.tensor([[0, 33], [5, 40]])
     ends = torch.tensor([[33, 40], [39, 40]])
-    torch.testing.assert_close(_launch_span_mean(x, starts, ends, nsplit=nsplit), ref.span_mean(x, starts, ends))
+    torch.testing.assert_close(K.span_mean(x, starts, ends, nsplit=nsplit), ref.span_mean(x, starts, ends))
     g = torch.randn(2, 2, 41, generator=gen)
     torch.testing.assert_close(
-        _launch_span_mean_backward(g, starts, ends, 40, nsplit=nsplit), ref.span_mean_backward(g, starts, ends, 40)
+        K.span_mean_backward(g, starts, ends, 40, nsplit=nsplit), ref.span_mean_backward(g, starts, ends, 40)
     )
 
 
@@ -241,61 +240,61 @@ def reference_threshold_segment_mean(x, lengths, threshold, num_out):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threshold,num_out", [(1.0, 40), (0.9, 6), (-1.0, 40), (3.0, 3)])
-@pytest.mark.parametrize("rows_per_group", [0, 1, 3], ids=lambda g: f"group{g}")
-def test_threshold_segment_mean(dtype, threshold, num_out, rows_per_group):
+def test_threshold_compress(dtype, threshold, num_out):
     gen = torch.Generator().manual_seed(20)
     x = make_x(gen, (4, 40, 13), dtype)
     lengths = torch.tensor([40, 0, 1, 23])
-    values, starts, ends, counts = K.threshold_segment_mean(x, lengths, threshold, num_out, rows_per_group)
+    values, starts, ends, counts = K.compress(x, lengths, Mode.THRESHOLD, threshold, 1, 0, num_out)
     w_values, w_starts, w_ends, w_counts = reference_threshold_segment_mean(x, lengths, threshold, num_out)
     assert torch.equal(starts, w_starts) and torch.equal(ends, w_ends) and torch.equal(counts, w_counts)
     torch.testing.assert_close(values, w_values, **TOL[dtype])
 
 
-def test_threshold_segment_mean_rejects_a_negative_group():
+@pytest.mark.parametrize("mode,min_len,max_len", [(Mode.RATE, 1, 0), (Mode.PEAK, 1, 0), (Mode.THRESHOLD, 2, 0),
+                                                  (Mode.THRESHOLD, 1, 4), (Mode.UNIFORM, 1, 0)])
+def test_threshold_compress_rejects_what_it_does_not_cover(mode, min_len, max_len):
     x = torch.zeros(2, 4, 3)
-    with pytest.raises(ValueError, match="rows_per_group must be >= 0"):
-        K.threshold_segment_mean(x, torch.tensor([4, 2]), 0.5, 2, -1)
+    with pytest.raises(ValueError, match="threshold mode only"):
+        K.compress(x, torch.tensor([4, 2]), mode, 3.0, min_len, max_len, 2)
 
 
-# ----------------------------------------------------------------------------- torch.library ops
+# ----------------------------------------------------------------------------- the kernel ops on triton
 
 
-def test_triton_ops_eager_and_autograd():
+def test_kernel_ops_eager_and_autograd():
     gen = torch.Generator().manual_seed(30)
     x = make_x(gen, (2, 16, 8), torch.float32).requires_grad_(True)
     starts, ends = random_spans(gen, 2, 16, 4)
-    y = K.span_mean_op(x, starts, ends)
+    y = torch.ops.lalm_fast.span_mean(x, starts, ends, "triton")
     torch.testing.assert_close(y, ref.span_mean(x.detach(), starts, ends))
     g = torch.randn(y.shape, generator=gen)
     (gx,) = torch.autograd.grad(y, x, g)
     torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 16))
     lengths = torch.tensor([16, 5])
-    torch.testing.assert_close(K.boundary_scores_op(x.detach(), lengths), ref.boundary_scores(x.detach(), lengths))
-    assert hasattr(torch.ops.lalm_fast, "triton_span_mean")
-    assert hasattr(torch.ops.lalm_fast, "triton_span_mean_backward")
-    assert hasattr(torch.ops.lalm_fast, "triton_boundary_scores")
+    scores = torch.ops.lalm_fast.boundary_scores(x.detach(), lengths, "triton")
+    torch.testing.assert_close(scores, ref.boundary_scores(x.detach(), lengths))
 
 
-def test_triton_op_fake_tensor_shapes():
+def test_kernel_ops_fake_tensor_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
         x = torch.empty(3, 10, 7)
         starts = torch.empty(3, 4, dtype=torch.int64)
-        y = torch.ops.lalm_fast.triton_span_mean(x, starts, starts)
-        assert y.shape == (3, 4, 7)
-        b = torch.ops.lalm_fast.triton_span_mean_backward(y, starts, starts, 10)
-        assert b.shape == (3, 10, 7)
-        s = torch.ops.lalm_fast.triton_boundary_scores(x, torch.empty(3, dtype=torch.int64))
+        lengths = torch.empty(3, dtype=torch.int64)
+        assert torch.ops.lalm_fast.span_mean(x, starts, starts, "triton").shape == (3, 4, 7)
+        assert torch.ops.lalm_fast.span_mean_backward(x[:, :4], starts, starts, 10, "triton").shape == (3, 10, 7)
+        s = torch.ops.lalm_fast.boundary_scores(x, lengths, "triton")
         assert s.shape == (3, 10) and s.dtype == torch.float32
+        values, st, en, counts = torch.ops.lalm_fast.compress(x, lengths, int(Mode.THRESHOLD), 0.5, 1, 0, 5, "triton")
+        assert values.shape == (3, 5, 7) and st.shape == en.shape == (3, 5) and counts.shape == (3,)
 
 
-def test_threshold_segment_mean_op_autograd():
+def test_threshold_compress_op_autograd():
     gen = torch.Generator().manual_seed(31)
     x = make_x(gen, (2, 20, 6), torch.float32).requires_grad_(True)
     lengths = torch.tensor([20, 11])
-    values, starts, ends, counts = K.threshold_segment_mean_op(x, lengths, 0.8, 8)
+    values, starts, ends, counts = torch.ops.lalm_fast.compress(x, lengths, int(Mode.THRESHOLD), 0.8, 1, 0, 8, "triton")
     w_values, w_starts, w_ends, w_counts = reference_threshold_segment_mean(x.detach(), lengths, 0.8, 8)
     assert torch.equal(starts, w_starts) and torch.equal(ends, w_ends) and torch.equal(counts, w_counts)
     torch.testing.assert_close(values, w_values)
@@ -304,16 +303,15 @@ def test_threshold_segment_mean_op_autograd():
     torch.testing.assert_close(gx, ref.span_mean_backward(g, starts, ends, 20))
 
 
-def test_torch_compile_fullgraph_of_ops():
-    # In the interpreter the ops are opaque custom ops (see kernels/_common.register_op);
-    # on a GPU they are triton_ops that torch.compile traces into (tests/test_gpu.py).
+def test_torch_compile_fullgraph_of_kernel_ops():
     gen = torch.Generator().manual_seed(32)
     x = make_x(gen, (2, 16, 8), torch.float32).requires_grad_(True)
     starts, ends = random_spans(gen, 2, 16, 4)
     lengths = torch.tensor([16, 9])
 
     def f(x, starts, ends, lengths):
-        return K.span_mean_op(x, starts, ends), K.boundary_scores_op(x.detach(), lengths)
+        means = torch.ops.lalm_fast.span_mean(x, starts, ends, "triton")
+        return means, torch.ops.lalm_fast.boundary_scores(x.detach(), lengths, "triton")
 
     y, s = torch.compile(f, fullgraph=True, backend="aot_eager")(x, starts, ends, lengths)
     torch.testing.assert_close(y, ref.span_mean(x.detach(), starts, ends))
@@ -374,16 +372,14 @@ def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
     the same tokens and gradient as the reference; min_len falls back to the composed path."""
     import lalm_fast.kernels as kernels
     import lalm_fast.ops as ops
-    from lalm_fast.ops import backends, custom_ops
+    from lalm_fast.ops import backends
 
-    threshold_mode = custom_ops.MODES["threshold"]
-    assert kernels.THRESHOLD_MODE == threshold_mode
-    assert backends.has_compress("triton", threshold_mode)
-    assert not backends.has_compress("triton", threshold_mode, min_len=2)
-    assert not backends.has_compress("triton", custom_ops.MODES["rate"])
+    assert backends.compresses("triton", Mode.THRESHOLD)
+    assert not backends.compresses("triton", Mode.THRESHOLD, min_len=2)
+    assert not backends.compresses("triton", Mode.RATE)
     calls = []
-    real = kernels.threshold_segment_mean
-    monkeypatch.setattr(kernels, "threshold_segment_mean", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = kernels.compress
+    monkeypatch.setattr(kernels, "compress", lambda *a, **k: calls.append(1) or real(*a, **k))
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 30, 7, generator=gen, requires_grad=True)
     lengths = torch.tensor([30, 17])

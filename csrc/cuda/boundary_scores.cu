@@ -1,4 +1,4 @@
-// Boundary scores 1 - cos(x[t-1], x[t]): the CUDA fallback of lalm_fast/kernels/boundary.py.
+// Boundary scores 1 - cos(x[t-1], x[t]): the CUDA fallback of kernels/boundary_scores.py.
 //
 // One warp per frame: the lanes stride over the features (coalesced), accumulate dot and
 // both squared norms in fp32 (fp64 for fp64) and reduce with warp shuffles in a fixed

@@ -7,7 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "lalm_cuda_kernels.h"
+#include "kernels.h"
 
 namespace lalm_cuda {
 namespace detail {

@@ -1,4 +1,4 @@
-// Span means and their gradient: the CUDA fallback of lalm_fast/kernels/span_pool.py.
+// Span means and their gradient: the CUDA fallback of kernels/span_mean.py.
 //
 // Forward: a block of (kThreadsD x kSpansPerBlock) threads owns kSpansPerBlock consecutive
 // spans of one row; threadIdx.y picks the span, threadIdx.x walks the features (coalesced
@@ -14,9 +14,8 @@
 // Both have a vectorised variant, used when every row start is 16-byte aligned (D and the
 // strides multiples of 16 / sizeof(T), aligned base pointers): each thread moves 16 bytes
 // per load and store (8 bf16 / fp16, 4 fp32, 2 fp64) instead of one element. The scalar
-// kernels cover everything else (odd D, sliced inputs). Measured on an H200 before the
-// vectorised variant (B=32 T=1500 D=1280 bf16): forward 20-38% and backward ~5% of copy
-// bandwidth, bound by 2-byte accesses.
+// kernels cover everything else (odd D, sliced inputs); 2-byte accesses alone leave the
+// kernels far from the copy bandwidth (docs/gpu-notes.md has the numbers).
 #include <cstdint>
 #include <initializer_list>
 

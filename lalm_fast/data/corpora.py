@@ -342,7 +342,7 @@ def build_corpora(out_dir: str | os.PathLike, *, n_train: int, n_test: int, seed
                             "audio_hours": round(rendered_audio[engine] / 3600, 4),
                             "real_time_factor": round(render_seconds[engine] / rendered_audio[engine], 4)}
                    for engine in sorted(render_seconds) if rendered_audio[engine] > 0},
-        "workers": workers or synth._usable_cores(),
+        "workers": workers or synth.usable_cores(),
     }
     with atomic_write(out_dir / "dataset.json") as handle:
         json.dump(description, handle, indent=2, ensure_ascii=False)

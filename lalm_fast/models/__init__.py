@@ -1,4 +1,4 @@
-"""Generic audio LMs (design section 7): HF encoder + compressor + projector + HF causal LM."""
+"""Generic audio LMs: HF encoder + compressor + projector + HF causal LM."""
 
 from lalm_fast.models.audio_lm import AudioLM, AudioLMConfig, AudioLMInputs, AudioLMOutput
 from lalm_fast.models.projector import MLPProjector

@@ -1,5 +1,5 @@
 """A generic audio LM: any HF audio encoder + a ``lalm_fast.nn`` compressor + an MLP projector
-+ any HF causal LM, with peft LoRA on the LM only (design section 7)::
++ any HF causal LM, with peft LoRA on the LM only::
 
     model = AudioLM(encoder, compressor, projector, lm, tokenizer)
     model.add_lora(r=8)
@@ -26,8 +26,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Optional, Sequence, Union
@@ -38,8 +36,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from lalm_fast.integrations.long_audio import encode_windowed
-from lalm_fast.integrations.lora import LLM_ATTENTION, _move_files
+from lalm_fast.long_audio import encode_windowed
+from lalm_fast.models.lora_targets import LLM_ATTENTION
 from lalm_fast.models.projector import MLPProjector
 from lalm_fast.models.prompts import (AUDIO_PLACEHOLDER, DEFAULT_PROMPTS, Task, as_list, check_templates,
                                       render_prompt, split_prompt)
@@ -242,7 +240,8 @@ class AudioLM(nn.Module):
         head = [bos] if self.config.add_bos and bos is not None else []
         return head + self._ids(prefix), self._ids(suffix)
 
-    def _target_ids(self, target: str) -> list[int]:
+    def target_ids(self, target: str) -> list[int]:
+        """Token ids of a target text as the LM is trained on it: the text's tokens, then eos."""
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the tokenizer has no eos token: targets need one so generation learns to stop")
@@ -287,7 +286,7 @@ class AudioLM(nn.Module):
     def _sample(self, audio_embeds: torch.Tensor, task, prompt, target) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeds [L, H], labels [L]) of one sample."""
         prefix, suffix = self._prompt_ids(task, prompt)
-        target_ids = self._target_ids(target) if target is not None else []
+        target_ids = self.target_ids(target) if target is not None else []
         embed = self.lm.get_input_embeddings()
         device = audio_embeds.device
         text_ids = [torch.tensor(ids, dtype=torch.long, device=device) for ids in (prefix, suffix, target_ids)]
@@ -349,21 +348,16 @@ class AudioLM(nn.Module):
         written to a temporary folder beside ``directory`` and moved in with ``os.replace``,
         the config last, so a reader never sees a torn file and a crash keeps the old config.
         """
-        directory = os.fspath(directory)
-        parent = os.path.dirname(os.path.abspath(directory))
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".audio-lm-", dir=parent)
-        try:
+        from lalm_fast.data.files import atomic_files  # imported here: lalm_fast.data loads soundfile and scipy
+
+        with atomic_files(directory, last=CONFIG_FILE) as staging:
             if self.has_lora:
-                self.lm.save_pretrained(staging)
+                self.lm.save_pretrained(os.fspath(staging))
             state = self.projector.state_dict()
             save_file({name: t.detach().contiguous().cpu() for name, t in state.items()},
                       os.path.join(staging, PROJECTOR_FILE))
             with open(os.path.join(staging, CONFIG_FILE), "w") as handle:
                 json.dump(self.config.to_dict(), handle, indent=2, sort_keys=True)
-            _move_files(staging, directory, last=CONFIG_FILE)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], encoder: Optional[nn.Module] = None,

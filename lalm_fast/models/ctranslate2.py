@@ -1,6 +1,6 @@
 """CTranslate2 Whisper checkpoints -> transformers, without CTranslate2.
 
-The offline Whisper weights we can install (docs: /work/shared/docs/assets.md) ship only in
+The offline Whisper weights that can be installed here (docs/pretrained.md) ship only in
 CTranslate2's ``model.bin`` format, which transformers cannot read. This module reads that format
 (binary version 6) and maps a Whisper spec onto ``WhisperForConditionalGeneration``'s state dict.
 

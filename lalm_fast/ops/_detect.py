@@ -23,6 +23,8 @@ import math
 import torch
 
 from lalm_fast.ops._inputs import Grid
+from lalm_fast.ops._spans import force_sample_starts
+from lalm_fast.ops.modes import Mode
 
 INF = float("inf")
 
@@ -160,3 +162,19 @@ def rate_starts(grid: Grid, scores: torch.Tensor, rate: float, min_len: int) -> 
     chosen_sorted = (rank < wanted[sorted_sample]) & (grade.reshape(-1)[order] > 0)
     chosen = torch.zeros_like(chosen_sorted).scatter(0, order, chosen_sorted)
     return chosen.view_as(scores)
+
+
+def starts_from_scores(grid: Grid, scores: torch.Tensor, mode: Mode, param: float, min_len: int = 1,
+                       max_len: int = 0) -> torch.Tensor:
+    """Start mask on the grid from raw ``[R, T]`` scores, frame 0 of each sample included
+    (``max_len`` 0: no limit); what the ``detect_boundaries`` kernels compute."""
+    if mode == Mode.RATE:
+        starts = rate_starts(grid, scores, param, min_len)
+    else:
+        if mode == Mode.THRESHOLD:
+            candidates, ranking = scored_frames(grid) & (scores > param), scores
+        else:
+            candidates, ranking = peak_starts(grid, scores, param)
+        starts = suppress_close(grid, candidates, ranking, min_len)
+    starts = force_sample_starts(grid, starts)
+    return split_long(grid, starts, max_len) if max_len else starts

@@ -28,7 +28,6 @@ class Grid:
     lengths: torch.Tensor  # [B] int64, per sample
     packed: bool
     cu_seqlens: Optional[torch.Tensor]  # [B+1] int64 when packed
-    max_seqlen: int  # longest sample (a static bound, never read from the device)
 
     @property
     def num_samples(self) -> int:
@@ -87,14 +86,6 @@ def check_features(x, rank: int, name: str = "x") -> None:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
 
 
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def _check_index_tensor(t, name: str, shape: tuple, x: torch.Tensor) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -138,7 +129,7 @@ def padded_grid(x, lengths=None, attention_mask=None) -> Grid:
             if low < 0 or high > x.shape[1]:
                 raise ValueError(f"lengths must lie in [0, T={x.shape[1]}], got values in [{low}, {high}]")
     lengths = lengths.long().clamp(0, x.shape[1])
-    return Grid(_last_dim_contiguous(x), lengths, False, None, x.shape[1])
+    return Grid(_last_dim_contiguous(x), lengths, False, None)
 
 
 def packed_grid(x, cu_seqlens, max_seqlen) -> Grid:
@@ -158,7 +149,7 @@ def packed_grid(x, cu_seqlens, max_seqlen) -> Grid:
         if steps.numel() and int(steps.max()) > max_seqlen:
             raise ValueError(f"max_seqlen={max_seqlen} is smaller than the longest sample ({int(steps.max())})")
     cu = cu.clamp(0, x.shape[0])
-    return Grid(_last_dim_contiguous(x)[None], cu.diff(), True, cu, max_seqlen)
+    return Grid(_last_dim_contiguous(x)[None], cu.diff(), True, cu)
 
 
 def make_grid(x, lengths=None, attention_mask=None, cu_seqlens=None, max_seqlen=None) -> Grid:

@@ -1,12 +1,12 @@
-"""Backend selection (design section 5).
+"""Backends: which kernels run where, and what each runs natively.
 
-A backend is a module with three kernels, ``span_mean``, ``span_mean_backward`` and
-``boundary_scores``, with the contracts written in :mod:`lalm_fast.ops.reference`.
+A backend is a module-like object with the kernels named in :data:`CAPABILITIES`, each with
+the contract written in :mod:`lalm_fast.ops.reference`:
 
-- ``triton``: fused Triton kernels (``lalm_fast.kernels``), CUDA tensors; default on GPU.
-- ``cuda``: the C++/CUDA fallback in ``lalm_fast._C``, CUDA tensors.
-- ``cpu``: the C++ CPU kernels in ``lalm_fast._C``; default on CPU.
-- ``torch``: the pure-PyTorch reference, any device; the last resort.
+- ``triton``: Triton kernels (``lalm_fast.kernels``), CUDA tensors; default on GPU.
+- ``cuda``: the C++/CUDA fallback (``lalm_fast._C.cuda``), CUDA tensors.
+- ``cpu``: the C++ CPU kernels (``lalm_fast._C.cpu``); default on CPU.
+- ``torch``: the pure-PyTorch reference (``lalm_fast.ops.reference``), any device.
 
 ``backend=`` on an op, or the ``LALM_FAST_BACKEND`` environment variable, forces one; a
 forced backend that cannot run raises instead of silently falling back.
@@ -16,37 +16,78 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import ModuleType
-from typing import Optional
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
 
 import torch
 
+from lalm_fast.ops.modes import Mode
+
 BACKENDS = ("triton", "cuda", "cpu", "torch")
 ENV_VAR = "LALM_FAST_BACKEND"
+POOLING_KERNELS = ("span_mean", "span_mean_backward", "boundary_scores")  # every backend has these
 
-# Module that implements each backend, and the device type its tensors must live on
-# (None: any device).
-_MODULES = {
-    "triton": ("lalm_fast.kernels", "cuda"),
-    "cuda": ("lalm_fast.ops._cuda_backend", "cuda"),
-    "cpu": ("lalm_fast.ops._cpu_backend", "cpu"),
-    "torch": ("lalm_fast.ops.reference", None),
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend runs natively; the ops compose the pooling kernels for the rest."""
+
+    device: Optional[str]  # the device type its tensors live on (None: any)
+    detect: bool  # detect_boundaries(scores, lengths, mode, param, min_len, max_len), padded input
+    compress_modes: frozenset  # the Modes that compress(x, lengths, mode, ...) runs in one call
+    compress_rules: bool  # whether that compress honours min_len and max_len
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        extra = ("detect_boundaries",) if self.detect else ()
+        return POOLING_KERNELS + extra + (("compress",) if self.compress_modes else ())
+
+
+CAPABILITIES = {
+    "triton": Capabilities("cuda", detect=False, compress_modes=frozenset({Mode.THRESHOLD}), compress_rules=False),
+    "cuda": Capabilities("cuda", detect=False, compress_modes=frozenset(), compress_rules=False),
+    "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
+    "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
 }
 _AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
-_LOADED: dict[str, tuple[Optional[ModuleType], str]] = {}
+def _import_triton() -> Any:
+    return importlib.import_module("lalm_fast.kernels")
 
 
-def _load(name: str) -> tuple[Optional[ModuleType], str]:
-    """Import a backend module once; return it, or None and the reason it is unusable.
+def _import_compiled(name: str) -> Callable[[], Any]:
+    def load():
+        try:
+            module = importlib.import_module("lalm_fast._C")
+        except ImportError as exc:
+            return SimpleNamespace(UNAVAILABLE_REASON=f"the C++ extension lalm_fast._C is not built ({exc}); "
+                                                      "`pip install --no-build-isolation .` builds it")
+        if not hasattr(module, name):
+            return SimpleNamespace(UNAVAILABLE_REASON="lalm_fast._C was built without CUDA kernels (needs a CUDA "
+                                                      "toolkit and a CUDA build of torch, or FORCE_CUDA=1)")
+        return getattr(module, name)
 
-    A plain dict cache (not lru_cache) so that torch.compile, which traces into this after
-    :func:`resolve` has loaded the module, sees a dictionary lookup and no import machinery.
-    """
+    return load
+
+
+_IMPORTERS = {
+    "triton": _import_triton,
+    "cuda": _import_compiled("cuda"),
+    "cpu": _import_compiled("cpu"),
+    "torch": lambda: importlib.import_module("lalm_fast.ops.reference"),
+}
+# A plain dict cache (not lru_cache): torch.compile, tracing into kernels() after resolve()
+# has loaded a backend, then sees a dictionary lookup and no import machinery.
+_LOADED: dict[str, tuple[Any, str]] = {}
+
+
+def _load(name: str) -> tuple[Any, str]:
+    """The backend's kernels, or None and the reason it cannot run."""
     if name not in _LOADED:
         try:
-            module = importlib.import_module(_MODULES[name][0])
+            module = _IMPORTERS[name]()
             reason = getattr(module, "UNAVAILABLE_REASON", None)
             _LOADED[name] = (None, reason) if reason else (module, "")
         except Exception as exc:  # ImportError, or a toolchain error raised at import
@@ -55,7 +96,7 @@ def _load(name: str) -> tuple[Optional[ModuleType], str]:
 
 
 def _runs_on(name: str, device_type: str) -> bool:
-    wanted_device = _MODULES[name][1]
+    wanted_device = CAPABILITIES[name].device
     # The Triton interpreter runs the same kernels on CPU tensors (tests, debugging).
     interpreted = name == "triton" and device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
     return wanted_device is None or wanted_device == device_type or interpreted
@@ -74,7 +115,7 @@ def resolve(requested: Optional[str], device: torch.device) -> str:
             source = "backend" if requested is not None else ENV_VAR
             raise ValueError(f"{source} must be one of {BACKENDS} or unset, got {forced!r}")
         if not _runs_on(forced, device.type):
-            raise ValueError(f"backend {forced!r} runs on {_MODULES[forced][1]} tensors, got tensors on {device}")
+            raise ValueError(f"backend {forced!r} runs on {CAPABILITIES[forced].device} tensors, got tensors on {device}")
         module, reason = _load(forced)
         if module is None:
             raise RuntimeError(f"backend {forced!r} was requested but cannot run here: {reason}")
@@ -85,23 +126,24 @@ def resolve(requested: Optional[str], device: torch.device) -> str:
     return "torch"
 
 
-def kernels(name: str) -> ModuleType:
+def kernels(name: str) -> Any:
+    """The kernels of backend ``name`` (attributes named as in :attr:`Capabilities.kernels`)."""
     module, reason = _load(name)
     if module is None:
         raise RuntimeError(f"backend {name!r} cannot run here: {reason}")
     return module
 
 
-def has_compress(name: str, mode: int, min_len: int = 1, max_len: int = 0) -> bool:
-    """Whether backend ``name`` runs a whole ``compress`` (scores, detection, spans, means)
-    in one call for this detection mode (``custom_ops.MODES``). A backend module offers
-    ``compress`` and, when it covers only some modes, ``supports_compress(mode, min_len,
-    max_len)``; otherwise the ops compose its three kernels."""
-    module = kernels(name)
-    if not hasattr(module, "compress"):
-        return False
-    supports = getattr(module, "supports_compress", None)
-    return supports is None or bool(supports(mode, min_len, max_len))
+def detects(name: str) -> bool:
+    """Whether backend ``name`` turns raw scores into a start mask in one kernel (padded input)."""
+    return CAPABILITIES[name].detect
+
+
+def compresses(name: str, mode: Mode, min_len: int = 1, max_len: int = 0) -> bool:
+    """Whether backend ``name`` runs a whole ``compress`` (spans and means, and for detection
+    modes scores and detection too) in one kernel for these settings (padded input)."""
+    caps = CAPABILITIES[name]
+    return mode in caps.compress_modes and (caps.compress_rules or (min_len <= 1 and max_len == 0))
 
 
 def available() -> dict[str, str]:

@@ -31,18 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (
-    acc_is_fp64,
-    check_float,
-    fixed_config,
-    length_bucket,
-    maybe_wrap,
-    next_pow2,
-    num_splits,
-    register_op,
-    tl,
-    triton,
-)
+from ._common import acc_is_fp64, check_float, fixed_config, length_bucket, next_pow2, num_splits, tl, triton
 
 # --------------------------------------------------------------------------- kernels
 
@@ -173,8 +162,8 @@ _FWD_CONFIGS = [
     (1, 256, 4, 4), (2, 256, 4, 4), (2, 512, 2, 8), (4, 128, 4, 4), (4, 256, 2, 4),
     (4, 512, 1, 8), (8, 128, 2, 4), (8, 256, 1, 8), (16, 64, 1, 4), (16, 128, 1, 4),
     (32, 64, 1, 4), (8, 64, 2, 2),
-    # larger tiles: fewer, longer-lived programs and more bytes in flight per program
-    # (H200, B=32 T=1500 D=1280 bf16: the tiles above peaked at ~75% of copy bandwidth)
+    # larger tiles: fewer, longer-lived programs and more bytes in flight per program, for
+    # large batches where the smaller tiles stay short of the copy bandwidth (docs/gpu-notes.md)
     (8, 256, 2, 8), (16, 256, 1, 8), (16, 256, 2, 8), (32, 128, 2, 8), (8, 512, 2, 8),
 ]
 _BWD_CONFIGS = [  # (BLOCK_S, BLOCK_T, BLOCK_D, num_warps)
@@ -212,12 +201,13 @@ def _fixed_bwd_config(dim: int, bucket: int) -> dict:
 # --------------------------------------------------------------------------- launchers
 
 
-def _launch_span_mean(x, starts, ends, *, wrap: bool = False, nsplit: int | None = None, out=None):
+def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, *, nsplit: int | None = None) -> torch.Tensor:
+    """``[R, S, D]`` means of ``x[r, starts[r, s]:ends[r, s]]`` (0 for an empty span).
+    ``nsplit`` overrides how many programs share a long span (tests of the split path)."""
     check_float("x", x)
     rows, frames, dim = x.shape
     spans = starts.shape[1]
-    if out is None:  # callers that pass `out` give a contiguous [rows, spans, dim] view
-        out = torch.empty((rows, spans, dim), dtype=x.dtype, device=x.device)
+    out = torch.empty((rows, spans, dim), dtype=x.dtype, device=x.device)
     if rows == 0 or spans == 0 or dim == 0:
         return out
     bucket = length_bucket(frames, spans)
@@ -230,23 +220,25 @@ def _launch_span_mean(x, starts, ends, *, wrap: bool = False, nsplit: int | None
     if fixed_config():
         cfg = _fixed_fwd_config(dim, bucket)
         grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), triton.cdiv(dim, cfg["BLOCK_D"]), nsplit)
-        maybe_wrap(_span_mean_fwd_kernel, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64, **cfg)
+        _span_mean_fwd_kernel[grid](*args, SPLIT=split, ACC_FP64=fp64, **cfg)
     else:
         def grid(meta):
             return (rows * triton.cdiv(spans, meta["BLOCK_S"]), triton.cdiv(dim, meta["BLOCK_D"]), nsplit)
 
-        maybe_wrap(_span_mean_fwd_tuned, wrap)[grid](*args, SPLIT=split, ACC_FP64=fp64)
+        _span_mean_fwd_tuned[grid](*args, SPLIT=split, ACC_FP64=fp64)
     if split:
         block_d = max(16, min(256, next_pow2(dim)))
         grid = (triton.cdiv(rows * spans, 4), triton.cdiv(dim, block_d))
-        maybe_wrap(_span_mean_combine_kernel, wrap)[grid](
+        _span_mean_combine_kernel[grid](
             ws, starts, ends, out, rows * spans, dim, nsplit,
             BLOCK_RS=4, BLOCK_D=block_d, ACC_FP64=fp64, num_warps=4,
         )
     return out
 
 
-def _launch_span_mean_backward(grad, starts, ends, num_frames: int, *, wrap: bool = False, nsplit: int | None = None):
+def span_mean_backward(grad: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, num_frames: int, *,
+                       nsplit: int | None = None) -> torch.Tensor:
+    """``[R, T, D]``: frame t inside span s gets ``grad[r, s] / len(s)``, other frames 0."""
     check_float("grad", grad)
     grad = grad.contiguous()
     rows, spans, dim = grad.shape
@@ -263,60 +255,10 @@ def _launch_span_mean_backward(grad, starts, ends, num_frames: int, *, wrap: boo
     if fixed_config():
         cfg = _fixed_bwd_config(dim, bucket)
         grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), triton.cdiv(dim, cfg["BLOCK_D"]), nsplit)
-        maybe_wrap(_span_mean_bwd_kernel, wrap)[grid](*args, ACC_FP64=fp64, **cfg)
+        _span_mean_bwd_kernel[grid](*args, ACC_FP64=fp64, **cfg)
     else:
         def grid(meta):
             return (rows * triton.cdiv(spans, meta["BLOCK_S"]), triton.cdiv(dim, meta["BLOCK_D"]), nsplit)
 
-        maybe_wrap(_span_mean_bwd_tuned, wrap)[grid](*args, ACC_FP64=fp64)
+        _span_mean_bwd_tuned[grid](*args, ACC_FP64=fp64)
     return out
-
-
-# --------------------------------------------------------------------------- plain backend API
-
-
-def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """``[R, S, D]`` means of ``x[r, starts[r, s]:ends[r, s]]`` (0 for an empty span)."""
-    return _launch_span_mean(x, starts, ends)
-
-
-def span_mean_backward(grad: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``[R, T, D]``: frame t inside span s gets ``grad[r, s] / len(s)``, other frames 0."""
-    return _launch_span_mean_backward(grad, starts, ends, num_frames)
-
-
-# --------------------------------------------------------------------------- torch.library ops
-
-
-def _register_ops():
-    def span_mean_backward_op(
-        grad: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, num_frames: int
-    ) -> torch.Tensor:
-        return _launch_span_mean_backward(grad, starts, ends, num_frames, wrap=True)
-
-    def span_mean_backward_fake(grad, starts, ends, num_frames):
-        return grad.new_empty(grad.shape[0], num_frames, grad.shape[2])
-
-    def span_mean_op(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-        return _launch_span_mean(x, starts, ends, wrap=True)
-
-    def span_mean_fake(x, starts, ends):
-        return x.new_empty(x.shape[0], starts.shape[1], x.shape[2])
-
-    backward_op = register_op("triton_span_mean_backward", span_mean_backward_op, span_mean_backward_fake)
-    forward_op = register_op("triton_span_mean", span_mean_op, span_mean_fake)
-
-    def setup_context(ctx, inputs, output):
-        x, starts, ends = inputs
-        ctx.save_for_backward(starts, ends)
-        ctx.num_frames = x.shape[1]
-
-    def backward(ctx, grad):
-        starts, ends = ctx.saved_tensors
-        return backward_op(grad.contiguous(), starts, ends, ctx.num_frames), None, None
-
-    forward_op.register_autograd(backward, setup_context=setup_context)
-    return forward_op, backward_op
-
-
-span_mean_op, span_mean_backward_op = _register_ops()

@@ -3,6 +3,8 @@
 
 #include <torch/extension.h>
 
+#include <tuple>
+
 namespace lalm_fast {
 namespace cpu {
 
@@ -18,16 +20,17 @@ at::Tensor span_mean_backward(const at::Tensor& grad, const at::Tensor& starts, 
 // x [R, T, D], lengths [R] int64 -> [R, T] fp32 (fp64 for fp64)
 at::Tensor boundary_scores(const at::Tensor& x, const at::Tensor& lengths);
 
-// Start mask [R, T] bool from raw scores [R, T]; mode 0 peak (param = prominence),
-// 1 threshold, 2 rate; max_len 0 = none. Decisions identical to lalm_fast/ops/_detect.py.
+// Start mask [R, T] bool from raw scores [R, T]; mode (csrc/modes.h) peak, threshold or rate,
+// param its prominence, threshold or rate; max_len 0 = none. Decisions identical to
+// lalm_fast/ops/_detect.py.
 at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths, int64_t mode, double param,
                              int64_t min_len, int64_t max_len);
-// One call from x to tokens: {values [B, S, D], starts [B, S], ends [B, S], counts [B]}.
-// Modes 0-2 fuse scores + detection + pooling; 3 uniform pooling and 4 downsampling by
-// k = param (arithmetic spans, no scores); 5 pools the segments of a given start mask.
-std::vector<at::Tensor> compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
-                                 int64_t min_len, int64_t max_len, int64_t num_out,
-                                 const c10::optional<at::Tensor>& boundaries);
+// One call from x to tokens: (values [B, S, D], starts [B, S], ends [B, S], counts [B]).
+// Detection modes fuse scores + detection + pooling; uniform pooling and downsampling by
+// k = param build their spans arithmetically; given pools the segments of a start mask.
+using CompressResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
+                        int64_t min_len, int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries);
 
 }  // namespace cpu
 }  // namespace lalm_fast

@@ -5,12 +5,12 @@
 // (at::cuda::getCurrentCUDAStream), so the ops are asynchronous, CUDA-graph capturable and
 // never sync the host. It needs a CUDA build of torch; the kernels themselves are built
 // (and compiled in CI with `nvcc -c`) without torch.
-#include "cuda_ops.h"
+#include "ops.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "lalm_cuda_kernels.h"
+#include "kernels.h"
 
 namespace {
 
@@ -107,14 +107,20 @@ at::Tensor boundary_scores_cuda(const at::Tensor& x_in, const at::Tensor& length
 
 }  // namespace
 
-void register_cuda_ops(pybind11::module_& m) {
-  m.def("span_mean_cuda", &span_mean_cuda,
+namespace lalm_fast {
+namespace cuda {
+
+void bind(pybind11::module_ m) {
+  m.def("span_mean", &span_mean_cuda,
         "Span means [R, S, D] of x [R, T, D] over [starts, ends) (CUDA fallback; 0 for empty spans)",
         pybind11::arg("x"), pybind11::arg("starts"), pybind11::arg("ends"));
-  m.def("span_mean_backward_cuda", &span_mean_backward_cuda,
+  m.def("span_mean_backward", &span_mean_backward_cuda,
         "Gradient [R, T, D] of span_mean w.r.t. x (CUDA fallback)", pybind11::arg("grad"), pybind11::arg("starts"),
         pybind11::arg("ends"), pybind11::arg("num_frames"));
-  m.def("boundary_scores_cuda", &boundary_scores_cuda,
+  m.def("boundary_scores", &boundary_scores_cuda,
         "1 - cos(x[t-1], x[t]) for 1 <= t < lengths, else 0; [R, T] float32 (CUDA fallback)", pybind11::arg("x"),
         pybind11::arg("lengths"));
 }
+
+}  // namespace cuda
+}  // namespace lalm_fast

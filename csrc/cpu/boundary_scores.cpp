@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ops_cpu.h"
+#include "ops.h"
 #include "row_math.h"
 
 namespace lalm_fast {

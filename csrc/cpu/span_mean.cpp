@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #endif
 
-#include "ops_cpu.h"
+#include "ops.h"
 #include "row_math.h"
 
 namespace lalm_fast {

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import torch
 
-from ._common import acc_is_fp64, check_float, fixed_config, maybe_wrap, next_pow2, register_op, tl, triton
+from lalm_fast.ops.reference import COSINE_EPS
 
-COSINE_EPS = 1e-8
+from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, tl, triton
 
 
 @triton.jit(do_not_specialize=["T"])
 def _boundary_scores_kernel(
     x_ptr, lengths_ptr, out_ptr,
     T, D, stride_xr, stride_xt,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, ACC_FP64: tl.constexpr,
+    EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, ACC_FP64: tl.constexpr,
 ):
     r = tl.program_id(0).to(tl.int64)
     t = (tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
@@ -47,7 +47,7 @@ def _boundary_scores_kernel(
         dot += tl.sum(a * b, axis=1)
         na += tl.sum(a * a, axis=1)
         nb += tl.sum(b * b, axis=1)
-    norms = tl.maximum(tl.sqrt(na), 1e-8) * tl.maximum(tl.sqrt(nb), 1e-8)
+    norms = tl.maximum(tl.sqrt(na), EPS) * tl.maximum(tl.sqrt(nb), EPS)
     score = 1.0 - dot / norms
     score = tl.where(valid, score, 0.0)
     tl.store(out_ptr + r * T + t, score.to(out_ptr.dtype.element_ty), mask=t < T)
@@ -68,7 +68,8 @@ def _fixed_config(dim: int) -> dict:
     return dict(BLOCK_T=16, BLOCK_D=block_d, num_warps=4)
 
 
-def _launch_boundary_scores(x, lengths, *, wrap: bool = False):
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0."""
     check_float("x", x)
     rows, frames, dim = x.shape
     out_dtype = torch.float64 if acc_is_fp64(x.dtype) else torch.float32
@@ -78,33 +79,13 @@ def _launch_boundary_scores(x, lengths, *, wrap: bool = False):
     if dim == 0:  # every norm is clamped to eps and every dot is 0: score 1 inside, 0 outside
         t = torch.arange(frames, device=x.device)
         return ((t[None, :] >= 1) & (t[None, :] < lengths[:, None])).to(out_dtype)
-    kernel = _boundary_scores_kernel
-    if not fixed_config():
-        kernel = _boundary_scores_tuned
-    kernel = maybe_wrap(kernel, wrap)
     args = (x, lengths, out, frames, dim, x.stride(0), x.stride(1))
     fp64 = acc_is_fp64(x.dtype)
     if fixed_config():
         cfg = _fixed_config(dim)
-        kernel[(rows, triton.cdiv(frames, cfg["BLOCK_T"]))](*args, ACC_FP64=fp64, **cfg)
+        _boundary_scores_kernel[(rows, triton.cdiv(frames, cfg["BLOCK_T"]))](*args, EPS=COSINE_EPS, ACC_FP64=fp64, **cfg)
     else:
-        kernel[lambda meta: (rows, triton.cdiv(frames, meta["BLOCK_T"]))](*args, ACC_FP64=fp64)
+        grid = lambda meta: (rows, triton.cdiv(frames, meta["BLOCK_T"]))
+        _boundary_scores_tuned[grid](*args, EPS=COSINE_EPS, ACC_FP64=fp64)
     return out
 
-
-def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0."""
-    return _launch_boundary_scores(x, lengths)
-
-
-def _register_ops():
-    def boundary_scores_op(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return _launch_boundary_scores(x, lengths, wrap=True)
-
-    def boundary_scores_fake(x, lengths):
-        return x.new_empty(x.shape[:2], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-
-    return register_op("triton_boundary_scores", boundary_scores_op, boundary_scores_fake)
-
-
-boundary_scores_op = _register_ops()

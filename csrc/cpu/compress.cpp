@@ -1,0 +1,138 @@
+// One call from x to tokens on CPU: spans (detected, every k-th frame or given), then means.
+//
+// Detection works on blocks of samples small enough to stay in the last-level cache:
+// scores (one read of x), detection, then pooling (a second read, served from cache), so
+// segment_compress costs little more than one pass over x from memory.
+#include <ATen/Parallel.h>
+
+#include "detector.h"
+#include "ops.h"
+#include "row_math.h"
+
+namespace lalm_fast {
+namespace cpu {
+
+namespace {
+
+// Spans of one sample's segments into row r of starts/ends; returns the token count.
+int64_t write_spans(const std::vector<char>& start, int64_t length, int64_t num_out, int64_t* st, int64_t* en) {
+  int64_t count = 0;
+  for (int64_t t = 0; t < length; ++t) {
+    if (!start[t]) continue;
+    if (count < num_out) st[count] = t;
+    if (count >= 1 && count <= num_out) en[count - 1] = t;
+    ++count;
+  }
+  const int64_t used = std::min(count, num_out);
+  if (used > 0) en[used - 1] = length;  // the last token runs to the end (and absorbs any surplus)
+  for (int64_t s = used; s < num_out; ++s) st[s] = en[s] = length;
+  return used;
+}
+
+template <typename scalar_t>
+void compress_impl(const at::Tensor& x, const at::Tensor& lengths, const Detector<typename AccType<scalar_t>::type>& det,
+                   at::Tensor& values, at::Tensor& starts, at::Tensor& ends, at::Tensor& counts) {
+  using acc_t = typename AccType<scalar_t>::type;
+  const int64_t batch = x.size(0), frames = x.size(1), dim = x.size(2), num_out = starts.size(1);
+  // Samples per block: keep a block's frames (up to 16 MiB, half a typical server L3) in the
+  // last-level cache between the scoring pass and the pooling pass.
+  const int64_t sample_bytes = std::max<int64_t>(1, frames * dim * static_cast<int64_t>(sizeof(scalar_t)));
+  const int64_t block = std::max<int64_t>(1, (int64_t{16} << 20) / sample_bytes);
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  int64_t* sp = starts.data_ptr<int64_t>();
+  int64_t* ep = ends.data_ptr<int64_t>();
+  int64_t* cp = counts.data_ptr<int64_t>();
+  for (int64_t b0 = 0; b0 < batch; b0 += block) {
+    const int64_t b1 = std::min(batch, b0 + block);
+    at::Tensor x_block = x.slice(0, b0, b1);
+    at::Tensor l_block = lengths.slice(0, b0, b1), st_block = starts.slice(0, b0, b1), en_block = ends.slice(0, b0, b1);
+    at::Tensor raw = boundary_scores(x_block, l_block);
+    const acc_t* rp = raw.data_ptr<acc_t>();
+    at::parallel_for(b0, b1, 1, [&](int64_t begin, int64_t end) {
+      std::vector<char> start(frames);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
+        det.run(rp + (b - b0) * frames, length, start);
+        cp[b] = write_spans(start, length, num_out, sp + b * num_out, ep + b * num_out);
+      }
+    });
+    at::Tensor v_block = values.slice(0, b0, b1);
+    span_mean_into(x_block, st_block, en_block, v_block);
+  }
+}
+
+// Windows of k frames (or their first frame): plain arithmetic, no scores needed.
+void every_kth_spans(const at::Tensor& lengths, int64_t frames, int64_t k, bool single_frame, at::Tensor& starts,
+                     at::Tensor& ends, at::Tensor& counts) {
+  const int64_t num_out = starts.size(1);
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
+  for (int64_t b = 0; b < lengths.size(0); ++b) {
+    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
+    cp[b] = std::min(num_out, (length + k - 1) / k);
+    for (int64_t s = 0; s < num_out; ++s) {
+      const int64_t first = std::min(s * k, length);
+      sp[b * num_out + s] = first;
+      ep[b * num_out + s] = std::min(first + (single_frame ? 1 : k), length);
+    }
+  }
+}
+
+// Segments from a caller's start mask [B, T] (frame 0 always starts one; padding ignored).
+void given_spans(const at::Tensor& boundaries, const at::Tensor& lengths, int64_t frames, at::Tensor& starts,
+                 at::Tensor& ends, at::Tensor& counts) {
+  TORCH_CHECK(boundaries.device().is_cpu() && boundaries.scalar_type() == at::kBool && boundaries.dim() == 2 &&
+                  boundaries.size(0) == lengths.size(0) && boundaries.size(1) == frames,
+              "boundaries must be a bool [B, T] CPU tensor");
+  const at::Tensor mask = boundaries.contiguous();
+  const bool* mp = mask.data_ptr<bool>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  const int64_t num_out = starts.size(1);
+  int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
+  std::vector<char> start(frames);
+  for (int64_t b = 0; b < lengths.size(0); ++b) {
+    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
+    for (int64_t t = 0; t < length; ++t) start[t] = t == 0 || mp[b * frames + t];
+    cp[b] = write_spans(start, length, num_out, sp + b * num_out, ep + b * num_out);
+  }
+}
+
+}  // namespace
+
+CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
+                        int64_t min_len, int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries) {
+  const Mode checked = checked_mode(mode, param, min_len, max_len, true);
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
+  TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
+              "lengths must be int64 [B]");
+  TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
+  TORCH_CHECK((checked == Mode::kGiven) == boundaries.has_value(), "boundaries are needed by mode 5 and only by it");
+  const at::Tensor lens = lengths.contiguous();
+  at::Tensor values = at::empty({x.size(0), num_out, x.size(2)}, x.options());
+  if (values.numel() != 0) advise_huge_pages(values);
+  at::Tensor starts = at::empty({x.size(0), num_out}, lens.options());
+  at::Tensor ends = at::empty({x.size(0), num_out}, lens.options());
+  at::Tensor counts = at::zeros({x.size(0)}, lens.options());
+  if (num_out == 0 || x.size(0) == 0) return {values, starts, ends, counts};
+  if (checked == Mode::kUniform || checked == Mode::kDownsample) {
+    TORCH_CHECK(param == std::floor(param), "k must be an integer, got ", param);
+    every_kth_spans(lens, x.size(1), static_cast<int64_t>(param), checked == Mode::kDownsample, starts, ends, counts);
+    span_mean_into(x, starts, ends, values);
+    return {values, starts, ends, counts};
+  }
+  if (checked == Mode::kGiven) {
+    given_spans(*boundaries, lens, x.size(1), starts, ends, counts);
+    span_mean_into(x, starts, ends, values);
+    return {values, starts, ends, counts};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_compress_cpu", [&] {
+    using acc_t = typename AccType<scalar_t>::type;
+    const Detector<acc_t> det{checked, param, min_len, max_len};
+    compress_impl<scalar_t>(x, lens, det, values, starts, ends, counts);
+  });
+  return {values, starts, ends, counts};
+}
+
+}  // namespace cpu
+}  // namespace lalm_fast

@@ -1,0 +1,20 @@
+// How a compression kernel finds its segments. Same numbering as lalm_fast/ops/modes.py
+// (a test compares the two).
+#pragma once
+
+#include <cstdint>
+
+namespace lalm_fast {
+
+enum class Mode : int64_t {
+  kPeak = 0,        // boundary-score peaks with a prominence threshold (param = prominence)
+  kThreshold = 1,   // boundary score above a fixed threshold (param = threshold)
+  kRate = 2,        // exactly ceil(L / rate) segments at the highest scores (param = rate)
+  kUniform = 3,     // windows of k frames (param = k)
+  kDownsample = 4,  // the first frame of each window of k frames (param = k)
+  kGiven = 5,       // the segments a caller's start mask opens
+};
+
+inline bool detects(Mode mode) { return mode == Mode::kPeak || mode == Mode::kThreshold || mode == Mode::kRate; }
+
+}  // namespace lalm_fast

@@ -1,0 +1,113 @@
+"""Fused threshold segmentation + segment means: the triton backend's ``compress``.
+
+``compress(x, lengths, Mode.THRESHOLD, threshold, 1, 0, num_out)`` returns
+``(values [R, S, D], starts [R, S], ends [R, S], counts [R])`` with ``S = num_out``:
+
+- segment starts are frame 0 (when ``lengths[r] > 0``) and every frame ``1 <= t < L``
+  whose boundary score ``1 - cos(x[t-1], x[t])`` is ``> threshold``;
+- ``values`` are the segment means (fp32 accumulation), ``ends[s]`` is the next start (or
+  ``L`` for the last segment);
+- if a sample has more than ``num_out`` segments, the last output row absorbs the rest
+  (its end is ``L``); ``counts[r] = min(#segments, num_out)``;
+- rows ``s >= counts[r]`` have ``starts = ends = L`` and zero values.
+
+Reference: ``reference.boundary_scores`` + ``> threshold`` + ``reference.span_mean``.
+
+Three launches, two passes over ``x`` (plus a scan over the ``[R, T]`` fp32 scores):
+
+1. ``boundary_scores`` reads ``x`` once (its ``x[t-1]`` reads hit L1/L2) and writes scores.
+2. ``_threshold_spans_kernel`` (one program per row, no ``x`` traffic) scans the scores:
+   boundary flags -> running count (``tl.cumsum`` with a carry across ``T`` tiles) ->
+   ``starts``/``ends`` scattered to their output rows, trailing rows filled with ``L``.
+3. ``span_mean`` reads ``x`` again and writes the means.
+
+Why not one pass: the output row of a frame is the number of boundaries before it, a
+prefix count over time that depends on full-``D`` dot products of *all earlier* frames.
+A single pass would need either one program per row (only ``R`` programs, far fewer than
+the GPU's SMs for a typical batch) or a cross-program decoupled look-back scan, which needs
+atomics / spin-waits on flags (ruled out: no atomics, deterministic, graph-safe). The cost
+of step 3 is a second read of ``x``, served from L2 when ``x`` fits there. Measurements of
+this trade, including L2-sized row groups, are in ``docs/gpu-notes.md``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lalm_fast.ops.modes import Mode
+
+from ._common import check_float, next_pow2, tl, triton
+from .boundary_scores import boundary_scores
+from .span_mean import span_mean
+
+
+@triton.jit(do_not_specialize=["T", "NUM_OUT"])
+def _threshold_spans_kernel(
+    scores_ptr, lengths_ptr, starts_ptr, ends_ptr, counts_ptr,
+    T, NUM_OUT, threshold,
+    BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    r = tl.program_id(0).to(tl.int64)
+    length = tl.load(lengths_ptr + r)
+    srow = starts_ptr + r * NUM_OUT
+    erow = ends_ptr + r * NUM_OUT
+    carry = tl.zeros((), dtype=tl.int64)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        sc = tl.load(scores_ptr + r * T + t, mask=t < T, other=0.0)
+        # (t == 0) & (t < length), not (length > 0): the interpreter mis-types bool scalar & bool block
+        flag = (t < length) & ((t == 0) | (sc > threshold))
+        f = flag.to(tl.int64)
+        ids = tl.cumsum(f, axis=0) + carry - 1  # output row of the segment starting at t
+        tl.store(srow + ids, t, mask=flag & (ids < NUM_OUT))
+        # the previous segment ends where this one starts, unless it is the last row,
+        # which absorbs every later segment
+        tl.store(erow + ids - 1, t, mask=flag & (ids >= 1) & (ids < NUM_OUT))
+        carry += tl.sum(f, axis=0)
+    nvalid = tl.minimum(carry, NUM_OUT)
+    one = tl.arange(0, 1)  # 1-element vectors: scalar masked stores are not portable
+    tl.store(erow + nvalid - 1 + one, length + one, mask=(nvalid + one) > 0)
+    for s0 in range(0, NUM_OUT, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        m = (s >= nvalid) & (s < NUM_OUT)
+        fill = tl.zeros((BLOCK_S,), dtype=tl.int64) + length
+        tl.store(srow + s, fill, mask=m)
+        tl.store(erow + s, fill, mask=m)
+    tl.store(counts_ptr + r + one, nvalid + one)
+
+
+def _threshold_spans(scores, lengths, threshold: float, num_out: int):
+    rows, frames = scores.shape
+    index = dict(dtype=torch.int64, device=scores.device)
+    starts, ends = torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index)
+    counts = torch.empty((rows,), **index)
+    if rows == 0:
+        return starts, ends, counts
+    block_t = max(16, min(1024, next_pow2(frames)))
+    block_s = max(16, min(1024, next_pow2(num_out)))
+    _threshold_spans_kernel[(rows,)](
+        scores, lengths, starts, ends, counts, frames, num_out, float(threshold),
+        BLOCK_T=block_t, BLOCK_S=block_s, num_warps=4,
+    )
+    return starts, ends, counts
+
+
+def supports(mode: int, min_len: int, max_len: int) -> bool:
+    """The fused kernel covers threshold detection without ``min_len`` / ``max_len`` rules."""
+    return mode == Mode.THRESHOLD and min_len <= 1 and max_len == 0
+
+
+def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int, max_len: int,
+             num_out: int, boundaries=None):
+    """``(values, starts, ends, counts)`` of threshold segmentation (``param`` = threshold);
+    see the module docstring. No host sync; output sizes from ``num_out``."""
+    if not supports(mode, min_len, max_len) or boundaries is not None:
+        raise ValueError(f"the triton compress covers threshold mode only (mode={mode}, min_len={min_len}, "
+                         f"max_len={max_len})")
+    check_float("x", x)
+    num_out = int(num_out)
+    if num_out < 1:
+        raise ValueError(f"num_out must be >= 1, got {num_out}")
+    scores = boundary_scores(x, lengths)
+    starts, ends, counts = _threshold_spans(scores, lengths, param, num_out)
+    return span_mean(x, starts, ends), starts, ends, counts

@@ -1,0 +1,91 @@
+"""Scoring a trained :class:`~lalm_fast.models.AudioLM` on a dataset: loss, and WER / BLEU of greedy
+decoding; what periodic evaluation during training and ``lalm-fast eval`` run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from lalm_fast.data import read_manifest
+from lalm_fast.evaluate.metrics import EvalReport, audio_tokens_per_second, bleu, wer
+from lalm_fast.training.config import DataSpec, saved_spec
+from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, is_translation
+from lalm_fast.training.models import load_trained
+
+__all__ = ["decode_metrics", "evaluate_model", "evaluate_to_files"]
+
+
+@torch.no_grad()
+def evaluate_model(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int] = None) -> dict:
+    """Token-weighted mean loss over ``dataset``, and WER (or BLEU for translation) of greedy
+    decoding on its first ``generate`` utterances (default ``data_spec.eval_generate``)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, tokens, audio_tokens, seconds = 0.0, 0, 0, 0.0
+    for indices in epoch_batches(dataset.durations, data_spec, seed=0, epoch=0):
+        batch = dataset.load(indices)
+        if batch is None:
+            continue
+        audio, lengths, targets, batch_seconds = batch
+        out = model(**audio_inputs(dataset, audio, lengths), tasks=batch.tasks, targets=targets)
+        n = int((out.inputs.labels[:, 1:] != -100).sum())  # the LM's loss is a mean over shifted targets
+        loss_sum, tokens = loss_sum + out.loss.item() * n, tokens + n
+        audio_tokens, seconds = audio_tokens + int(out.inputs.audio_lengths.sum()), seconds + batch_seconds
+    result = {"loss": loss_sum / max(tokens, 1),
+              "audio_tokens_per_second": audio_tokens_per_second(audio_tokens, seconds) if seconds else None}
+    result.update(decode_metrics(model, dataset, data_spec, generate))
+    model.train(was_training)
+    return result
+
+
+def decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optional[int],
+                   progress: Optional[str] = None) -> dict:
+    """Greedy decoding of the first ``generate`` utterances in batches: WER and/or BLEU (by task),
+    4 samples, and every ``decoded`` id / reference / hypothesis. ``progress``: a tqdm label."""
+    from tqdm.auto import tqdm
+
+    count = min(len(dataset.utterances), data_spec.eval_generate if generate is None else generate)
+    references, hypotheses, kinds, ids = [], [], [], []
+    step = data_spec.batch_size or 8
+    for start in tqdm(range(0, count, step), desc=progress, unit="batch", disable=progress is None,
+                      leave=False, dynamic_ncols=True):
+        indices = list(range(start, min(start + step, count)))
+        batch = dataset.load(indices)
+        if batch is None:
+            continue
+        audio, lengths, targets, _ = batch
+        hypotheses += model.generate(**audio_inputs(dataset, audio, lengths), tasks=batch.tasks,
+                                     max_new_tokens=data_spec.max_new_tokens)
+        references += targets
+        kinds += ["bleu" if is_translation(task) else "wer" for task in batch.tasks]
+        ids += batch.ids
+    if not references:
+        return {}
+    result: dict[str, Any] = {}
+    for kind, score in (("wer", wer), ("bleu", bleu)):
+        pairs = [(r, h) for r, h, k in zip(references, hypotheses, kinds) if k == kind]
+        if pairs:
+            result[kind] = score([r for r, _ in pairs], [h for _, h in pairs])
+    result["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:4]]
+    result["decoded"] = [{"id": i, "reference": r, "hypothesis": h} for i, r, h in zip(ids, references, hypotheses)]
+    return result
+
+
+def evaluate_to_files(model_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str | os.PathLike,
+                      generate: Optional[int] = None, skip_bad: bool = False) -> dict:
+    """``lalm-fast eval``: score a trained model on a manifest; writes eval.json + eval.md."""
+    model, spec = load_trained(model_dir)
+    data_spec = saved_spec(model_dir, "data")
+    data_spec.skip_bad = skip_bad
+    dataset = Dataset(read_manifest(manifest), spec, data_spec)
+    result = evaluate_model(model, dataset, data_spec, len(dataset.utterances) if generate is None else generate)
+    report = EvalReport(f"{Path(manifest).name}: {model_dir}")
+    report.add(f"{spec.encoder} + {spec.lm}, {model.compressor!r}",
+               audio_tokens_per_second=result["audio_tokens_per_second"], wer=result.get("wer"),
+               bleu=result.get("bleu"), loss=round(result["loss"], 4), skipped=dataset.loader.skips.total)
+    out_dir = Path(out_dir)
+    report.save(out_dir / "eval.json", out_dir / "eval.md")
+    return result

@@ -1,0 +1,98 @@
+"""Checkpoints of a training run: the trainable weights, optimiser, scheduler, RNG states and the
+position in the data stream, written atomically so a resumed run takes the same steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lalm_fast.data.files import atomic_directory
+
+__all__ = ["CHECKPOINT", "STEP_FILE", "Position", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
+CHECKPOINT = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass
+class Position:
+    step: int = 0       # optimizer steps done
+    epoch: int = 0      # position in the data stream at that step
+    batch: int = 0
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, position: Position, model, optimizer, scheduler, keep_last: int) -> Path:
+    """Write ``folder/step-NNNNNNNN`` atomically: files go to a temporary folder, ``step.json``
+    last, then one ``os.replace``; a crash leaves the previous checkpoints as they were."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"step-{position.step:08d}"
+    if (target / STEP_FILE).exists():
+        return target  # this step is saved already (e.g. the final save after a periodic one)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of the same step
+    with atomic_directory(target) as staging:
+        save_file(_trainable_state(model), staging / "trainable.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                   staging / "state.pt")
+        (staging / STEP_FILE).write_text(json.dumps(asdict(position)))
+    for old in _complete_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and (p / STEP_FILE).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint of a run, or None."""
+    found = _complete_checkpoints(Path(output_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
+    from safetensors.torch import load_file
+
+    weights = load_file(path / "trainable.safetensors")
+    expected = set(_trainable_state(model))
+    if set(weights) != expected:
+        raise ValueError(f"{path}: checkpoint weights do not match the model's trainable parameters "
+                         f"(missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]})")
+    model.load_state_dict(weights, strict=False)
+    state = torch.load(path / "state.pt", weights_only=False)  # our own file: holds numpy RNG state
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return Position(**json.loads((path / STEP_FILE).read_text()))

@@ -1,0 +1,234 @@
+"""The training loop: one code path for one CPU, one GPU or many GPUs (``accelerate launch``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lalm_fast.data import SkipReport, whisper_encode_fn
+from lalm_fast.data.files import atomic_write
+from lalm_fast.training.checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+from lalm_fast.training.config import TRAIN_SPEC_FILE, DataSpec, OptimSpec, TrainConfig
+from lalm_fast.training.ctc_warmup import ctc_warmup
+from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
+from lalm_fast.training.models import build_model
+
+__all__ = ["TrainResult", "train"]
+
+
+def _optimizer(model, spec: OptimSpec) -> torch.optim.Optimizer:
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_projector = name.startswith("projector.")
+        decays = param.ndim >= 2
+        key = (is_projector, decays)
+        groups.setdefault(key, {"params": [], "lr": spec.lr * (spec.projector_lr_scale if is_projector else 1.0),
+                                "weight_decay": spec.weight_decay if decays else 0.0})["params"].append(param)
+    return torch.optim.AdamW([groups[key] for key in sorted(groups)], lr=spec.lr)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float]                     # training loss of each optimizer step run in this call
+    evals: list[dict]
+    skips: SkipReport
+    final_dir: Optional[Path]
+    output_dir: Path
+    warmup: Optional[dict] = None           # ctc_warmup's summary when it ran (or was loaded) in this call
+
+
+class _Stream:
+    """Micro-batches in a fixed order: this process's share of each epoch's batches, epoch after epoch."""
+
+    def __init__(self, dataset: Dataset, data_spec: DataSpec, seed: int, rank: int, world: int):
+        self.dataset, self.data_spec, self.seed, self.rank, self.world = dataset, data_spec, seed, rank, world
+        self._plans: dict[int, list[list[int]]] = {}
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._plans:
+            batches = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
+            usable = len(batches) // self.world * self.world  # every process takes the same number of steps
+            if usable == 0:
+                raise ValueError(f"{len(batches)} batch(es) per epoch cannot be shared by {self.world} processes")
+            self._plans = {epoch: batches[self.rank:usable:self.world]}
+        return self._plans[epoch]
+
+    def next(self, position: Position) -> list[int]:
+        """The micro-batch at ``position`` (advanced in place)."""
+        if position.batch >= len(self._plan(position.epoch)):
+            position.epoch, position.batch = position.epoch + 1, 0
+        indices = self._plan(position.epoch)[position.batch]
+        position.batch += 1
+        return indices
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train per ``config``; with ``resume``, continue from the newest complete checkpoint in
+    ``config.run.output_dir`` (same data order and RNG, so the same result as one run)."""
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    run, optim = config.run, config.optim
+    output_dir = Path(run.output_dir)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
+    model = build_model(config.model)
+    optimizer = _optimizer(model, optim)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, optim.total_steps)
+    # The scheduler stays outside prepare(): accelerate would step it once per process.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    cache, encode = None, None
+    if uses_cache(config.model, config.data):  # encode on the training device, after prepare()
+        cache = feature_cache(config.model, config.data, output_dir)
+        encode = whisper_encode_fn(core.encoder, config.model.window_seconds, config.model.mel_bins,
+                                   accelerator.device)
+    # The main process writes synthetic clips and encodes missing cache entries first; the others
+    # then find them (FeatureCache writes are atomic either way).
+    with accelerator.main_process_first():
+        train_set = open_dataset(config.data.train, config.model, config.data, output_dir, cache, encode)
+        eval_set = (open_dataset(config.data.eval, config.model, config.data, output_dir, cache, encode)
+                    if config.data.eval else None)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    warmup = None
+    if config.align.ctc_steps > 0 and checkpoint is None:
+        warmup = ctc_warmup(core, train_set, config, output_dir,
+                            progress=run.progress and accelerator.is_main_process)
+    position = load_checkpoint(checkpoint, core, optimizer, scheduler) if checkpoint else _fresh_start(run.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output_dir / "config.json") as handle:
+            json.dump(config.to_dict(), handle, indent=2)
+    stream = _Stream(train_set, config.data, run.seed, accelerator.process_index, accelerator.num_processes)
+    loop = _Loop(config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir)
+    loop.run(position)
+    final_dir = loop.save_final(position)
+    return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
+
+
+def _fresh_start(seed: int) -> Position:
+    torch.manual_seed(seed)  # dropout draws start from the run's seed, as a resume restores them
+    return Position()
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    if setting not in ("no", "bf16", "fp16"):
+        raise ValueError(f"run.mixed_precision must be auto, no, bf16 or fp16, got {setting!r}")
+    return setting
+
+
+class _Loop:
+    """The optimizer-step loop; on any error it saves the last completed step before re-raising,
+    so nothing already trained is lost (a bad file mid-epoch, Ctrl-C, ...)."""
+
+    def __init__(self, config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir):
+        self.config, self.accelerator, self.model = config, accelerator, model
+        self.optimizer, self.scheduler, self.stream, self.eval_set = optimizer, scheduler, stream, eval_set
+        self.output_dir, self.checkpoints = output_dir, output_dir / "checkpoints"
+        self.losses: list[float] = []
+        self.evals: list[dict] = []
+
+    def run(self, position: Position) -> None:
+        from tqdm.auto import tqdm
+
+        total = self.config.optim.total_steps
+        bar = tqdm(total=total, initial=position.step, desc="train",
+                   disable=not (self.config.run.progress and self.accelerator.is_main_process))
+        saved = Position(**asdict(position))
+        try:
+            while position.step < total:
+                trial = Position(**asdict(position))
+                loss = self._step(trial)
+                position.__dict__.update(asdict(trial))  # only a completed step moves the position
+                self.losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                self._periodic(position)
+        except BaseException:
+            if position.step > saved.step:
+                self._save(position)
+            raise
+        finally:
+            bar.close()
+
+    def _step(self, position: Position) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``."""
+        model, accum = self.model, self.config.optim.grad_accum
+        model.train()
+        total = 0.0
+        for micro in range(accum):
+            batch = self.stream.dataset.load(self.stream.next(position))
+            if batch is None:
+                continue  # every utterance of this micro-batch was skipped (counted) under skip_bad
+            audio, lengths, targets, _ = batch
+            inputs = audio_inputs(self.stream.dataset, audio, lengths)
+            # Gradients are all-reduced only on the last micro-batch.
+            sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(model)
+            with sync:
+                loss = model(**inputs, tasks=batch.tasks, targets=targets).loss / accum
+                self.accelerator.backward(loss)
+            total += loss.item()
+        if self.config.optim.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        position.step += 1
+        return total
+
+    def _periodic(self, position: Position) -> None:
+        run, step = self.config.run, position.step
+        if run.eval_every and step % run.eval_every == 0 and self.eval_set is not None:
+            self._evaluate(step)
+        if run.save_every and step % run.save_every == 0:
+            self._save(position)
+
+    def _evaluate(self, step: int) -> dict:
+        from lalm_fast.evaluate.model import evaluate_model  # lalm_fast.evaluate.model imports this package
+
+        result = evaluate_model(self.accelerator.unwrap_model(self.model), self.eval_set, self.config.data)
+        record = {"step": step, "loss": result["loss"], **_metric_summary(result)}
+        self.evals.append(record)
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        return record
+
+    def _save(self, position: Position) -> None:
+        if self.accelerator.is_main_process:
+            save_checkpoint(self.checkpoints, position, self.accelerator.unwrap_model(self.model), self.optimizer,
+                            self.scheduler, self.config.run.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    def save_final(self, position: Position) -> Optional[Path]:
+        """Last checkpoint, last evaluation, and ``final/`` (projector + LoRA + how to rebuild the bases)."""
+        self._save(position)
+        if self.eval_set is not None and not (self.evals and self.evals[-1]["step"] == position.step):
+            self._evaluate(position.step)
+        if not self.accelerator.is_main_process:
+            return None
+        final = self.output_dir / "final"
+        self.accelerator.unwrap_model(self.model).save_pretrained(final)
+        with atomic_write(final / TRAIN_SPEC_FILE) as handle:
+            json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
+        return final
+
+
+def _metric_summary(result: dict) -> dict:
+    summary = {}
+    if "wer" in result:
+        summary["wer"] = result["wer"].wer
+    if "bleu" in result:
+        summary["bleu"] = result["bleu"].score
+    if result.get("samples"):
+        summary["sample"] = result["samples"][0]
+    return summary
