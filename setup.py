@@ -1,5 +1,6 @@
 """Build lalm_fast._C (C++ CPU kernels, plus the CUDA fallback when a CUDA build of torch and a
-CUDA toolkit are present) and ship the Triton kernels in kernels/ as lalm_fast.kernels.
+CUDA toolkit are present); ship the Triton kernels in kernels/ as lalm_fast.kernels and the
+benchmark harness in bench/ as lalm_fast.bench (its committed results/ stay in the repository).
 
     pip install --no-build-isolation -e .     # torch must already be installed
 
@@ -8,6 +9,7 @@ FORCE_CUDA=1 builds the CUDA kernels even when no GPU is visible; FORCE_ONLY_CPU
 
 import glob
 import os
+import runpy
 
 from setuptools import find_packages, setup
 
@@ -48,23 +50,18 @@ def extension():
     )
 
 
+# The extras live in lalm_fast/extras.py, which the CLI also reads to name the extra a command lacks.
+EXTRAS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lalm_fast", "extras.py"))["EXTRAS"]
+
 setup(
     name="lalm-fast",
     version="0.1.0",
     description="Fused audio-token compression (segment pooling, boundary detection) for audio LLMs",
-    packages=find_packages(include=["lalm_fast", "lalm_fast.*"]) + ["lalm_fast.kernels"],
-    package_dir={"lalm_fast.kernels": "kernels"},
+    packages=find_packages(include=["lalm_fast", "lalm_fast.*"]) + ["lalm_fast.kernels", "lalm_fast.bench"],
+    package_dir={"lalm_fast.kernels": "kernels", "lalm_fast.bench": "bench"},
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy"],
-    extras_require={
-        "triton": ["triton"],
-        "hf": ["transformers>=5.0", "peft>=0.17"],  # lalm_fast.integrations (Qwen2-Audio, LoRA presets)
-        # lalm_fast.data and lalm_fast.evaluate (audio, features, caches, WER / BLEU)
-        "data": ["soundfile>=0.12", "scipy", "safetensors", "transformers>=5.0", "jiwer>=4.0", "sacrebleu>=2.4"],
-        # lalm_fast.train and the `lalm-fast train` / `lalm-fast eval` commands
-        "train": ["accelerate>=1.0", "peft>=0.17", "tqdm"],
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "scipy", "ninja"],
-    },
+    extras_require=EXTRAS,
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     entry_points={"console_scripts": ["lalm-fast=lalm_fast.cli:main"]},

@@ -1,4 +1,4 @@
-"""GPU microbenchmark of the Triton / CUDA kernels against PyTorch baselines (issue 3, item 4).
+"""GPU microbenchmark of the Triton / CUDA kernels against PyTorch baselines.
 
 Measures forward, backward and forward+backward of span means (uniform_pool and
 segment_pool layouts), boundary scores and the fused threshold segment_compress, with
@@ -9,11 +9,11 @@ eager reference composite (``lalm_fast.ops.reference``), ``torch.compile`` of th
 reference, ``nn.AvgPool1d`` (uniform only; it also averages padding) and a reshape-mean.
 B=1 latency under a CUDA graph is reported too.
 
-Rows are appended to ``bench/results/bench_gpu.csv`` with GPU name, versions and date; a
+Rows are appended to ``bench_gpu.csv`` in :func:`report.results_dir` with GPU name, versions and date; a
 bar chart of GB/s goes next to it as SVG (no plotting dependency needed).
 
-    python bench/bench_gpu.py                       # H100 target: B=32 T=1500 D=1280 bf16, rates 2,3,4
-    python bench/bench_gpu.py --dry-run             # CPU smoke test: tiny shapes, torch backend or the
+    lalm-fast bench kernels-gpu                     # H100 target: B=32 T=1500 D=1280 bf16, rates 2,3,4
+    lalm-fast bench kernels-gpu --dry-run           # CPU smoke test: tiny shapes, torch backend or the
                                                     # Triton interpreter when TRITON_INTERPRET=1
 """
 
@@ -22,22 +22,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = str(REPO / "bench")
-for path in (str(REPO), BENCH_DIR):  # bench/ is not a package: report.py loads from here
-    if path not in sys.path:
-        sys.path.insert(0, path)
+from lalm_fast.ops import reference as ref
+from lalm_fast.ops.modes import Mode
 
-import report  # noqa: E402  (bench/report.py, the shared result format)
-
-from lalm_fast.ops import reference as ref  # noqa: E402
-from lalm_fast.ops.modes import Mode  # noqa: E402
+from . import report
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SEGMENT_REDUCE_NOTE = "empty segment -> NaN on CUDA"
@@ -164,7 +157,8 @@ def main(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--dry-run", action="store_true", help="CPU smoke test with tiny shapes")
-    p.add_argument("--out", default=None, help="CSV to append to (default bench/results/bench_gpu.csv; "
+    p.add_argument("--out", default=None, help="CSV to append to (default bench_gpu.csv in bench/results of a checkout, "
+                   "else in ./bench-results; "
                    "no file in --dry-run unless given)")
     args = p.parse_args(argv)
 
@@ -177,7 +171,7 @@ def main(argv=None):
         if not torch.cuda.is_available():
             p.error("no CUDA device: run on a GPU, or pass --dry-run for a CPU smoke test")
         device = torch.device("cuda")
-    out_path = Path(args.out) if args.out else (None if args.dry_run else REPO / "bench" / "results" / "bench_gpu.csv")
+    out_path = Path(args.out) if args.out else (None if args.dry_run else Path(report.results_dir(), "bench_gpu.csv"))
 
     dtype = DTYPES[args.dtype]
     B, T, D = args.B, args.T, args.D
@@ -316,7 +310,7 @@ def main(argv=None):
 
 
 def summarize(rows) -> str:
-    """The issue-3 targets as a markdown table, from this run's rows only."""
+    """The GPU kernels' performance targets as a markdown table, from this run's rows only."""
     def find(op, impl, direction, rate, note=""):
         for r in rows:
             if (r["op"], r["impl"], r["direction"], str(r["rate"]), r["note"]) == (op, impl, direction, str(rate), note):

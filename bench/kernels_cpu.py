@@ -1,7 +1,7 @@
 """CPU kernel benchmark: lalm-fast's ops against baselines measured in the same run.
 
-    python bench/kernels_cpu.py            # full grid (a few minutes on 2 cores)
-    python bench/kernels_cpu.py --quick    # one small shape, seconds (CI smoke test)
+    lalm-fast bench kernels-cpu            # full grid (a few minutes on 2 cores)
+    lalm-fast bench kernels-cpu --quick    # one small shape, seconds (CI smoke test)
 
 For each shape (Whisper-tiny D=384 and Whisper-large D=1280 encoder outputs, T=1500 frames,
 B in {1, 8, 32}, rates 2-4, segment lengths drawn around the rate) it times:
@@ -12,9 +12,10 @@ B in {1, 8, 32}, rates 2-4, segment lengths drawn around the rate) it times:
 - segment_compress (scores + detection + pooling) vs segment_pool alone;
 - backward of each pooling op vs its forward.
 Prints one table of medians, GB/s, % of the copy bandwidth and every ratio, and appends the
-rows to bench/results/kernels_cpu.csv (shape by shape, so a cut-short run keeps what it measured)
-in the shared result format of bench/report.py: the common columns (suite, run_id, date, device,
-threads, versions), then dtype, shape, provider and times. Plot: python bench/report.py plot CSV --out PNG.
+rows to kernels_cpu.csv in :func:`report.results_dir` (shape by shape, so a cut-short run keeps
+what it measured) in the shared result format of report.py: the common columns (suite, run_id,
+date, device, threads, versions), then dtype, shape, provider and times.
+Plot: python -m lalm_fast.bench.report plot CSV --out PNG.
 """
 
 from __future__ import annotations
@@ -32,16 +33,11 @@ from torch.utils import benchmark
 
 import lalm_fast.ops as ops
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(BENCH_DIR, "results", "kernels_cpu.csv")
+from . import report
+
 SUITE = "kernels_cpu"
 # After report.COMMON_FIELDS (suite, run_id, date, device, threads, torch, triton, cuda, lalm_fast).
 FIELDS = ["dtype", "batch", "frames", "dim", "rate", "provider", "ms_median", "ms_p20", "ms_p80", "copy_gbps"]
-
-
-if BENCH_DIR not in sys.path:  # bench/ is not a package: its shared modules load from here
-    sys.path.insert(0, BENCH_DIR)
-import report  # noqa: E402  (bench/report.py, the shared result format)
 
 
 @dataclass
@@ -146,7 +142,7 @@ def ratios(t) -> dict[str, float]:
     return out
 
 
-TARGETS = {  # from issue 2: (ratio name, comparison, bound)
+TARGETS = {  # the kernels' performance targets: (ratio name, comparison, bound)
     "seg_vs_segment_reduce": (">=", 3.0),
     "seg_vs_eager": (">=", 1.5),
     "seg_over_copy": ("<=", 1.5),
@@ -175,8 +171,11 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    parser.add_argument("--csv", default=RESULTS, help="CSV to append rows to ('' to skip)")
+    parser.add_argument("--csv", help="CSV to append rows to ('' to skip; default kernels_cpu.csv in "
+                        "bench/results of a checkout, else in ./bench-results)")
     args = parser.parse_args(argv)
+    if args.csv is None:
+        args.csv = os.path.join(report.results_dir(), "kernels_cpu.csv")
     if args.quick:
         args.dims, args.batches, args.rates, args.frames, args.min_run_time = [41], [2], [3], 200, 0.05
     dtype = getattr(torch, args.dtype)
@@ -215,7 +214,7 @@ def main(argv=None) -> int:
                 rows += shape_rows
                 if args.csv:
                     report.append_rows(args.csv, shape_rows, report.COMMON_FIELDS + FIELDS)
-    print(f"\n{'ratio':<24} {'median':>7} {'worst':>7}  target (issue 2)")
+    print(f"\n{'ratio':<24} {'median':>7} {'worst':>7}  target")
     for name, value in worst.items():
         target = TARGETS.get(name)
         bound = f"{target[0]} {target[1]}" if target else ""
@@ -224,7 +223,7 @@ def main(argv=None) -> int:
               f"worst {meets(name, value) or '-'}")
     if args.csv:
         print(f"\nappended {len(rows)} rows to {args.csv} (run_id {meta['run_id']}); plot: "
-              f"python bench/report.py plot {args.csv} --out PNG")
+              f"python -m lalm_fast.bench.report plot {args.csv} --out PNG")
     return 0
 
 

@@ -5,13 +5,13 @@ Every CSV under ``bench/results/`` starts with the same columns, :data:`COMMON_F
 are appended, the header is written once, and every append replaces the file atomically
 (a reader or a killed run never leaves a torn file).
 
-API for a benchmark script (``bench/kernels_cpu.py``, ``bench/e2e.py``, ``bench/bench_gpu.py``);
-``bench/`` is not a package, so a script puts its own folder on ``sys.path`` first::
+Where results go (:func:`results_dir`): ``bench/results/`` in a source checkout; from an
+installed package (``lalm_fast.bench``), ``./bench-results/`` under the current directory, never
+site-packages. A suite's ``--csv`` / ``--out`` option overrides both.
 
-    BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-    if BENCH_DIR not in sys.path:
-        sys.path.insert(0, BENCH_DIR)
-    import report
+API for a benchmark module (``kernels_cpu``, ``e2e``, ``bench_gpu`` in this package)::
+
+    from . import report
 
     common = report.common_fields("kernels_gpu", device)   # suite, run_id, date, device, versions
     report.append_rows(path, [{**common, "op": ..., "ms_median": ...}])   # header once
@@ -19,9 +19,9 @@ API for a benchmark script (``bench/kernels_cpu.py``, ``bench/e2e.py``, ``bench/
 
 Command line::
 
-    python bench/report.py plot bench/results/e2e_cpu.csv --out bench/results/e2e_cpu.png
-    python bench/report.py plot bench/results/kernels_cpu.csv --out kernels.png --run all
-    python bench/report.py table bench/results/e2e_cpu.csv [--columns a,b,c]
+    python -m lalm_fast.bench.report plot bench/results/e2e_cpu.csv --out bench/results/e2e_cpu.png
+    python -m lalm_fast.bench.report plot bench/results/kernels_cpu.csv --out kernels.png --run all
+    python -m lalm_fast.bench.report table bench/results/e2e_cpu.csv [--columns a,b,c]
 
 ``plot`` draws the newest run in the file (``--run all`` or ``--run RUN_ID`` to choose) and
 knows each suite's layout: e2e (time to first token, prefill, KV cache and LLM-side memory
@@ -42,11 +42,21 @@ import sys
 import tempfile
 from typing import Iterable, Optional, Sequence
 
-__all__ = ["COMMON_FIELDS", "common_fields", "cpu_name", "device_name", "append_rows", "read_rows", "latest_run",
+__all__ = ["COMMON_FIELDS", "results_dir", "common_fields", "cpu_name", "device_name", "append_rows", "read_rows", "latest_run",
            "markdown_table", "plot", "main", "to_float"]
 
 # The columns every suite's CSV starts with, in this order.
 COMMON_FIELDS = ["suite", "run_id", "date", "device", "threads", "torch", "triton", "cuda", "lalm_fast"]
+
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def results_dir() -> str:
+    """``bench/results`` of the source checkout this package runs from, else ``./bench-results``."""
+    checkout_results = os.path.join(BENCH_DIR, "results")
+    in_checkout = os.path.isfile(os.path.join(os.path.dirname(BENCH_DIR), "setup.py"))
+    return checkout_results if in_checkout and os.path.isdir(checkout_results) else os.path.abspath("bench-results")
 
 
 def cpu_name() -> str:

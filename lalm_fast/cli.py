@@ -3,38 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import runpy
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lalm_fast import extras
 
-
-def _run_bench_script(name: str, argv: list[str]) -> int:
-    path = os.path.join(REPO_ROOT, "bench", name)
-    if not os.path.exists(path):
-        print(f"error: {path} not found; the benchmarks live in the source checkout "
-              "(install with `pip install --no-build-isolation -e .` from a clone)", file=sys.stderr)
-        return 2
-    module = runpy.run_path(path, run_name="lalm_fast_bench")
-    status = module["main"](argv)
-    return status if isinstance(status, int) else 0  # bench_gpu.py's main returns its rows
-
-
-# Suites and their scripts under bench/. "kernels" is the kernel benchmark of the default device:
-# bench/bench_gpu.py with CUDA, bench/kernels_cpu.py otherwise; the other two names force one.
-BENCH_SUITES = {"kernels": None, "kernels-cpu": "kernels_cpu.py", "kernels-gpu": "bench_gpu.py", "e2e": "e2e.py"}
+# Suites and their modules in lalm_fast.bench. "kernels" is the kernel benchmark of the default device:
+# bench_gpu with CUDA, kernels_cpu otherwise; the other two names force one.
+BENCH_SUITES = {"kernels": None, "kernels-cpu": "kernels_cpu", "kernels-gpu": "bench_gpu", "e2e": "e2e"}
 # Options that `lalm-fast bench` (no suite: every suite, one after the other) passes to each suite.
 SHARED_BENCH_OPTIONS = {"--quick"}
 
 
-def _bench_script(suite: str) -> str:
-    script = BENCH_SUITES[suite]
-    if script is None:
+def _run_suite(module: str, argv: list[str]) -> int:
+    status = importlib.import_module(f"lalm_fast.bench.{module}").main(argv)
+    return status if isinstance(status, int) else 0  # bench_gpu's main returns its rows
+
+
+def _bench_module(suite: str) -> str:
+    module = BENCH_SUITES[suite]
+    if module is None:
         import torch
 
-        script = "bench_gpu.py" if torch.cuda.is_available() else "kernels_cpu.py"
-    return script
+        module = "bench_gpu" if torch.cuda.is_available() else "kernels_cpu"
+    return module
+
+
+def _run_bench_suite(suite: str, argv: list[str]) -> int:
+    module = _bench_module(suite)
+    command = f"bench {'kernels-gpu' if module == 'bench_gpu' else suite}"
+    return _guarded(command, argv, lambda: _run_suite(module, argv))
 
 
 def _bench(parser: argparse.ArgumentParser, rest: list[str]) -> int:
@@ -42,7 +41,7 @@ def _bench(parser: argparse.ArgumentParser, rest: list[str]) -> int:
         suite = rest.pop(0)
         if suite not in BENCH_SUITES:
             parser.error(f"unknown benchmark suite {suite!r}; choose from {sorted(BENCH_SUITES)}")
-        return _run_bench_script(_bench_script(suite), rest)
+        return _run_bench_suite(suite, rest)
     if "-h" in rest or "--help" in rest:
         print(f"usage: lalm-fast bench [{'|'.join(BENCH_SUITES)}] [options...]\n\n"
               "Without a suite: every suite on the default device (kernels, then e2e), passing on only "
@@ -56,7 +55,7 @@ def _bench(parser: argparse.ArgumentParser, rest: list[str]) -> int:
     status = 0
     for suite in ("kernels", "e2e"):
         print(f"== lalm-fast bench {suite} {' '.join(rest)}".rstrip(), flush=True)
-        code = _run_bench_script(_bench_script(suite), list(rest))
+        code = _run_bench_suite(suite, list(rest))
         status = status or code  # every suite runs; the first failure's code is returned
     return status
 
@@ -119,6 +118,29 @@ def _demo(argv: list[str]) -> int:
 COMMANDS = {"demo": _demo, "info": lambda rest: _info(), "train": _train, "eval": _eval, "reproduce": _reproduce}
 
 
+def _missing_extra(command: str, modules: list[str]) -> int:
+    print(extras.message(command, modules), file=sys.stderr)
+    return 2
+
+
+def _guarded(command: str, argv: list[str], run) -> int:
+    """Run one command; a missing optional dependency ends it with one line naming its extra.
+
+    The command's extra is checked before it starts (so a long run does not fail half-way), except
+    for --help; an import that still fails inside is mapped to its extra the same way."""
+    if not {"-h", "--help"}.intersection(argv):
+        missing = extras.missing_modules(command)
+        if missing:
+            return _missing_extra(command, missing)
+    try:
+        return run()
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        if not module or extras.message(command, [module]) is None:
+            raise  # not an optional dependency: a real bug, keep its traceback
+        return _missing_extra(command, [module])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -126,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="lalm-fast demo: the committed adapters at every audio-token rate on the held-out test sets, one "
                "table of WER, BLEU, prefill and end-to-end time (options: demo --help); "
                "lalm-fast bench [--quick]: every benchmark suite on the default device, kernels then e2e; "
-               "lalm-fast bench kernels [options...]: the kernel benchmark (CPU: bench/kernels_cpu.py, CUDA: "
-               "bench/bench_gpu.py; kernels-cpu / kernels-gpu force one; options: bench kernels --help); "
+               "lalm-fast bench kernels [options...]: the kernel benchmark (CPU: lalm_fast.bench.kernels_cpu, CUDA: "
+               "lalm_fast.bench.bench_gpu; kernels-cpu / kernels-gpu force one; options: bench kernels --help); "
                "lalm-fast bench e2e [options...]: end-to-end speed of whole audio LLMs at several audio-token "
                "rates (options: bench e2e --help; docs/benchmarks.md); "
+               "results go to bench/results in a source checkout, else ./bench-results (or --csv / --out); "
                "lalm-fast info: versions and which backends can run here; "
                "lalm-fast train --config PATH [--output-dir DIR] [--resume]; "
                "lalm-fast eval --model DIR --manifest PATH [--out DIR]; "
@@ -140,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # prints usage and exits
     if argv[0] in COMMANDS:
         try:
-            return COMMANDS[argv[0]](argv[1:])
+            return _guarded(argv[0], argv[1:], lambda: COMMANDS[argv[0]](argv[1:]))
         except (OSError, ValueError, TypeError) as exc:  # bad paths, configs, data: one clear line
             print(f"lalm-fast {argv[0]}: error: {exc}", file=sys.stderr)
             return 2

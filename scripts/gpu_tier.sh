@@ -28,6 +28,6 @@ fi
 step "$PY" -c "import lalm_fast.ops as o; print(o.backends.available())"
 # Only the gpu test module: the other modules' imports (jiwer, soundfile, ...) are not needed here.
 step "$PY" -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -rfEs --durations=10
-step "$PY" bench/bench_gpu.py --out "$results/bench_gpu.csv"
+step "$PY" -m lalm_fast.bench.bench_gpu --out "$results/bench_gpu.csv"
 echo "== $(date -u +%H:%M:%S) done (status $status)"
 exit $status

@@ -1,4 +1,4 @@
-"""The end-to-end benchmark (bench/e2e.py) and the shared result format (bench/report.py).
+"""The end-to-end benchmark (lalm_fast.bench.e2e) and the shared result format (lalm_fast.bench.report).
 
 The tiny preset runs the whole benchmark in seconds; the qwen2-audio-7b preset's code path runs
 at a scaled-down size (``--scale mini``), so the first full-size GPU run has already been
@@ -7,24 +7,15 @@ exercised on a CPU; its full-size sizes are checked on the meta device (no memor
 
 import csv
 import os
-import runpy
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+from lalm_fast.bench import e2e, e2e_measure, e2e_models, report  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def e2e():
-    return runpy.run_path(os.path.join(BENCH, "e2e.py"), run_name="bench_e2e")
-
-
-@pytest.fixture(scope="module")
-def report(e2e):
-    return e2e["report"]
+BENCH = os.path.dirname(os.path.abspath(report.__file__))
 
 
 def _rows(path):
@@ -48,24 +39,24 @@ def _by_compressor(rows, path=None):
     (["--threads", "0"], "--threads must be >= 1"),
     (["--device", "tpu"], "--device"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device 'cuda' cannot run here")]))
-def test_bad_arguments_give_one_clear_error(e2e, capsys, argv, message):
+def test_bad_arguments_give_one_clear_error(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        e2e["parse_args"](["--preset", "tiny", *argv])
+        e2e.parse_args(["--preset", "tiny", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
-def test_tiny_preset_writes_rows_table_and_plot(e2e, report, tmp_path, capsys):
+def test_tiny_preset_writes_rows_table_and_plot(tmp_path, capsys):
     out = tmp_path / "e2e.csv"
     argv = ["--preset", "tiny", "--durations", "10", "40", "--compressors", "none", "uniform:3", "segment:rate=3",
             "--new-tokens", "3", "--repeats", "1", "--csv", str(out)]
-    assert e2e["main"](argv) == 0
+    assert e2e.main(argv) == 0
     printed = capsys.readouterr().out
     assert "against none" in printed and "random weights" in printed
 
     with open(out, newline="") as f:
         header = next(csv.reader(f))
-    assert header == report.COMMON_FIELDS + e2e["E2E_FIELDS"]
+    assert header == report.COMMON_FIELDS + e2e.E2E_FIELDS
     rows = _rows(out)
     assert len(rows) == 6 and all(r["status"] == "ok" and r["suite"] == "e2e" for r in rows)
     assert len({r["run_id"] for r in rows}) == 1
@@ -93,25 +84,25 @@ def test_tiny_preset_writes_rows_table_and_plot(e2e, report, tmp_path, capsys):
     assert "| audio_lm | 40 | uniform:3 |" in table and "Against `none`" in table and "random weights" in table
 
 
-def test_budget_records_skipped_configurations(e2e, tmp_path):
+def test_budget_records_skipped_configurations(tmp_path):
     out = tmp_path / "e2e.csv"
     argv = ["--preset", "tiny", "--durations", "10", "--compressors", "none", "uniform:2", "--new-tokens", "1",
             "--repeats", "1", "--budget-s", "0", "--csv", str(out), "--no-plot"]
-    assert e2e["main"](argv) == 0
+    assert e2e.main(argv) == 0
     rows = _rows(out)
     assert [r["status"].split(":")[0] for r in rows] == ["skipped", "skipped"]
     assert not (tmp_path / "e2e.png").exists()
 
 
 @pytest.mark.slow
-def test_qwen2_audio_preset_code_path_at_mini_scale(e2e, tmp_path):
+def test_qwen2_audio_preset_code_path_at_mini_scale(tmp_path):
     """The GPU preset's code, bf16, at a tiny width: both the integration and AudioLM paths, a
     fixed-rate and a content-adaptive compressor, two 30 s windows."""
     out = tmp_path / "e2e.csv"
     argv = ["--preset", "qwen2-audio-7b", "--scale", "mini", "--device", "cpu", "--durations", "40",
             "--compressors", "none", "uniform:3", "segment:prominence=0.05", "--new-tokens", "2", "--repeats", "1",
             "--csv", str(out), "--no-plot"]
-    assert e2e["main"](argv) == 0
+    assert e2e.main(argv) == 0
     rows = _rows(out)
     assert {r["path"] for r in rows} == {"qwen2_audio", "audio_lm"}
     assert all(r["status"] == "ok" and r["dtype"] == "bfloat16" and r["weights"] == "random" for r in rows)
@@ -124,12 +115,12 @@ def test_qwen2_audio_preset_code_path_at_mini_scale(e2e, tmp_path):
         assert int(runs["uniform:3"]["kv_bytes"]) < int(runs["none"]["kv_bytes"])
 
 
-def test_qwen2_audio_7b_sizes_build_the_published_architecture(e2e):
+def test_qwen2_audio_7b_sizes_build_the_published_architecture():
     """The full-size config, instantiated on the meta device: ~8.4 B parameters, sdpa-ready."""
     from transformers import Qwen2AudioForConditionalGeneration
 
-    sizes = e2e["QWEN2_AUDIO_7B"]
-    config = e2e["qwen2_audio_config"](sizes)
+    sizes = e2e_models.QWEN2_AUDIO_7B
+    config = e2e_models.qwen2_audio_config(sizes)
     with torch.device("meta"):
         model = Qwen2AudioForConditionalGeneration(config)
     params = sum(p.numel() for p in model.parameters())
@@ -141,7 +132,7 @@ def test_qwen2_audio_7b_sizes_build_the_published_architecture(e2e):
     assert (lm.hidden_size, lm.num_hidden_layers, lm.num_key_value_heads, lm.vocab_size) == (4096, 32, 32, 156032)
     # 10 min of audio at 25 Hz plus the prompt fits the raised position limit
     assert lm.max_position_embeddings >= 600 * 25 + 100
-    mini = e2e["QWEN2_AUDIO_MINI"]
+    mini = e2e_models.QWEN2_AUDIO_MINI
     assert mini["audio"]["max_source_positions"] == 1500 and mini["text"]["vocab_size"] == 156032
 
 
@@ -149,18 +140,18 @@ def test_qwen2_audio_7b_sizes_build_the_published_architecture(e2e):
 # Pieces
 
 
-def test_kv_cache_bytes_counts_the_real_tensors(e2e):
+def test_kv_cache_bytes_counts_the_real_tensors():
     from lalm_fast.models.tiny import tiny_lm
 
     lm = tiny_lm().eval()  # 2 layers, 2 KV heads of 32 / 4 = 8 dims
     with torch.inference_mode():
         out = lm(input_ids=torch.ones(1, 7, dtype=torch.long), use_cache=True)
-    nbytes, tokens = e2e["kv_cache_bytes"](out.past_key_values)
+    nbytes, tokens = e2e_measure.kv_cache_bytes(out.past_key_values)
     assert tokens == 7 and nbytes == 2 * 2 * 2 * 7 * 8 * 4
 
 
-def test_memory_meter_sees_a_stage_allocation(e2e):
-    meter = e2e["MemoryMeter"](torch.device("cpu"))
+def test_memory_meter_sees_a_stage_allocation():
+    meter = e2e_measure.MemoryMeter(torch.device("cpu"))
     meter.start()
     encoder_side = torch.ones(16 * 2 ** 20 // 4)       # 16 MiB
     meter.mark()
@@ -173,23 +164,23 @@ def test_memory_meter_sees_a_stage_allocation(e2e):
         assert 8 < result["enc_peak_extra_mb"] < 80, result
 
 
-def test_ratios_and_targets_are_against_none_of_the_same_run(e2e):
+def test_ratios_and_targets_are_against_none_of_the_same_run():
     rows = [{"path": "p", "duration_s": 600, "compressor": c, "status": "ok", "audio_tokens": t, "prefill_ms": ms,
              "ttft_ms": ms + 10, "kv_bytes": 10 * t, "llm_peak_extra_mb": t / 10, "decode_tok_s": 10,
              "compressor_ms": 0.1, "encoder_ms": 100}
             for c, t, ms in (("none", 3000, 900.0), ("uniform:3", 1000, 100.0))]
-    (ratio,) = [r for r in e2e["ratios"](rows) if r["compressor"] == "uniform:3"]
+    (ratio,) = [r for r in e2e.ratios(rows) if r["compressor"] == "uniform:3"]
     assert ratio["prefill_speedup"] == 9 and ratio["kv_ratio"] == 3 and ratio["compressor_pct"] == pytest.approx(0.1)
-    checks = {c["target"]: c["result"] for c in e2e["target_checks"]([ratio], "cpu")}
+    checks = {c["target"]: c["result"] for c in e2e.target_checks([ratio], "cpu")}
     assert checks["prefill speedup >= 2.7"] == "ok" and checks["compressor % of encoder <= 3"] == "ok"
     assert not any(target.startswith("TTFT") for target in checks)  # a GPU-only target
 
 
 # ---------------------------------------------------------------------------------------------
-# bench/report.py
+# report
 
 
-def test_append_rows_writes_the_header_once_and_refuses_other_layouts(report, tmp_path):
+def test_append_rows_writes_the_header_once_and_refuses_other_layouts(tmp_path):
     path = str(tmp_path / "r.csv")
     common = report.common_fields("unit")
     assert list(common) == report.COMMON_FIELDS and common["lalm_fast"]
@@ -203,13 +194,13 @@ def test_append_rows_writes_the_header_once_and_refuses_other_layouts(report, tm
     assert sorted(os.listdir(tmp_path)) == ["r.csv"]  # no temporary files left behind
 
 
-def test_markdown_table(report):
+def test_markdown_table():
     table = report.markdown_table([{"x": "a", "ms": 1.23456}, {"x": "b", "ms": 10}], ["x", "ms"], ["name", "ms"],
                                   formats={"ms": ".1f"})
     assert table.splitlines() == ["| name | ms |", "|---|---:|", "| a | 1.2 |", "| b | 10.0 |"]
 
 
-def test_plot_handles_both_suites(report, tmp_path):
+def test_plot_handles_both_suites(tmp_path):
     kernels = os.path.join(BENCH, "results", "kernels_cpu.csv")
     assert _rows(kernels)[0]["suite"] == "kernels_cpu"
     assert report.main(["plot", kernels, "--out", str(tmp_path / "k.png")]) == 0

@@ -322,12 +322,9 @@ def test_torch_compile_fullgraph_of_kernel_ops():
 
 
 def test_bench_gpu_dry_run(tmp_path):
-    """CI smoke test of bench/bench_gpu.py: tiny shapes through the interpreted kernels."""
-    import importlib.util as iu
+    """CI smoke test of lalm_fast.bench.bench_gpu: tiny shapes through the interpreted kernels."""
+    from lalm_fast.bench import bench_gpu as bench
 
-    spec = iu.spec_from_file_location("bench_gpu", REPO / "bench" / "bench_gpu.py")
-    bench = iu.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "bench.csv"
     rows = bench.main(["--dry-run", "--rates", "2", "--out", str(out)])
     impls = {(r["op"], r["impl"], r["direction"]) for r in rows}
