@@ -7,8 +7,9 @@ backward) on CPU, and on CUDA when a device is present, with its baselines timed
 Each test checks the op against the pure-PyTorch reference (never a timing) and records in
 ``benchmark.extra_info``: the bytes the op must move at least (input read once, output written
 once), its GB/s, the copy bandwidth of a tensor of the input's size and the op's % of it, and an
-eager PyTorch baseline's median time with the ratio baseline / op. Not collected by the default
-``python -m pytest`` run (testpaths = tests); the CSV benchmark is ``lalm-fast bench kernels``.
+eager PyTorch baseline's median time with the ratio baseline / op. The default ``python -m pytest``
+runs them too (seconds; timings there are a smoke test, never asserted); the CSV benchmark is
+``lalm-fast bench kernels``.
 """
 
 from __future__ import annotations

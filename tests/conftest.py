@@ -34,7 +34,7 @@ def cpu_backend(request):
 
 def pytest_collection_modifyitems(config, items):
     # Everything not in another tier is a unit test, so `-m unit` selects the default tier.
-    tiers = {"triton_interp", "cuda_compile", "asset", "gpu", "slow", "packaging"}
+    tiers = {"triton_interp", "cuda_compile", "asset", "gpu", "slow", "packaging", "bench"}
     # The packaging tier builds and installs the package (minutes): only when asked for by -m.
     skip_packaging = pytest.mark.skip(reason="builds an sdist into a fresh venv: python -m pytest -m packaging")
     for item in items:
