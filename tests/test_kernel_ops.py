@@ -177,3 +177,12 @@ def test_eager_shortcut_and_recorded_op_agree():
         recorded = ops.segment_compress(x.clone().requires_grad_(), lengths, prominence=0.02, min_len=2,
                                         backend=backend)
         assert torch.equal(plain.spans, recorded.spans) and torch.equal(plain.values, recorded.values.detach())
+
+
+def test_deprecated_names_still_work():
+    with pytest.warns(DeprecationWarning):
+        assert backends.has_compress("cpu", int(Mode.GIVEN))
+    sys.modules.pop("lalm_fast.ops.custom_ops", None)
+    with pytest.warns(DeprecationWarning):
+        from lalm_fast.ops import custom_ops
+    assert custom_ops.MODES["threshold"] == Mode.THRESHOLD and custom_ops.span_mean is kernel_ops.span_mean

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
@@ -144,6 +145,12 @@ def compresses(name: str, mode: Mode, min_len: int = 1, max_len: int = 0) -> boo
     modes scores and detection too) in one kernel for these settings (padded input)."""
     caps = CAPABILITIES[name]
     return mode in caps.compress_modes and (caps.compress_rules or (min_len <= 1 and max_len == 0))
+
+
+def has_compress(name: str, mode: int, min_len: int = 1, max_len: int = 0) -> bool:
+    """Deprecated name of :func:`compresses`."""
+    warnings.warn("backends.has_compress is deprecated: use backends.compresses", DeprecationWarning, stacklevel=2)
+    return compresses(name, Mode(mode), min_len, max_len)
 
 
 def available() -> dict[str, str]:
