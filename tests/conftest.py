@@ -35,10 +35,6 @@ def cpu_backend(request):
 def pytest_collection_modifyitems(config, items):
     # Everything not in another tier is a unit test, so `-m unit` selects the default tier.
     tiers = {"triton_interp", "cuda_compile", "asset", "gpu", "slow", "packaging", "bench"}
-    # The packaging tier builds and installs the package (minutes): only when asked for by -m.
-    skip_packaging = pytest.mark.skip(reason="builds an sdist into a fresh venv: python -m pytest -m packaging")
     for item in items:
         if not tiers.intersection(item.keywords):
             item.add_marker(pytest.mark.unit)
-        if "packaging" in item.keywords and "packaging" not in (config.getoption("markexpr") or ""):
-            item.add_marker(skip_packaging)

@@ -5,9 +5,8 @@ site-packages: torch, numpy and the build tools are installed there first, then 
 --no-build-isolation, which compiles lalm_fast._C), and runs the installed package from a
 temporary directory: the imports, the C++ CPU backend, ``lalm-fast bench kernels --quick``
 (results land in that directory, not in site-packages) and the one-line message of a command
-whose extra is not installed. Takes minutes (the C++ build): marked ``packaging``, run with
-
-    python -m pytest -m packaging tests/test_packaging.py
+whose extra is not installed. Takes minutes (the C++ build): marked ``packaging``; part of the
+default run (and so of CI), ``-m "not packaging"`` leaves it out.
 """
 
 import os
