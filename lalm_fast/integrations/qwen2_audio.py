@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import types
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -38,6 +37,7 @@ from transformers import Qwen2AudioModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
+from lalm_fast.integrations._patching import ForwardPatch
 from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
@@ -137,8 +137,7 @@ class _Patch:
     compressor: AudioCompressor
     replace_avg_pool: bool
     original_avg_pooler: nn.Module
-    had_instance_forward: bool
-    instance_forward: Any
+    forward: ForwardPatch
 
 
 def inner_model(model: nn.Module) -> Qwen2AudioModel:
@@ -170,12 +169,12 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_a
         raise ValueError("model already has compression applied; call revert(model) first")
     compressor = build_compressor(compressor)
     tower = inner.audio_tower
-    patch = _Patch(compressor, replace_avg_pool, tower.avg_pooler, "forward" in inner.__dict__,
-                   inner.__dict__.get("forward"))
+    original_avg_pooler = tower.avg_pooler
     if replace_avg_pool:
         tower.avg_pooler = LengthAwareAvgPool(NATIVE_POOL)
-    inner.__dict__[_PATCH_ATTR] = patch   # a plain attribute: not a submodule, so state_dict is unchanged
-    inner.forward = types.MethodType(_compressed_forward, inner)
+    # A plain attribute: not a submodule, so state_dict is unchanged.
+    inner.__dict__[_PATCH_ATTR] = _Patch(compressor, replace_avg_pool, original_avg_pooler,
+                                         ForwardPatch(inner, _compressed_forward))
     return model
 
 
@@ -186,10 +185,7 @@ def revert(model: nn.Module) -> nn.Module:
     if patch is None:
         raise ValueError("model has no compression applied")
     inner.audio_tower.avg_pooler = patch.original_avg_pooler
-    if patch.had_instance_forward:
-        inner.forward = patch.instance_forward
-    else:
-        del inner.forward
+    patch.forward.restore()
     del inner.__dict__[_PATCH_ATTR]
     return model
 
@@ -212,8 +208,7 @@ def _compressed_forward(self: Qwen2AudioModel, input_ids=None, input_features=No
         audio = get_audio_features(self, input_features, feature_attention_mask)
         inputs_embeds = _merge_audio(self, input_ids, self.get_input_embeddings()(input_ids), audio)
         input_ids = input_features = feature_attention_mask = None
-    patch = _patch_of(self)
-    original = patch.instance_forward if patch.had_instance_forward else type(self).forward.__get__(self)
+    original = _patch_of(self).forward.original
     return original(input_ids=input_ids, input_features=input_features, attention_mask=attention_mask,
                     feature_attention_mask=feature_attention_mask, inputs_embeds=inputs_embeds, **kwargs)
 
