@@ -169,6 +169,25 @@ def test_a_compressor_must_keep_the_feature_size():
         logits(model, features(1))
 
 
+def _decoder_grads(model, x, mask):
+    model.zero_grad()
+    model(x, attention_mask=mask, labels=DECODER_IDS[:len(x), 1:]).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if ".decoder." in name and p.grad is not None}
+
+
+def test_activation_checkpointing_recomputes_with_the_mask():
+    model, x, mask = tiny_model(), features(2), mel_mask(MEL_LENGTHS[1:])
+    model.train()
+    with wh.compression(model, "uniform:3"):
+        expected = _decoder_grads(model, x, mask)
+        model.activation_checkpointing_enable()
+        assert model.model.decoder.layers[0].gradient_checkpointing
+        checkpointed = _decoder_grads(model, x, mask)
+    assert expected.keys() == checkpointed.keys() and expected
+    for name in expected:
+        torch.testing.assert_close(checkpointed[name], expected[name], rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # generate
 

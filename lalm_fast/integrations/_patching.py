@@ -34,3 +34,20 @@ class ForwardPatch:
             self.module.forward = self.instance_forward
         else:
             del self.module.forward
+
+
+PATCH_ATTR = "_lalm_fast_compression"
+
+
+def patch_of(module: nn.Module):
+    """The integration's patch record stored on ``module`` (a plain attribute, not a submodule,
+    so ``state_dict`` and saved adapters are unchanged), or None."""
+    return module.__dict__.get(PATCH_ATTR)
+
+
+def find_module(model: nn.Module, cls: type) -> nn.Module:
+    """The first ``cls`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
+    for module in model.modules():
+        if isinstance(module, cls):
+            return module
+    raise TypeError(f"{type(model).__name__} holds no transformers {cls.__name__}")

@@ -37,7 +37,8 @@ from transformers import Qwen2AudioModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
-from lalm_fast.integrations._patching import ForwardPatch
+from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
+from lalm_fast.integrations._patching import ForwardPatch, find_module, patch_of as _patch_of
 from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
@@ -49,7 +50,6 @@ __all__ = ["apply_compression", "revert", "compression", "is_compressed", "patch
 CompressorSpec = Union[str, dict, AudioCompressor]
 NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
 IGNORE_INDEX = -100      # label of positions that carry no loss
-_PATCH_ATTR = "_lalm_fast_compression"
 _PROCESSOR_ATTR = "_lalm_fast_compression"
 # LengthAwareAvgPool frame lengths in the current thread / task: {id(pooler): lengths}, never mutated in place.
 _POOL_LENGTHS: contextvars.ContextVar[dict] = contextvars.ContextVar("lalm_fast_pool_lengths", default={})
@@ -142,14 +142,7 @@ class _Patch:
 
 def inner_model(model: nn.Module) -> Qwen2AudioModel:
     """The ``Qwen2AudioModel`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
-    for module in model.modules():
-        if isinstance(module, Qwen2AudioModel):
-            return module
-    raise TypeError(f"{type(model).__name__} holds no transformers Qwen2AudioModel")
-
-
-def _patch_of(inner: Qwen2AudioModel) -> Optional[_Patch]:
-    return inner.__dict__.get(_PATCH_ATTR)
+    return find_module(model, Qwen2AudioModel)
 
 
 def is_compressed(model: nn.Module) -> bool:

@@ -58,7 +58,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperModel
 
-from lalm_fast.integrations._patching import ForwardPatch
+from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
+from lalm_fast.integrations._patching import ForwardPatch, find_module, patch_of as _patch_of
 from lalm_fast.nn import AudioCompressor, build_compressor
 
 __all__ = ["apply_compression", "revert", "compression", "is_compressed", "inner_model", "encode",
@@ -67,7 +68,6 @@ __all__ = ["apply_compression", "revert", "compression", "is_compressed", "inner
 
 CompressorSpec = Union[str, dict, AudioCompressor]
 DECODER_ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
-_PATCH_ATTR = "_lalm_fast_compression"
 # Cross-attention masks of the patched forwards running in this thread / task: {id(WhisperModel): mask}.
 _CROSS_MASKS: contextvars.ContextVar[dict] = contextvars.ContextVar("lalm_fast_whisper_cross_masks", default={})
 
@@ -94,14 +94,7 @@ class _Patch:
 
 def inner_model(model: nn.Module) -> WhisperModel:
     """The ``WhisperModel`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
-    for module in model.modules():
-        if isinstance(module, WhisperModel):
-            return module
-    raise TypeError(f"{type(model).__name__} holds no transformers WhisperModel")
-
-
-def _patch_of(module: nn.Module) -> Optional[_Patch]:
-    return module.__dict__.get(_PATCH_ATTR)
+    return find_module(model, WhisperModel)
 
 
 def is_compressed(model: nn.Module) -> bool:
