@@ -51,3 +51,11 @@ def find_module(model: nn.Module, cls: type) -> nn.Module:
         if isinstance(module, cls):
             return module
     raise TypeError(f"{type(model).__name__} holds no transformers {cls.__name__}")
+
+
+def applied_patch(module: nn.Module, message: str = "model has no compression applied"):
+    """:func:`patch_of` ``module``, raising a ValueError with ``message`` when it is not patched."""
+    patch = patch_of(module)
+    if patch is None:
+        raise ValueError(message)
+    return patch

@@ -38,7 +38,7 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
 from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
-from lalm_fast.integrations._patching import ForwardPatch, find_module, patch_of as _patch_of
+from lalm_fast.integrations._patching import ForwardPatch, applied_patch, find_module, patch_of as _patch_of
 from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
@@ -174,9 +174,7 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_a
 def revert(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_compression`: the original forward and pooler objects come back."""
     inner = inner_model(model)
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("model has no compression applied")
+    patch = applied_patch(inner)
     inner.audio_tower.avg_pooler = patch.original_avg_pooler
     patch.forward.restore()
     del inner.__dict__[_PATCH_ATTR]
@@ -223,9 +221,7 @@ def get_audio_features(model: nn.Module, input_features: torch.Tensor,
     compressed on its own and the tokens are joined per audio.
     """
     inner = inner_model(model)
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("apply_compression(model, compressor) first")
+    patch = applied_patch(inner, "apply_compression(model, compressor) first")
     if feature_attention_mask is None:
         raise ValueError("feature_attention_mask is required: it gives each audio's length")
     tower = inner.audio_tower

@@ -59,7 +59,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperDecoder, WhisperModel
 
 from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
-from lalm_fast.integrations._patching import ForwardPatch, find_module, patch_of as _patch_of
+from lalm_fast.integrations._patching import ForwardPatch, applied_patch, find_module, patch_of as _patch_of
 from lalm_fast.nn import AudioCompressor, build_compressor
 
 __all__ = ["apply_compression", "revert", "compression", "is_compressed", "inner_model", "encode",
@@ -125,9 +125,7 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec) -> nn.Module
 def revert(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_compression`: the original forwards come back and the hooks are removed."""
     inner = inner_model(model)
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("model has no compression applied")
+    patch = applied_patch(inner)
     for handle in patch.hooks:
         handle.remove()
     patch.model_forward.restore()
@@ -188,10 +186,7 @@ def encode(model: nn.Module, input_features: torch.Tensor,
 
 
 def _require_patch(inner: WhisperModel) -> _Patch:
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("apply_compression(model, compressor) first")
-    return patch
+    return applied_patch(inner, "apply_compression(model, compressor) first")
 
 
 def _compressed_encoder_forward(self, input_features, attention_mask=None, **kwargs):
