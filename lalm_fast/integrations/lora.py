@@ -23,8 +23,8 @@ from torch import nn
 from lalm_fast.models.lora_targets import LLM_ALL_LINEAR, LLM_ATTENTION
 from lalm_fast.nn import AudioCompressor, build_compressor
 
-__all__ = ["LLM_ATTENTION", "LLM_ALL_LINEAR", "language_model_lora_config", "lora_module_names", "save_adapter",
-           "load_adapter", "COMPRESSOR_FILE"]
+__all__ = ["LLM_ATTENTION", "LLM_ALL_LINEAR", "language_model_lora_config", "scoped_lora_config", "lora_module_names",
+           "save_adapter", "load_adapter", "COMPRESSOR_FILE"]
 
 COMPRESSOR_FILE = "lalm_fast_compressor.json"
 
@@ -37,11 +37,16 @@ def language_model_lora_config(r: int = 16, lora_alpha: int = 32, lora_dropout: 
     ``scope`` is the attribute name of the LLM inside the model (``language_model`` in
     transformers' Qwen2-Audio, Voxtral, Granite-speech, ...). Extra ``kwargs`` go to LoraConfig.
     """
+    return scoped_lora_config(rf"{re.escape(scope)}\.(?:.*\.)?", target_modules, r=r, lora_alpha=lora_alpha,
+                              lora_dropout=lora_dropout, task_type=kwargs.pop("task_type", "CAUSAL_LM"), **kwargs)
+
+
+def scoped_lora_config(scope: str, target_modules: Sequence[str], **kwargs: Any) -> LoraConfig:
+    """A ``LoraConfig`` on the modules named ``target_modules`` whose dotted path ends in
+    ``<scope><name>`` (``scope`` a regex, matched after any prefix). Extra ``kwargs`` go to LoraConfig."""
     names = "|".join(re.escape(name) for name in target_modules)
     # peft full-matches a string target against each module's dotted path.
-    pattern = rf"(?:.*\.)?{re.escape(scope)}\.(?:.*\.)?(?:{names})"
-    return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=pattern,
-                      task_type=kwargs.pop("task_type", "CAUSAL_LM"), **kwargs)
+    return LoraConfig(target_modules=rf"(?:.*\.)?{scope}(?:{names})", **kwargs)
 
 
 def lora_module_names(model: nn.Module) -> list[str]:

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import types
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -38,6 +37,8 @@ from transformers import Qwen2AudioModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_fast import ops
+from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
+from lalm_fast.integrations._patching import ForwardPatch, applied_patch, find_module, patch_of as _patch_of
 from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
@@ -49,7 +50,6 @@ __all__ = ["apply_compression", "revert", "compression", "is_compressed", "patch
 CompressorSpec = Union[str, dict, AudioCompressor]
 NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
 IGNORE_INDEX = -100      # label of positions that carry no loss
-_PATCH_ATTR = "_lalm_fast_compression"
 _PROCESSOR_ATTR = "_lalm_fast_compression"
 # LengthAwareAvgPool frame lengths in the current thread / task: {id(pooler): lengths}, never mutated in place.
 _POOL_LENGTHS: contextvars.ContextVar[dict] = contextvars.ContextVar("lalm_fast_pool_lengths", default={})
@@ -137,20 +137,12 @@ class _Patch:
     compressor: AudioCompressor
     replace_avg_pool: bool
     original_avg_pooler: nn.Module
-    had_instance_forward: bool
-    instance_forward: Any
+    forward: ForwardPatch
 
 
 def inner_model(model: nn.Module) -> Qwen2AudioModel:
     """The ``Qwen2AudioModel`` inside ``model`` (itself, a ForConditionalGeneration, or a PeftModel)."""
-    for module in model.modules():
-        if isinstance(module, Qwen2AudioModel):
-            return module
-    raise TypeError(f"{type(model).__name__} holds no transformers Qwen2AudioModel")
-
-
-def _patch_of(inner: Qwen2AudioModel) -> Optional[_Patch]:
-    return inner.__dict__.get(_PATCH_ATTR)
+    return find_module(model, Qwen2AudioModel)
 
 
 def is_compressed(model: nn.Module) -> bool:
@@ -170,26 +162,21 @@ def apply_compression(model: nn.Module, compressor: CompressorSpec, *, replace_a
         raise ValueError("model already has compression applied; call revert(model) first")
     compressor = build_compressor(compressor)
     tower = inner.audio_tower
-    patch = _Patch(compressor, replace_avg_pool, tower.avg_pooler, "forward" in inner.__dict__,
-                   inner.__dict__.get("forward"))
+    original_avg_pooler = tower.avg_pooler
     if replace_avg_pool:
         tower.avg_pooler = LengthAwareAvgPool(NATIVE_POOL)
-    inner.__dict__[_PATCH_ATTR] = patch   # a plain attribute: not a submodule, so state_dict is unchanged
-    inner.forward = types.MethodType(_compressed_forward, inner)
+    # A plain attribute: not a submodule, so state_dict is unchanged.
+    inner.__dict__[_PATCH_ATTR] = _Patch(compressor, replace_avg_pool, original_avg_pooler,
+                                         ForwardPatch(inner, _compressed_forward))
     return model
 
 
 def revert(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_compression`: the original forward and pooler objects come back."""
     inner = inner_model(model)
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("model has no compression applied")
+    patch = applied_patch(inner)
     inner.audio_tower.avg_pooler = patch.original_avg_pooler
-    if patch.had_instance_forward:
-        inner.forward = patch.instance_forward
-    else:
-        del inner.forward
+    patch.forward.restore()
     del inner.__dict__[_PATCH_ATTR]
     return model
 
@@ -212,8 +199,7 @@ def _compressed_forward(self: Qwen2AudioModel, input_ids=None, input_features=No
         audio = get_audio_features(self, input_features, feature_attention_mask)
         inputs_embeds = _merge_audio(self, input_ids, self.get_input_embeddings()(input_ids), audio)
         input_ids = input_features = feature_attention_mask = None
-    patch = _patch_of(self)
-    original = patch.instance_forward if patch.had_instance_forward else type(self).forward.__get__(self)
+    original = _patch_of(self).forward.original
     return original(input_ids=input_ids, input_features=input_features, attention_mask=attention_mask,
                     feature_attention_mask=feature_attention_mask, inputs_embeds=inputs_embeds, **kwargs)
 
@@ -235,9 +221,7 @@ def get_audio_features(model: nn.Module, input_features: torch.Tensor,
     compressed on its own and the tokens are joined per audio.
     """
     inner = inner_model(model)
-    patch = _patch_of(inner)
-    if patch is None:
-        raise ValueError("apply_compression(model, compressor) first")
+    patch = applied_patch(inner, "apply_compression(model, compressor) first")
     if feature_attention_mask is None:
         raise ValueError("feature_attention_mask is required: it gives each audio's length")
     tower = inner.audio_tower
