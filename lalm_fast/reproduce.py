@@ -467,14 +467,16 @@ def export_adapters(out: Path, report: dict) -> Path:
     return out / ADAPTERS
 
 
-def _whisper_baseline(out: Path, manifest: str) -> dict:
+def _whisper_baseline(out: Path, manifest, **options) -> dict:
+    """Whisper's own decoder on ``manifest`` (a path or utterances; ``options`` go to
+    ``whisper_baseline``), scored once per ``out`` folder."""
     path = out / "whisper_baseline.json"
     if path.exists():
         return json.loads(path.read_text())
     from lalm_fast.baselines import whisper_baseline
     from lalm_fast.data.files import atomic_write
 
-    result = whisper_baseline(manifest)
+    result = whisper_baseline(manifest, **options)
     summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()}}
     with atomic_write(path) as handle:
         json.dump(summary, handle)
@@ -490,7 +492,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="lalm-fast reproduce", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="about an hour on a 2-core CPU (see the report's cuts)")
+    parser.add_argument("--track", choices=("lalm", "whisper"), default="lalm",
+                        help="lalm (default): the LALM trained from the frozen encoder; whisper: compression "
+                             "inside the pretrained Whisper tiny.en plus decoder LoRA (docs/whisper-track.md)")
+    size.add_argument("--quick", action="store_true", help="about an hour on a 2-core CPU (see the report's cuts); "
+                      "the whisper track's default, about 45 minutes")
     size.add_argument("--dry-run", action="store_true", help="tiny random models, synthetic tones: seconds")
     parser.add_argument("--out", default="results/reproduce", help="output folder (default results/reproduce; "
                         "results/reproduce-quick with --quick)")
@@ -502,8 +508,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ctc-steps", type=int, help="CTC warm-up steps per configuration (0 = none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, help="configurations trained at once, 1 thread each (quick: 2)")
+    parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3 and segment-rate3 "
+                        "(default 2)")
     try:
         args = parser.parse_args(argv)
+        if args.track == "whisper":
+            return _whisper_main(args)
+        if args.seeds is not None:
+            raise ReproduceError("--seeds applies to the whisper track only")
         preset = "tiny" if args.dry_run else "quick" if args.quick else "full"
         out = args.out
         if out == "results/reproduce" and preset != "full":
@@ -514,6 +526,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ReproduceError as error:
         print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _whisper_main(args) -> int:
+    from lalm_fast.whisper_track import run
+
+    unsupported = [flag for flag, value in (("--encoder", args.encoder), ("--lm", args.lm), ("--ctc-steps",
+                   args.ctc_steps), ("--jobs", args.jobs)) if value is not None]
+    if unsupported:
+        raise ReproduceError(f"{', '.join(unsupported)} apply to the lalm track only")
+    preset = "tiny" if args.dry_run else "quick"
+    out = args.out
+    if out == "results/reproduce":
+        out = "results/whisper-compression" + ("-dry-run" if args.dry_run else "")
+    run(out, preset, data=args.data, configurations=args.configs.split(",") if args.configs else None,
+        seeds=args.seeds, steps=args.steps, seed=args.seed)
     return 0
 
 
