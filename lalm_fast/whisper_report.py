@@ -136,14 +136,15 @@ def markdown(report: dict) -> str:
     methods = sorted({m for row in rows for m in row["lora"]})
     best = report["better_method"]
     groups = sorted({g for row in rows for g in row["zero_shot"]["wer_groups"]})
+    header = (["configuration", "tokens/s", "zero-shot WER"] + [f"LoRA {m} WER" for m in methods]
+              + [f"{g} ({best})" for g in groups] + ["decode ms/utt", "train CPU-min/run"])
     lines = [f"# Whisper track: compression + decoder LoRA ({report['model']}, preset {report['preset']})", "",
              f"What `{report['preset']}` cuts: {report['cuts']}.", "",
              f"{report['n_train']} training and {report['n_test']} held-out test utterances "
              f"({report['test_audio_seconds']} s of test audio); greedy decoding; WER % after "
-             "`normalize_english`. LoRA columns: mean over seeds (± max - min where two or more).", "",
-             "| configuration | tokens/s | zero-shot WER | " + " | ".join(f"LoRA {m} WER" for m in methods)
-             + " | " + " | ".join(f"{g} ({best})" for g in groups) + " | decode ms/utt | train CPU-min/run |",
-             "|---" * (5 + len(methods) + len(groups)) + "|"]
+             "`normalize_english`. LoRA columns: mean over seeds (± max - min where two or more); "
+             "voice-group columns: the better method.", "",
+             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         lora = row["lora"]
         cells = [row["configuration"], _fmt(row["audio_tokens_per_second"], 1), _percent(row["zero_shot"]["wer"])]

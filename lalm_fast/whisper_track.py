@@ -343,7 +343,7 @@ def _train_step(model, optimizer, schedule, frames: list, targets: list[list[int
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return loss.item()
 
 
 def _lora_state(model) -> dict:
