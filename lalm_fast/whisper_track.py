@@ -11,8 +11,8 @@
    by each of ``METHODS``:
 
    - ``transcripts``: cross-entropy on the reference transcripts;
-   - ``distill``: self-distillation. The teacher is the same Whisper with compression off and no
-     LoRA; its greedy transcript of each training clip is the target, with the same
+   - ``distill``: self-distillation. The teacher is the same Whisper as shipped (no compression,
+     no LoRA, its full 30 s window); its greedy transcript of each training clip is the target, with the same
      cross-entropy (sequence-level distillation). Greedy tokens rather than the teacher's
      logits (KL): they are computed once, stored as a few ids per clip and shared by every
      configuration and seed, and a training step then costs what a transcript step costs;
@@ -74,12 +74,14 @@ class WhisperPreset:
 
 
 PRESETS = {
-    # Sizes follow the calibration in docs/whisper-track.md ("Costs"); the whole run stays near
-    # 45 minutes on a 2-core CPU.
+    # Sized from measured costs on a 2-core CPU (docs/whisper-track.md, "Costs"): one LoRA step
+    # of 16 utterances ~0.9 s, an adapted evaluation ~75 ms per utterance, a zero-shot one up to
+    # ~2 s per utterance (the masked models often repeat until max_new_tokens).
     "quick": WhisperPreset("packaged:tiny.en", {"n_train": 400, "n_test": 100}, train_utterances=400,
-                           test_utterances=100, steps=60, batch_size=16,
-                           cuts="400 training utterances (the LALM quick corpora), 60 LoRA steps of 16 "
-                                "utterances per run (2.4 epochs), the 100 held-out test utterances"),
+                           test_utterances=60, steps=50, batch_size=16, max_new_tokens=48,
+                           cuts="400 training utterances (the LALM quick corpora), 50 LoRA steps of 16 "
+                                "utterances per run (2 epochs), the first 60 of the 100 held-out test "
+                                "utterances, at most 48 decoded tokens"),
     "tiny": WhisperPreset(TINY_RANDOM, None, train_utterances=None, test_utterances=4, steps=4, batch_size=4,
                           lr=1e-2, warmup_steps=1, lora={"r": 4, "lora_alpha": 8}, max_new_tokens=6,
                           eval_batch_size=4, save_every=2, baseline=False,
@@ -261,25 +263,46 @@ def transcript_targets(tokenizer, split: Split) -> list[list[int]]:
 
 def teacher_targets(model, tokenizer, split: Split, preset: WhisperPreset, path: Optional[Path] = None,
                     identity: str = "") -> list[list[int]]:
-    """Prompt + the uncompressed model's greedy transcript + end of text, per training clip.
-    ``model`` must be the base model (no LoRA). Stored in ``path`` and reused while the model,
-    the clips and the decoding length are the same."""
-    from lalm_fast.data.files import atomic_write
-    from lalm_fast.integrations.whisper import compression
+    """Prompt + the shipped model's greedy transcript + end of text, per training clip.
 
-    key = {"model": identity, "max_new_tokens": preset.max_new_tokens, "ids": [u.id for u in split.utterances]}
+    The teacher is ``model`` as shipped: no LoRA, no compression, and its full 30 s window,
+    silence padding included. It is not the masked ``none`` configuration: with the padding
+    hidden, tiny.en often repeats the sentence instead of stopping, and a student taught that
+    would learn the repetition. ``model`` must be unpatched. Stored in ``path`` and reused while
+    the model, the clips and the decoding length are the same."""
+    from lalm_fast.data.files import atomic_write
+
+    key = {"teacher": "shipped", "model": identity, "max_new_tokens": preset.max_new_tokens, "ids": [u.id for u in split.utterances]}
     if path is not None and path.exists():
         stored = json.loads(path.read_text())
         if stored["key"] == key:
             return stored["targets"]
-    with compression(model, "none"):
-        tokens, _ = decode_split(model, split, preset.eval_batch_size, preset.max_new_tokens, "teacher")
+    tokens = shipped_greedy_tokens(model, split.utterances, preset.eval_batch_size, preset.max_new_tokens)
     prompt, eot = prompt_ids(tokenizer), model.generation_config.eos_token_id
     targets = [prompt + row + [eot] for row in tokens]
     if path is not None:
         with atomic_write(path) as handle:
             json.dump({"key": key, "targets": targets}, handle)
     return targets
+
+
+def shipped_greedy_tokens(model, utterances: list, batch_size: int, max_new_tokens: int) -> list[list[int]]:
+    """Greedy ids (no prompt, cut before end of text) of the unpatched model on each clip's audio."""
+    from tqdm.auto import tqdm
+
+    from lalm_fast.data import UtteranceLoader, log_mel
+
+    loader = UtteranceLoader(sample_rate=16000, max_seconds=WINDOW_SECONDS, skip_bad=False)
+    audio = [a for _, a in loader.iter_loaded(utterances)]
+    eot = model.generation_config.eos_token_id
+    rows = []
+    for start in tqdm(range(0, len(audio), batch_size), desc="teacher", unit="batch", leave=False):
+        features, _ = log_mel(audio[start:start + batch_size], WINDOW_SECONDS, model.config.num_mel_bins)
+        with torch.inference_mode():
+            out = model.generate(features, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                 return_timestamps=False)
+        rows += [row[:row.index(eot)] if eot in row else row for row in out.tolist()]
+    return rows
 
 
 # ----- LoRA training ----------------------------------------------------------------------------
