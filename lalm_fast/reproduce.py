@@ -113,17 +113,9 @@ def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
     ``train_mixed.jsonl`` (ASR + ST train) and the test subsets. Returns their paths and facts."""
     from lalm_fast.data import read_manifest, write_manifest
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if preset.corpus is None:
-        _tiny_corpora(data_dir, seed)
-        info = {"built_by": "lalm_fast.reproduce (synthetic tones)"}
-    else:
-        if not (data_dir / "dataset.json").exists():
-            from lalm_fast.data.corpora import SIZES, build_corpora
+    from lalm_fast.data.corpora import SIZES
 
-            print(f"== building the {preset.corpus} corpora in {data_dir}", flush=True)
-            build_corpora(data_dir, **SIZES[preset.corpus], seed=seed)
-        info = json.loads((data_dir / "dataset.json").read_text())
+    info = ensure_corpora(data_dir, SIZES[preset.corpus] if preset.corpus else None, seed)
     paths = {}
     train = read_manifest(data_dir / "asr_train.jsonl") + read_manifest(data_dir / "st_train.jsonl")
     paths["train"] = data_dir / "train_mixed.jsonl"
@@ -134,6 +126,21 @@ def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
         paths[task] = data_dir / f"{task}_test_eval.jsonl"
         write_manifest(paths[task], test)
     return {"paths": {k: str(v) for k, v in paths.items()}, "dataset": info}
+
+
+def ensure_corpora(data_dir: Path, sizes: Optional[dict], seed: int) -> dict:
+    """The corpora in ``data_dir`` (``build_corpora(**sizes)`` unless its dataset.json exists;
+    ``sizes`` None: synthetic tone clips); returns their description."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if sizes is None:
+        _tiny_corpora(data_dir, seed)
+        return {"built_by": "lalm_fast.reproduce (synthetic tones)"}
+    if not (data_dir / "dataset.json").exists():
+        from lalm_fast.data.corpora import build_corpora
+
+        print(f"== building the corpora ({sizes}) in {data_dir}", flush=True)
+        build_corpora(data_dir, **sizes, seed=seed)
+    return json.loads((data_dir / "dataset.json").read_text())
 
 
 def _tiny_corpora(folder: Path, seed: int) -> None:

@@ -147,20 +147,9 @@ def prepare_splits(preset: WhisperPreset, data_dir: Path, cache_dir: Path, model
                    seed: int) -> tuple[Split, Split, dict]:
     """Build (or reuse) the corpora, encode every clip into the cache once, return train and test."""
     from lalm_fast.data import read_manifest
+    from lalm_fast.reproduce import ensure_corpora
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if preset.corpus is None:
-        from lalm_fast.reproduce import _tiny_corpora
-
-        _tiny_corpora(data_dir, seed)
-        info = {"built_by": "lalm_fast.reproduce (synthetic tones)"}
-    else:
-        if not (data_dir / "dataset.json").exists():
-            from lalm_fast.data.corpora import build_corpora
-
-            print(f"== building the corpora in {data_dir}", flush=True)
-            build_corpora(data_dir, **preset.corpus, seed=seed)
-        info = json.loads((data_dir / "dataset.json").read_text())
+    info = ensure_corpora(data_dir, preset.corpus, seed)
     train = read_manifest(data_dir / "asr_train.jsonl")[:preset.train_utterances]
     test = read_manifest(data_dir / "asr_test.jsonl")[:preset.test_utterances]
     splits = [_cached_split(utts, model, identity, cache_dir, name) for name, utts in (("train", train), ("test", test))]
