@@ -503,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="lalm (default): the LALM trained from the frozen encoder; whisper: compression "
                              "inside the pretrained Whisper tiny.en plus decoder LoRA (docs/whisper-track.md)")
     size.add_argument("--quick", action="store_true", help="about an hour on a 2-core CPU (see the report's cuts); "
-                      "the whisper track's default, about 45 minutes")
+                      "the whisper track's default, about 15 minutes")
     size.add_argument("--dry-run", action="store_true", help="tiny random models, synthetic tones: seconds")
     parser.add_argument("--out", default="results/reproduce", help="output folder (default results/reproduce; "
                         "results/reproduce-quick with --quick)")
