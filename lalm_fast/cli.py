@@ -89,12 +89,22 @@ def _train(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lalm-fast eval", description="score a trained model on a manifest")
-    parser.add_argument("--model", required=True, help="a model folder written by train (<output_dir>/final)")
-    parser.add_argument("--manifest", required=True, help="JSONL manifest to score")
-    parser.add_argument("--out", default=".", help="folder for eval.json and eval.md")
+    parser.add_argument("--model", required=True, help="a model folder written by train (<output_dir>/final), or a "
+                        "Whisper-track adapter folder (results/whisper-compression/adapters/<configuration>)")
+    parser.add_argument("--manifest", required=True, help="JSONL manifest to score (audio at any sample rate)")
+    parser.add_argument("--out", default=".", help="folder for eval.json, eval.md and predictions.jsonl")
     parser.add_argument("--limit", type=int, help="decode only this many utterances for WER/BLEU")
     parser.add_argument("--skip-bad", action="store_true", help="count and skip bad utterances instead of failing")
+    parser.add_argument("--base", help="Whisper adapters: the Whisper they adapt (default packaged:tiny.en)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="Whisper adapters: tokens decoded at most")
     args = parser.parse_args(argv)
+    from lalm_fast.evaluate.whisper import evaluate_whisper_to_files, is_whisper_adapter
+
+    if is_whisper_adapter(args.model):
+        result = evaluate_whisper_to_files(args.model, args.manifest, args.out, args.base, args.limit,
+                                           args.max_new_tokens)
+        print(f"WER {100 * result['wer']:.2f}%; written to {os.path.join(args.out, 'eval.md')}")
+        return 0
     from lalm_fast.evaluate.model import evaluate_to_files
 
     result = evaluate_to_files(args.model, args.manifest, args.out, args.limit, args.skip_bad)

@@ -41,7 +41,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 __all__ = ["CONFIGURATIONS", "METHODS", "TWO_SEED_CONFIGURATIONS", "PRESETS", "WhisperPreset", "Split",
-           "load_model", "prepare_splits", "teacher_targets", "greedy_tokens", "evaluate", "train_lora", "run"]
+           "load_model", "prepare_splits", "cached_split", "teacher_targets", "greedy_tokens", "evaluate", "train_lora", "run"]
 
 CONFIGURATIONS = {
     "none": "none", "uniform-x2": "uniform:2", "uniform-x3": "uniform:3", "uniform-x4": "uniform:4",
@@ -152,11 +152,12 @@ def prepare_splits(preset: WhisperPreset, data_dir: Path, cache_dir: Path, model
     info = ensure_corpora(data_dir, preset.corpus, seed)
     train = read_manifest(data_dir / "asr_train.jsonl")[:preset.train_utterances]
     test = read_manifest(data_dir / "asr_test.jsonl")[:preset.test_utterances]
-    splits = [_cached_split(utts, model, identity, cache_dir, name) for name, utts in (("train", train), ("test", test))]
+    splits = [cached_split(utts, model, identity, cache_dir, name) for name, utts in (("train", train), ("test", test))]
     return splits[0], splits[1], info
 
 
-def _cached_split(utterances: list, model, identity: str, cache_dir: Path, name: str) -> Split:
+def cached_split(utterances: list, model, identity: str, cache_dir: Path, name: str) -> Split:
+    """``utterances`` with their encoder outputs, encoded into ``cache_dir`` once (unusable clips are skipped)."""
     from lalm_fast.data import FeatureCache, UtteranceLoader, whisper_encode_fn
 
     cache = FeatureCache(cache_dir, identity, WINDOW_SECONDS, dtype=torch.float32)

@@ -151,6 +151,9 @@ def test_cli_train_then_eval(tmp_path, capsys):
     row = report["rows"][0]
     assert row["wer"] is not None and row["extra"]["skipped"] == 0
     assert "WER %" in (out / "eval.md").read_text()
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 4 and {"id", "reference", "hypothesis", "audio_tokens"} <= set(predictions[0])
+    assert all(row["audio_tokens"] > 0 for row in predictions)
     # The reloaded model scores the training data exactly as the run's last evaluation did.
     last = json.loads(open(run_dir / "metrics.jsonl").read().splitlines()[-1])
     assert row["extra"]["loss"] == pytest.approx(last["loss"], abs=1e-4)

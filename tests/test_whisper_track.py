@@ -132,3 +132,25 @@ def test_cli_dispatches_the_whisper_track(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["track"] == "whisper"
     assert rep.main(["--track", "whisper", "--dry-run", "--lm", "x"]) == 2
     assert rep.main(["--seeds", "2", "--dry-run"]) == 2
+
+
+def test_lalm_fast_eval_scores_a_committed_style_adapter_as_the_track_did(dry_run, tmp_path, monkeypatch):
+    from lalm_fast import cli
+
+    out, report = dry_run
+    encoded_by = []
+    real_split = wt.cached_split
+    monkeypatch.setattr(wt, "cached_split", lambda utts, model, *a: encoded_by.append(wh.is_compressed(model))
+                        or real_split(utts, model, *a))
+    method = report["better_method"]
+    manifest = out / "data" / "asr_test.jsonl"
+    assert cli.main(["eval", "--model", str(out / "adapters" / "uniform-x3"), "--manifest", str(manifest),
+                     "--base", wt.TINY_RANDOM, "--max-new-tokens", str(wt.PRESETS["tiny"].max_new_tokens),
+                     "--limit", str(wt.PRESETS["tiny"].test_utterances),
+                     "--out", str(tmp_path)]) == 0
+    track = json.loads((out / "runs" / "uniform-x3" / f"{method}-seed0" / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert encoded_by == [False]                        # frames from the plain encoder, compressed once
+    assert predictions == track["predictions"]          # same adapter, same clips: same transcripts
+    assert all(row["audio_tokens"] > 0 for row in predictions)
+    assert json.loads((tmp_path / "eval.json").read_text())["rows"][0]["wer"]["wer"] == pytest.approx(track["wer"])
