@@ -256,15 +256,17 @@ def _threads() -> int:
 
 
 def markdown(result: dict) -> str:
+    from lalm_fast.reproduce import format_number as cell
+
     rows = result["rows"]
     groups = sorted({g for row in rows for g in row["wer_groups"]})
     lines = ["| configuration | audio tokens/s | WER % | BLEU | LLM prefill ms | end-to-end s |"
              + "".join(f" WER % {g} |" for g in groups),
              "|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
-        cells = [row["configuration"], _fmt(row["audio_tokens_per_second"], 1), _fmt(row["wer"], 1, 100),
-                 _fmt(row["bleu"], 2), _fmt(row["prefill_ms"], 1), _fmt(row["end_to_end_seconds"], 1)]
-        cells += [_fmt(row["wer_groups"].get(g), 1, 100) for g in groups]
+        cells = [row["configuration"], cell(row["audio_tokens_per_second"], 1), cell(row["wer"], 1, 100),
+                 cell(row["bleu"], 2), cell(row["prefill_ms"], 1), cell(row["end_to_end_seconds"], 1)]
+        cells += [cell(row["wer_groups"].get(g), 1, 100) for g in groups]
         lines.append("| " + " | ".join(cells) + " |")
     counts = result["utterances"]
     lines += ["", f"{counts['asr']} ASR + {counts['st']} EN->ES test utterances "
@@ -277,10 +279,6 @@ def markdown(result: dict) -> str:
               "WER: corpus-level on normalised text; per voice group: espeak_seen (training voices), "
               "espeak_unseen (held-out accents, variants, speeds, pitches), piper (held-out speeds).", ""]
     return "\n".join(lines)
-
-
-def _fmt(value, digits: int, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
 def write_outputs(out: Path, result: dict) -> None:

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["CONFIGURATIONS", "PRESETS", "Configuration", "Preset", "main", "reproduce"]
+__all__ = ["CONFIGURATIONS", "PRESETS", "Configuration", "Preset", "main", "reproduce", "ensure_corpora",
+           "cached_whisper_baseline"]
 
 
 @dataclass(frozen=True)
@@ -321,13 +322,13 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset: Preset, 
               "|---|---|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
         lines.append(f"| {row['configuration']} | {row['compressor']} | {'yes' if row['lora'] else 'no'} | "
-                     f"{_fmt(row['audio_tokens_per_second'], 2)} | {_fmt(100 * row['wer'], 1)} | "
-                     f"{_fmt(row['bleu'], 2)} | {row['steps']} | {_fmt(row.get('train_seconds_this_call'), 0)} |"
-                     + "".join(f" {_percent((row.get('wer_groups') or {}).get(g))} |" for g in groups))
+                     f"{format_number(row['audio_tokens_per_second'], 2)} | {format_number(100 * row['wer'], 1)} | "
+                     f"{format_number(row['bleu'], 2)} | {row['steps']} | {format_number(row.get('train_seconds_this_call'), 0)} |"
+                     + "".join(f" {format_percent((row.get('wer_groups') or {}).get(g))} |" for g in groups))
     if baseline:
         lines += ["", f"Whisper tiny.en's own decoder on the same ASR test utterances: "
                       f"**{100 * baseline['wer']:.1f}% WER**"
-                      + "".join(f"; {g} {_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
+                      + "".join(f"; {g} {format_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
                       + "."]
     lines += ["", "WER: corpus-level on normalised text (lalm_fast.evaluate.normalize_english). "
               f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}.",
@@ -339,12 +340,13 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset: Preset, 
     return report
 
 
-def _fmt(value, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def format_number(value: Optional[float], digits: int, scale: float = 1.0) -> str:
+    """A report cell: ``value * scale`` with ``digits`` decimals, or "-" when there is none."""
+    return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
-def _percent(fraction: Optional[float]) -> str:
-    return "-" if fraction is None else f"{100 * fraction:.1f}"
+def format_percent(fraction: Optional[float]) -> str:
+    return format_number(fraction, 1, 100)
 
 
 def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = None, baseline_label: str = "") -> None:
@@ -422,7 +424,7 @@ def reproduce(out: str | os.PathLike, preset: str = "full", *, data: Optional[st
     extra: dict[str, Any] = {"encoder": encoder, "lm": lm, "seed": seed, "data": prepared["paths"],
                              "dataset": prepared["dataset"]}
     if chosen.whisper_baseline and encoder == "packaged:tiny.en":
-        extra["whisper_baseline"] = _whisper_baseline(out, prepared["paths"]["asr"])
+        extra["whisper_baseline"] = cached_whisper_baseline(out, prepared["paths"]["asr"])
     extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
     report = write_report(out, rows, preset, chosen, extra)
     export_adapters(out, report)
@@ -474,7 +476,7 @@ def export_adapters(out: Path, report: dict) -> Path:
     return out / ADAPTERS
 
 
-def _whisper_baseline(out: Path, manifest, **options) -> dict:
+def cached_whisper_baseline(out: Path, manifest, **options) -> dict:
     """Whisper's own decoder on ``manifest`` (a path or utterances; ``options`` go to
     ``whisper_baseline``), scored once per ``out`` folder."""
     path = out / "whisper_baseline.json"

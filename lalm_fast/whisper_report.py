@@ -11,7 +11,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Optional
 
-from lalm_fast.reproduce import _fmt, _percent
+from lalm_fast.reproduce import format_number, format_percent
 
 __all__ = ["summarise", "check_targets", "write_report", "plot_wer", "export_adapters", "FAMILIES"]
 
@@ -147,22 +147,22 @@ def markdown(report: dict) -> str:
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for row in rows:
         lora = row["lora"]
-        cells = [row["configuration"], _fmt(row["audio_tokens_per_second"], 1), _percent(row["zero_shot"]["wer"])]
+        cells = [row["configuration"], format_number(row["audio_tokens_per_second"], 1), format_percent(row["zero_shot"]["wer"])]
         cells += [_with_spread(lora.get(m)) for m in methods]
-        cells += [_percent((lora.get(best) or {}).get("wer_groups", {}).get(g)) for g in groups]
-        cells += [_fmt(row["zero_shot"]["decode_ms_per_utterance"], 0),
-                  _fmt((lora.get(best) or {}).get("train_cpu_minutes"), 2)]
+        cells += [format_percent((lora.get(best) or {}).get("wer_groups", {}).get(g)) for g in groups]
+        cells += [format_number(row["zero_shot"]["decode_ms_per_utterance"], 0),
+                  format_number((lora.get(best) or {}).get("train_cpu_minutes"), 2)]
         lines.append("| " + " | ".join(cells) + " |")
     if baseline:
         lines += ["", f"Whisper as shipped (its own decoder, all 1500 frames of the window): "
-                      f"**{_percent(baseline['wer'])}% WER**"
-                      + "".join(f"; {g} {_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
+                      f"**{format_percent(baseline['wer'])}% WER**"
+                      + "".join(f"; {g} {format_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
                       + "."]
     lines += ["", f"Better method (lower mean LoRA WER over the configurations): **{best}**; "
                   "`adapters/<configuration>/` hold its first seed.", "", "## Targets", "",
               "| target | configuration | method | measured | limit | met |", "|---|---|---|---|---|---|"]
-    lines += [f"| {c['target']} | {c['configuration']} | {c['method']} | {_fmt(c['value'], 3)} | "
-              f"{_fmt(c['limit'], 3)} | {'yes' if c['met'] else '**no**'} |" for c in report["targets"]]
+    lines += [f"| {c['target']} | {c['configuration']} | {c['method']} | {format_number(c['value'], 3)} | "
+              f"{format_number(c['limit'], 3)} | {'yes' if c['met'] else '**no**'} |" for c in report["targets"]]
     missed = sum(not c["met"] for c in report["targets"])
     lines += ["", f"{missed} of {len(report['targets'])} target checks missed. Relative targets: "
               "(WER - WER none) / WER none, same method. Recovery: (zero-shot - LoRA) / (zero-shot - zero-shot none).",
@@ -181,7 +181,7 @@ def _with_spread(entry: Optional[dict]) -> str:
     if not entry:
         return "-"
     spread = entry.get("seed_spread")
-    return _percent(entry["wer"]) + ("" if spread is None else f" ± {100 * spread:.1f}")
+    return format_percent(entry["wer"]) + ("" if spread is None else f" ± {100 * spread:.1f}")
 
 
 def plot_wer(path: Path, rows: list[dict], baseline: Optional[dict] = None) -> None:

@@ -103,7 +103,7 @@ def load_model(source: str) -> tuple[Any, Any, str]:
         return model, processor.tokenizer, _identity(source)
     from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 
-    folder = pretrained._whisper_folder("packaged:tiny.en")
+    folder = pretrained.whisper_folder("packaged:tiny.en")
     config = WhisperConfig.from_pretrained(folder)
     for name, value in {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
                         "decoder_attention_heads": 2, "encoder_ffn_dim": 32, "decoder_ffn_dim": 32}.items():
@@ -485,7 +485,8 @@ def run(out: str | os.PathLike, preset: str = "quick", *, data: Optional[str] = 
         configurations: Optional[Sequence[str]] = None, seeds: Optional[int] = None,
         steps: Optional[int] = None, seed: int = 0) -> dict:
     """Run the Whisper track into ``out``; returns the report dict (also ``out/report.json``)."""
-    from lalm_fast.reproduce import ReproduceError, _whisper_baseline
+    from lalm_fast.models.pretrained import load_whisper_processor
+    from lalm_fast.reproduce import ReproduceError, cached_whisper_baseline
     from lalm_fast.whisper_report import export_adapters, write_report
 
     if preset not in PRESETS:
@@ -512,8 +513,8 @@ def run(out: str | os.PathLike, preset: str = "quick", *, data: Optional[str] = 
     extra: dict[str, Any] = {"model": source, "seed": seed, "dataset": info, "n_train": len(train.frames),
                              "n_test": len(test.frames), "test_audio_seconds": round(test.audio_seconds, 1)}
     if chosen.baseline:
-        extra["whisper_baseline"] = _whisper_baseline(out, test.utterances, model_and_processor=_processor_pair(
-            base, source))
+        processor = load_whisper_processor(source, base.config.num_mel_bins)
+        extra["whisper_baseline"] = cached_whisper_baseline(out, test.utterances, model_and_processor=(base, processor))
     extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
     report = write_report(out, rows, preset, chosen, extra)
     export_adapters(out, report)
@@ -521,8 +522,3 @@ def run(out: str | os.PathLike, preset: str = "quick", *, data: Optional[str] = 
           f"adapters: {out / 'adapters'}", flush=True)
     return report
 
-
-def _processor_pair(base, source: str):
-    from lalm_fast.models.pretrained import load_whisper_model
-
-    return base, load_whisper_model(source)[1]

@@ -75,13 +75,21 @@ CAUSAL_LM = {
 def load_whisper_model(source: str | os.PathLike):
     """``(WhisperForConditionalGeneration, WhisperProcessor)`` from a local HF folder or a
     packaged model (``"packaged:tiny.en"``, ``"packaged:base"``), in eval mode."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import WhisperForConditionalGeneration
 
-    folder = _whisper_folder(source)
-    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_folder(source)).eval()
+    return model, load_whisper_processor(source, model.config.num_mel_bins)
+
+
+def load_whisper_processor(source: str | os.PathLike, num_mel_bins: int = 80):
+    """The ``WhisperProcessor`` of ``source`` without loading its weights (``num_mel_bins``: the
+    model's, for a packaged model, whose folder holds only the tokenizer)."""
+    from transformers import WhisperProcessor
+
+    folder = whisper_folder(source)
     if _packaged_name(source) is None:
-        return model, WhisperProcessor.from_pretrained(folder)
-    return model, _packaged_processor(folder, model.config.num_mel_bins)
+        return WhisperProcessor.from_pretrained(folder)
+    return _packaged_processor(folder, num_mel_bins)
 
 
 def load_whisper_encoder(source: str | os.PathLike, window_seconds: float = 30):
@@ -93,7 +101,7 @@ def load_whisper_encoder(source: str | os.PathLike, window_seconds: float = 30):
     """
     from transformers import WhisperModel
 
-    encoder = WhisperModel.from_pretrained(_whisper_folder(source)).get_encoder().eval()
+    encoder = WhisperModel.from_pretrained(whisper_folder(source)).get_encoder().eval()
     return shorten_encoder_window(encoder, window_seconds)
 
 
@@ -193,7 +201,8 @@ def _cached(name: str, table: dict[str, PackagedAsset], kind: str, convert) -> P
     return target
 
 
-def _whisper_folder(source: str | os.PathLike) -> Path:
+def whisper_folder(source: str | os.PathLike) -> Path:
+    """The ``save_pretrained`` folder of ``source``: itself, or a packaged model's converted cache."""
     name = _packaged_name(source)
     return Path(source) if name is None else _cached(name, WHISPER, "whisper", _convert_whisper)
 
