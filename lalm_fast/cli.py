@@ -98,6 +98,8 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--base", help="Whisper adapters: the Whisper they adapt (default packaged:tiny.en)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Whisper adapters: tokens decoded at most")
     args = parser.parse_args(argv)
+    if args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--max-new-tokens and --limit must be >= 1")
     from lalm_fast.evaluate.whisper import evaluate_whisper_to_files, is_whisper_adapter
 
     if is_whisper_adapter(args.model):

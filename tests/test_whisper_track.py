@@ -154,3 +154,12 @@ def test_lalm_fast_eval_scores_a_committed_style_adapter_as_the_track_did(dry_ru
     assert predictions == track["predictions"]          # same adapter, same clips: same transcripts
     assert all(row["audio_tokens"] > 0 for row in predictions)
     assert json.loads((tmp_path / "eval.json").read_text())["rows"][0]["wer"]["wer"] == pytest.approx(track["wer"])
+
+
+@pytest.mark.parametrize("option", [["--max-new-tokens", "0"], ["--limit", "0"]])
+def test_lalm_fast_eval_rejects_nonpositive_counts(option, capsys):
+    from lalm_fast import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["eval", "--model", "m", "--manifest", "m.jsonl", *option])
+    assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
