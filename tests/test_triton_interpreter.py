@@ -250,12 +250,11 @@ def test_threshold_compress(dtype, threshold, num_out):
     torch.testing.assert_close(values, w_values, **TOL[dtype])
 
 
-@pytest.mark.parametrize("mode,min_len,max_len", [(Mode.RATE, 1, 0), (Mode.PEAK, 1, 0), (Mode.THRESHOLD, 2, 0),
-                                                  (Mode.THRESHOLD, 1, 4), (Mode.UNIFORM, 1, 0)])
-def test_threshold_compress_rejects_what_it_does_not_cover(mode, min_len, max_len):
+@pytest.mark.parametrize("mode", [Mode.UNIFORM, Mode.DOWNSAMPLE, Mode.GIVEN])
+def test_compress_rejects_what_it_does_not_cover(mode):
     x = torch.zeros(2, 4, 3)
-    with pytest.raises(ValueError, match="threshold mode only"):
-        K.compress(x, torch.tensor([4, 2]), mode, 3.0, min_len, max_len, 2)
+    with pytest.raises(ValueError, match="detection modes only"):
+        K.compress(x, torch.tensor([4, 2]), mode, 3.0, 1, 0, 2)
 
 
 # ----------------------------------------------------------------------------- the kernel ops on triton
@@ -368,15 +367,17 @@ def test_public_ops_through_the_triton_backend(dtype):
 
 
 def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
-    """Threshold mode on the triton backend is one fused call (scores, spans, means), with
-    the same tokens and gradient as the reference; min_len falls back to the composed path."""
+    """Threshold mode on the triton backend is one compress call (scores, spans, means), with
+    the same tokens and gradient as the reference; so are the other detection modes with
+    min_len and max_len."""
     import lalm_fast.kernels as kernels
     import lalm_fast.ops as ops
     from lalm_fast.ops import backends
 
     assert backends.compresses("triton", Mode.THRESHOLD)
-    assert not backends.compresses("triton", Mode.THRESHOLD, min_len=2)
-    assert not backends.compresses("triton", Mode.RATE)
+    assert backends.compresses("triton", Mode.THRESHOLD, min_len=2, max_len=5)
+    assert backends.compresses("triton", Mode.RATE) and backends.compresses("triton", Mode.PEAK)
+    assert not backends.compresses("triton", Mode.UNIFORM)
     calls = []
     real = kernels.compress
     monkeypatch.setattr(kernels, "compress", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -87,11 +87,14 @@ def downsample(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens=N
     return _pool_every(grid, k, backends.resolve(backend, grid.x.device), Mode.DOWNSAMPLE)
 
 
-def _raw_scores(grid: Grid, backend: str) -> torch.Tensor:
+def _raw_scores(grid: Grid, backend: str, sample_starts_zeroed: bool = True) -> torch.Tensor:
     scores = kernel_ops.boundary_scores(grid.x, grid.row_lengths(), backend)
     # Packed: the kernel sees one row, so the first frame of each later sample gets a score
-    # against the previous sample's last frame; it is not a boundary score, so zero it.
-    return torch.where(_detect.scored_frames(grid), scores, 0.0) if grid.packed else scores
+    # against the previous sample's last frame; it is not a boundary score, so zero it
+    # (a packed detection kernel never reads it, so it can skip this).
+    if grid.packed and sample_starts_zeroed:
+        return torch.where(_detect.scored_frames(grid), scores, 0.0)
+    return scores
 
 
 def _unpack(grid: Grid, grid_tensor: torch.Tensor) -> torch.Tensor:
@@ -114,10 +117,11 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
 
 def _detect_starts(grid: Grid, backend: str, mode: Mode, param: float, min_len: int, max_len: int) -> torch.Tensor:
     """Start mask on the grid, frame 0 of each sample included."""
-    scores = _raw_scores(grid, backend)
-    if not grid.packed and backends.detects(backend):
-        return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend)
-    return _detect.starts_from_scores(grid, scores, mode, param, min_len, max_len)
+    if backends.detects(backend, grid.packed):
+        scores = _raw_scores(grid, backend, sample_starts_zeroed=False)
+        return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend,
+                                            grid.cu_seqlens, grid.max_seqlen)
+    return _detect.starts_from_scores(grid, _raw_scores(grid, backend), mode, param, min_len, max_len)
 
 
 def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, rate: Optional[float] = None,
