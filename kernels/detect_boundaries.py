@@ -125,16 +125,16 @@ def _prominences(max_ptr, min_ptr, v, t, is_peak, LEVELS: tl.constexpr, BLOCK_T:
     left = t - 1  # walks left over 2^k-frame blocks holding nothing higher than v
     right = t + 1
     for i in tl.static_range(LEVELS + 1):
-        k: tl.constexpr = LEVELS - i
-        level_ptr = max_ptr + k * BLOCK_T
+        level_ptr = max_ptr + (LEVELS - i) * BLOCK_T
+        width = 1 << (LEVELS - i)
         in_left = left >= 0
         block_left = tl.load(level_ptr + left, mask=is_peak & in_left, other=float("inf"), cache_modifier=".cg")
-        left = tl.where(in_left & (block_left <= v), left - (1 << k), left)
-        block_end = right + (1 << k) - 1  # the 2^k frames starting at `right` end here
+        left = tl.where(in_left & (block_left <= v), left - width, left)
+        block_end = right + width - 1  # the `width` frames starting at `right` end here
         in_right = block_end < BLOCK_T
         block_right = tl.load(level_ptr + block_end, mask=is_peak & in_right, other=float("inf"),
                               cache_modifier=".cg")
-        right = tl.where(in_right & (block_right <= v), right + (1 << k), right)
+        right = tl.where(in_right & (block_right <= v), right + width, right)
     left_base = _range_min(min_ptr, left + 1, t, is_peak, LEVELS, BLOCK_T)
     right_base = _range_min(min_ptr, t, right - 1, is_peak, LEVELS, BLOCK_T)
     return v - tl.maximum(left_base, right_base)
@@ -284,6 +284,12 @@ def fits(max_frames: int) -> bool:
     return int(max_frames) <= MAX_FRAMES
 
 
+def num_warps_for(block_t: int) -> int:
+    """Warps per program: 4-16 frames a thread (4096 frames x 16 warps: 128 registers, no
+    spills on sm_90, tests/test_triton_aot.py)."""
+    return 4 if block_t <= 512 else (8 if block_t <= 2048 else 16)
+
+
 def _param_bits(param: float) -> int:
     return int(torch.tensor(float(param), dtype=torch.float64).view(torch.int64).item())
 
@@ -303,7 +309,7 @@ def _launch(scores, lengths, cu_seqlens, mode, param, min_len, max_len, max_fram
         scores.shape[1], scores.stride(0), _param_bits(param), int(min_len), int(max_len), num_out,
         MODE=int(mode), PACKED=cu_seqlens is not None, SPANS=spans is not None, BLOCK_T=block_t, LEVELS=levels,
         BLOCK_S=max(16, min(1024, next_pow2(num_out))), KEY=tl.uint64 if fp64 else tl.uint32,
-        KEY_BITS=64 if fp64 else 32, num_warps=4 if block_t <= 512 else (8 if block_t <= 2048 else 16),
+        KEY_BITS=64 if fp64 else 32, num_warps=num_warps_for(block_t),
     )
 
 
