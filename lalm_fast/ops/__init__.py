@@ -138,7 +138,19 @@ def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, ra
     return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len or 0))
 
 
-def _segment_id_spans(grid: Grid, ids, num_out: int):
+def _output_rows(grid: Grid, max_segments: Optional[int], count_segments) -> int:
+    """``max_segments``, else the static bound T (N packed), else, on CPU tensors in eager
+    mode, where counting costs no device sync and no graph is traced, the rows the segments
+    need (``count_segments()``; at least 1 when there are frames): no output of T mostly
+    empty rows."""
+    if max_segments is not None:
+        return check_positive_int(max_segments, "max_segments")
+    if torch.compiler.is_compiling() or grid.x.device.type != "cpu":
+        return grid.num_frames
+    return min(max(count_segments(), 1), grid.num_frames)
+
+
+def _segment_id_spans(grid: Grid, ids, max_segments: Optional[int]):
     """Spans and counts of sorted per-frame segment ids (pytorch_scatter's ``segment_coo``)."""
     if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise TypeError("segment_ids must be an integer tensor [B, T]")
@@ -150,10 +162,11 @@ def _segment_id_spans(grid: Grid, ids, num_out: int):
     if should_check_values(ids):
         if bool((ids < 0).any()) or bool((ids[:, 1:] < ids[:, :-1]).any()):
             raise ValueError("segment_ids must be >= 0 and non-decreasing along time within each sample")
+    last_id = torch.where(valid, ids, -1).amax(1) if ids.shape[1] else ids.new_full((ids.shape[0],), -1)
+    num_out = _output_rows(grid, max_segments, lambda: int(last_id.max()) + 1 if last_id.numel() else 0)
     wanted = torch.arange(num_out, device=ids.device).expand(ids.shape[0], -1).contiguous()
     starts = torch.searchsorted(ids, wanted, right=False)
     ends = torch.searchsorted(ids, wanted, right=True)
-    last_id = torch.where(valid, ids, -1).amax(1) if ids.shape[1] else ids.new_full((ids.shape[0],), -1)
     return starts, ends, (last_id + 1).clamp(0, num_out)
 
 
@@ -190,9 +203,10 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
 
     Segments come from exactly one of: ``boundaries`` (bool start mask, ``[B, T]`` or ``[N]``;
     frame 0 is always a start), ``segment_ids`` (sorted ids ``[B, T]``, padded input only) or
-    ``offsets`` (CSR ``[B, S+1]``, padded input only). The output holds ``max_segments`` rows
-    (default: T, or N packed); a sample with more segments has its surplus merged into the
-    last token.
+    ``offsets`` (CSR ``[B, S+1]``, padded input only). The output holds ``max_segments`` rows;
+    a sample with more segments has its surplus merged into the last token. By default it
+    holds as many rows as the segments need on CPU tensors in eager mode (counting them costs
+    no device sync there), else T (N packed), a static bound (CUDA, torch.compile).
     """
     given = [n for n, v in (("boundaries", boundaries), ("segment_ids", segment_ids), ("offsets", offsets))
              if v is not None]
@@ -202,12 +216,12 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     name = backends.resolve(backend, grid.x.device)
     if grid.packed and boundaries is None:
         raise ValueError(f"{given[0]} needs padded input; for packed input pass a boundaries mask [N]")
-    num_out = grid.num_frames if max_segments is None else check_positive_int(max_segments, "max_segments")
     if boundaries is None:
         starts, ends, counts = (_offset_spans(grid, offsets) if offsets is not None
-                                else _segment_id_spans(grid, segment_ids, num_out))
+                                else _segment_id_spans(grid, segment_ids, max_segments))
         return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
     _check_boundaries(grid, boundaries)
+    num_out = _output_rows(grid, max_segments, lambda: _spans.most_segments(grid, boundaries))
     if not grid.packed and backends.compresses(name, Mode.GIVEN):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.view(-1, grid.num_frames))
