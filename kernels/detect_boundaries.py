@@ -32,6 +32,7 @@ The epilogue writes the result directly: the bool mask, or for ``compress`` the 
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 
@@ -235,13 +236,16 @@ def _detect_kernel(
     LEVELS: tl.constexpr, BLOCK_S: tl.constexpr, KEY: tl.constexpr, KEY_BITS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    if PACKED:
-        base = tl.load(cu_seqlens_ptr + row)
-        length = tl.load(cu_seqlens_ptr + row + 1) - base
+    # clamped, so unchecked lengths / cu_seqlens / max_seqlen on a GPU never reach out of bounds
+    if PACKED:  # one flat [1, N] row: the sample's frames are [base, base + length)
+        base = tl.minimum(tl.maximum(tl.load(cu_seqlens_ptr + row), 0), frames)
+        length = tl.minimum(tl.load(cu_seqlens_ptr + row + 1) - base, frames - base)
+        mask_base = base
     else:
         base = row * row_stride
-        length = tl.minimum(tl.maximum(tl.load(lengths_ptr + row), 0), frames)
-    length = tl.minimum(length, BLOCK_T).to(tl.int32)  # a wrong max_seqlen can never read out of bounds
+        length = tl.minimum(tl.load(lengths_ptr + row), frames)
+        mask_base = row * frames  # the mask is contiguous, the scores may be strided
+    length = tl.minimum(tl.maximum(length, 0), BLOCK_T).to(tl.int32)
     t = tl.arange(0, BLOCK_T)
     row_ptr = scores_ptr + base
     s = tl.load(row_ptr + t, mask=t < length, other=0.0)
@@ -276,7 +280,7 @@ def _detect_kernel(
         _write_spans(start, t, length, starts_ptr, ends_ptr, counts_ptr, row, num_out, BLOCK_S)
     else:
         out_end = length if PACKED else frames  # padded rows are written whole (False past L)
-        tl.store(mask_ptr + base + t, start, mask=t < out_end)
+        tl.store(mask_ptr + mask_base + t, start, mask=t < out_end)
 
 
 def fits(max_frames: int) -> bool:
@@ -291,7 +295,7 @@ def num_warps_for(block_t: int) -> int:
 
 
 def _param_bits(param: float) -> int:
-    return int(torch.tensor(float(param), dtype=torch.float64).view(torch.int64).item())
+    return struct.unpack("<q", struct.pack("<d", float(param)))[0]
 
 
 def _launch(scores, lengths, cu_seqlens, mode, param, min_len, max_len, max_frames, mask=None, spans=None):

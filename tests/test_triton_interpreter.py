@@ -429,9 +429,10 @@ DETECTION_CASES = [  # (mode, param, min_len, max_len)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("ties", [False, True])
 def test_detect_boundaries_equals_the_reference(dtype, ties):
-    """Random and tied scores, odd T, empty and one-frame rows, every mode with the rules."""
+    """Random and tied scores, odd T, empty and one-frame rows, strided rows, every mode with
+    the rules."""
     gen = torch.Generator().manual_seed(40 + ties)
-    scores = random_scores(gen, 5, 37, dtype, ties)
+    scores = random_scores(gen, 5, 45, dtype, ties)[:, :37]  # row stride 45
     lengths = torch.tensor([37, 0, 1, 2, 23])
     for mode, param, min_len, max_len in DETECTION_CASES:
         got = K.detect_boundaries(scores, lengths, mode, param, min_len, max_len)
