@@ -1,0 +1,92 @@
+"""Tiny random-weight native audio LLMs of the real transformers classes, with their processors.
+
+One :class:`Case` per ``config.model_type``: a builder for the model (hidden sizes 16-64, one
+or two layers), one for the processor (word-level tokenizer, the model's own feature
+extractor shrunk to a short window), a prompt with one audio placeholder per sample and
+audio durations that differ within the batch. Shared by tests/test_hf_integrations.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+WORDS = ["what", "is", "this", "say", "it", "again", "yes", "no"]
+MEL = 8
+
+
+def tokenizer(specials: list[str], padding_side: str = "left", **special_tokens) -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then WORDS."""
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *specials, *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=specials, **special_tokens)
+    tok.padding_side = padding_side
+    return tok
+
+
+def text_config(model_type: str = "qwen2", vocab_size: int = 32, **overrides) -> dict:
+    config = dict(model_type=model_type, vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  max_position_embeddings=512, pad_token_id=0, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                  tie_word_embeddings=False)
+    config.update(overrides)
+    return config
+
+
+def waveforms(seconds: list[float], sampling_rate: int = 16000) -> list[np.ndarray]:
+    """Noise that depends only on its duration, so a sample is the same alone or batched."""
+    return [np.random.default_rng(int(s * 1000)).standard_normal(int(s * sampling_rate)).astype(np.float32) * 0.1
+            for s in seconds]
+
+
+@dataclass
+class Case:
+    model_type: str
+    model: Callable[[], torch.nn.Module]
+    processor: Callable[[], object]
+    prompt: str                      # one sample's text, one audio placeholder in it
+    seconds: tuple[float, ...]       # a batch of different durations, all within one encoder window
+    sampling_rate: int = 16000
+
+    def batch(self, processor, padding_side: str = "left", seconds=None) -> dict:
+        seconds = list(seconds or self.seconds)
+        processor.tokenizer.padding_side = padding_side
+        out = processor(text=[self.prompt] * len(seconds), audio=waveforms(seconds, self.sampling_rate),
+                        sampling_rate=self.sampling_rate, return_tensors="pt", padding=True)
+        return dict(out)
+
+
+def _seeded(build):
+    def wrapped():
+        torch.manual_seed(0)
+        return build().eval()
+    return wrapped
+
+
+# -- glmasr ---------------------------------------------------------------------------------------
+
+def _glmasr_model():
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration
+    config = GlmAsrConfig(audio_config=dict(hidden_size=16, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_mel_bins=MEL, max_position_embeddings=200),
+                          text_config=text_config("llama", head_dim=8), audio_token_id=2)
+    return GlmAsrForConditionalGeneration(config)
+
+
+def _glmasr_processor():
+    from transformers import GlmAsrProcessor, WhisperFeatureExtractor
+    # A 2 s window: 200 mel frames -> 100 encoder frames, a multiple of the 4 frames GLM-ASR merges.
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=2)
+    return GlmAsrProcessor(extractor, tokenizer(["<|pad|>"]), audio_token="<|pad|>")
+
+
+CASES: dict[str, Case] = {case.model_type: case for case in [
+    Case("glmasr", _seeded(_glmasr_model), _glmasr_processor, "<|pad|> what is this", (2.0, 0.7, 1.3)),
+]}
