@@ -87,6 +87,20 @@ def _glmasr_processor():
     return GlmAsrProcessor(extractor, tokenizer(["<|pad|>"]), audio_token="<|pad|>")
 
 
+# -- qwen2_audio (its own integration module, reached through the same registry) -------------------
+
+def _qwen2_audio_model():
+    from tests.test_qwen2_audio import tiny_model
+    return tiny_model()
+
+
+def _qwen2_audio_processor():
+    from tests.test_qwen2_audio import tiny_processor
+    return tiny_processor()
+
+
 CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("glmasr", _seeded(_glmasr_model), _glmasr_processor, "<|pad|> what is this", (2.0, 0.7, 1.3)),
+    Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
+         "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

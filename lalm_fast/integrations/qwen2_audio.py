@@ -275,7 +275,7 @@ def _mismatch_message(inner, index, sample, placeholders, count) -> str:
                f"{patch.compressor.config()} (replace_avg_pool={patch.replace_avg_pool}) produced {count} tokens. ")
     if not patch.compressor.static_length:
         return message + ("A content-adaptive compressor's counts are only known after the encoder runs: "
-                          "use build_inputs_embeds(model, ...).")
+                          "use lalm_fast.integrations.expand_inputs(model, batch) or build_inputs_embeds(model, ...).")
     return message + ("Expand placeholders with the same compressor: patch_processor(processor, compressor, "
                       "replace_avg_pool=...) (an unpatched processor counts at the native 25 Hz rate), "
                       "or use build_inputs_embeds(model, ...).")
