@@ -87,6 +87,26 @@ def _glmasr_processor():
     return GlmAsrProcessor(extractor, tokenizer(["<|pad|>"]), audio_token="<|pad|>")
 
 
+# -- audioflamingo3 ----------------------------------------------------------------------------------
+
+def _whisper_encoder(**extra) -> dict:
+    """A Whisper-style encoder config on a 1 s window: 100 mel frames -> 50 encoder frames."""
+    return dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=MEL,
+                max_source_positions=50, **extra)
+
+
+def _audioflamingo3_model():
+    from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration
+    config = AudioFlamingo3Config(audio_config=_whisper_encoder(), text_config=text_config(), audio_token_id=2)
+    return AudioFlamingo3ForConditionalGeneration(config)
+
+
+def _audioflamingo3_processor():
+    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=1)
+    return AudioFlamingo3Processor(extractor, tokenizer(["<sound>"]), audio_token="<sound>")
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -101,6 +121,8 @@ def _qwen2_audio_processor():
 
 CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("glmasr", _seeded(_glmasr_model), _glmasr_processor, "<|pad|> what is this", (2.0, 0.7, 1.3)),
+    Case("audioflamingo3", _seeded(_audioflamingo3_model), _audioflamingo3_processor, "<sound> what is this",
+         (1.0, 0.37, 0.64)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

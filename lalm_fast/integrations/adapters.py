@@ -32,6 +32,21 @@ class GlmAsr(Adapter):
         return (lengths - 4) // 4 + 1
 
 
+class TowerLengths(Adapter):
+    """Models whose get_audio_features keeps ``audio_tower._get_feat_extract_output_lengths(mel)[1]`` tokens."""
+
+    def native_lengths(self, inner, args):
+        _, lengths = inner.audio_tower._get_feat_extract_output_lengths(_mask_lengths(args, "input_features_mask"))
+        return lengths
+
+
+class AudioFlamingo3(TowerLengths):
+    """Whisper encoder + AvgPool 2 (25 Hz), MLP projector; 30 s windows."""
+    model_types = ("audioflamingo3",)
+    inner_class = "AudioFlamingo3Model"
+    processor_classes = ("AudioFlamingo3Processor",)
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -79,5 +94,5 @@ class Qwen2Audio(Adapter):
         return self._module().revert_processor(processor)
 
 
-ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr())
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
