@@ -20,13 +20,19 @@ WORDS = ["what", "is", "this", "say", "it", "again", "yes", "no"]
 MEL = 8
 
 
-def tokenizer(specials: list[str], padding_side: str = "left", **special_tokens) -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then WORDS."""
+def tokenizer(specials: list[str], padding_side: str = "left", named: dict | None = None,
+              **special_tokens) -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then WORDS.
+
+    ``named`` ({"audio_token": "<|audio_pad|>", ...}) become tokenizer attributes, as processors
+    that read ``tokenizer.audio_token`` expect.
+    """
     vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *specials, *WORDS])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    extra = {"extra_special_tokens": named} if named else {"additional_special_tokens": specials}
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                  additional_special_tokens=specials, **special_tokens)
+                                  **extra, **special_tokens)
     tok.padding_side = padding_side
     return tok
 
@@ -107,6 +113,26 @@ def _audioflamingo3_processor():
     return AudioFlamingo3Processor(extractor, tokenizer(["<sound>"]), audio_token="<sound>")
 
 
+# -- qwen3_asr ---------------------------------------------------------------------------------------
+
+QWEN3_AUDIO = {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
+
+
+def _qwen3_asr_model():
+    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
+    audio = dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=MEL,
+                 downsample_hidden_size=8, output_dim=32, n_window=50, n_window_infer=100)
+    config = Qwen3ASRConfig(audio_config=audio, text_config=text_config("qwen3"), audio_token_id=2,
+                            pad_token_id=0, eos_token_id=31)
+    return Qwen3ASRForConditionalGeneration(config)
+
+
+def _qwen3_asr_processor():
+    from transformers import Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
+    extractor = Qwen3ASRFeatureExtractor(feature_size=MEL, chunk_length=2)
+    return Qwen3ASRProcessor(extractor, tokenizer(list(QWEN3_AUDIO.values()), named=QWEN3_AUDIO))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -123,6 +149,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("glmasr", _seeded(_glmasr_model), _glmasr_processor, "<|pad|> what is this", (2.0, 0.7, 1.3)),
     Case("audioflamingo3", _seeded(_audioflamingo3_model), _audioflamingo3_processor, "<sound> what is this",
          (1.0, 0.37, 0.64)),
+    Case("qwen3_asr", _seeded(_qwen3_asr_model), _qwen3_asr_processor,
+         "<|audio_start|><|audio_pad|><|audio_end|> what is this", (2.0, 0.6, 1.37)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

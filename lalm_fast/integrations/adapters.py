@@ -47,6 +47,20 @@ class AudioFlamingo3(TowerLengths):
     processor_classes = ("AudioFlamingo3Processor",)
 
 
+class Qwen3Asr(Adapter):
+    """Three stride-2 convs per 100-frame chunk (13 tokens), chunks packed into one flat sequence."""
+    model_types = ("qwen3_asr",)
+    inner_class = "Qwen3ASRModel"
+    processor_classes = ("Qwen3ASRProcessor",)
+
+    def native_lengths(self, inner, args):
+        mask = args["input_features_mask"]
+        tower = inner.audio_tower
+        chunk = tower.n_window * 2
+        per_chunk = mask.view(mask.shape[0], -1, chunk).sum(-1).long()       # as Qwen3ASREncoder.forward
+        return tower._post_cnn_length(per_chunk).sum(-1)
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -94,5 +108,5 @@ class Qwen2Audio(Adapter):
         return self._module().revert_processor(processor)
 
 
-ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3())
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
