@@ -133,6 +133,25 @@ def _qwen3_asr_processor():
     return Qwen3ASRProcessor(extractor, tokenizer(list(QWEN3_AUDIO.values()), named=QWEN3_AUDIO))
 
 
+# -- fun_asr_nano ------------------------------------------------------------------------------------
+
+def _fun_asr_nano_model():
+    from transformers import FunAsrNanoConfig, FunAsrNanoForConditionalGeneration
+    audio = dict(num_mel_bins=MEL, hidden_size=16, num_attention_heads=2, intermediate_size=32, num_hidden_layers=2,
+                 num_timestamp_prediction_layers=1, max_position_embeddings=256, hidden_dropout=0.0,
+                 attention_dropout=0.0)
+    adaptor = dict(hidden_size=32, num_attention_heads=2, intermediate_size=8, num_hidden_layers=1,
+                   projector_hidden_size=32)
+    config = FunAsrNanoConfig(audio_config=audio, adaptor_config=adaptor, text_config=text_config("qwen3"),
+                              audio_token_id=2)
+    return FunAsrNanoForConditionalGeneration(config)
+
+
+def _fun_asr_nano_processor():
+    from transformers import FunAsrNanoFeatureExtractor, FunAsrNanoProcessor
+    return FunAsrNanoProcessor(FunAsrNanoFeatureExtractor(feature_size=MEL), tokenizer(["<|object_ref_start|>"]))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():

@@ -61,8 +61,8 @@ class Adapter:
     hook: str = "get_audio_features"
     #: what the model needs besides the count; listed in the docs table
     rewrites: str = "placeholder count"
-    #: content-adaptive compressors (one placeholder per audio, expanded by expand_inputs)
-    adaptive: bool = True
+    #: the processor cuts audio longer than one encoder window into one encoder row per window
+    windowed: bool = False
 
     # -- model side -----------------------------------------------------------------------------
 
@@ -251,4 +251,7 @@ def _check(inner: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor, nat
                        "lalm_fast.integrations.patch_processor(processor, compressor) (an unpatched processor "
                        "writes the model's own count).")
 
-    check_placeholder_runs(input_ids, patch.adapter.token_id(inner), lengths.tolist(), "audio", message)
+    hint = ("; this processor gives an audio longer than one encoder window one row per window, which "
+            "lalm_fast compresses per row and cannot join for this model yet: keep each audio within one window"
+            if patch.adapter.windowed else "")
+    check_placeholder_runs(input_ids, patch.adapter.token_id(inner), lengths.tolist(), "audio", message, hint)

@@ -30,7 +30,7 @@ def placeholder_runs(input_ids: torch.Tensor, token_id: int) -> list[list[int]]:
 
 
 def check_placeholder_runs(input_ids: torch.Tensor, token_id: int, counts: list[int], token_name: str,
-                           mismatch: Callable[[int, int, int, int], str]) -> None:
+                           mismatch: Callable[[int, int, int, int], str], rows_hint: str = "") -> None:
     """Raise a ValueError naming the first audio whose run of ``token_id`` is not ``counts[i]`` long.
 
     ``mismatch(index, sample, placeholders, count)`` writes the message for one audio, so each
@@ -42,7 +42,7 @@ def check_placeholder_runs(input_ids: torch.Tensor, token_id: int, counts: list[
     if len(flat_runs) != len(counts):
         raise ValueError(f"input_ids hold {len(flat_runs)} runs of {token_name} placeholders but the audio encoder "
                          f"returned {len(counts)} audios; every audio needs one run of placeholders "
-                         "(the processor writes them)")
+                         f"(the processor writes them){rows_hint}")
     owners = [sample for sample, sample_runs in enumerate(runs) for _ in sample_runs]
     for index, (placeholders, count) in enumerate(zip(flat_runs, counts)):
         if placeholders != count:

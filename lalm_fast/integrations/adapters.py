@@ -24,6 +24,7 @@ class GlmAsr(Adapter):
     model_types = ("glmasr",)
     inner_class = "GlmAsrModel"
     processor_classes = ("GlmAsrProcessor",)
+    windowed = True
 
     def native_lengths(self, inner, args):
         lengths = _mask_lengths(args, "input_features_mask")
@@ -45,6 +46,7 @@ class AudioFlamingo3(TowerLengths):
     model_types = ("audioflamingo3",)
     inner_class = "AudioFlamingo3Model"
     processor_classes = ("AudioFlamingo3Processor",)
+    windowed = True
 
 
 class Qwen3Asr(Adapter):
@@ -59,6 +61,16 @@ class Qwen3Asr(Adapter):
         chunk = tower.n_window * 2
         per_chunk = mask.view(mask.shape[0], -1, chunk).sum(-1).long()       # as Qwen3ASREncoder.forward
         return tower._post_cnn_length(per_chunk).sum(-1)
+
+
+class FunAsrNano(Adapter):
+    """Low-frame-rate stacking in the feature extractor, no reduction in the model: one token per LFR frame."""
+    model_types = ("fun_asr_nano",)
+    inner_class = "FunAsrNanoModel"
+    processor_classes = ("FunAsrNanoProcessor",)
+
+    def native_lengths(self, inner, args):
+        return _mask_lengths(args, "input_features_mask")
 
 
 class Qwen2Audio(Adapter):
@@ -108,5 +120,5 @@ class Qwen2Audio(Adapter):
         return self._module().revert_processor(processor)
 
 
-ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr())
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
