@@ -113,6 +113,22 @@ def _audioflamingo3_processor():
     return AudioFlamingo3Processor(extractor, tokenizer(["<sound>"]), audio_token="<sound>")
 
 
+# -- musicflamingo (AudioFlamingo3 + a rotary time embedding built from the placeholder runs) ---------
+
+def _musicflamingo_model():
+    from transformers import MusicFlamingoConfig, MusicFlamingoForConditionalGeneration
+    config = MusicFlamingoConfig(audio_config=_whisper_encoder(model_type="audioflamingo3_encoder"),
+                                 text_config=text_config(), audio_token_id=2,
+                                 audio_bos_token_id=3, audio_eos_token_id=4)
+    return MusicFlamingoForConditionalGeneration(config)
+
+
+def _musicflamingo_processor():
+    from transformers import MusicFlamingoProcessor, WhisperFeatureExtractor
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=1)
+    return MusicFlamingoProcessor(extractor, tokenizer(["<sound>", "<|sound_bos|>", "<|sound_eos|>"]))
+
+
 # -- qwen3_asr ---------------------------------------------------------------------------------------
 
 QWEN3_AUDIO = {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
@@ -170,6 +186,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          (1.0, 0.37, 0.64)),
     Case("qwen3_asr", _seeded(_qwen3_asr_model), _qwen3_asr_processor,
          "<|audio_start|><|audio_pad|><|audio_end|> what is this", (2.0, 0.6, 1.37)),
+    Case("musicflamingo", _seeded(_musicflamingo_model), _musicflamingo_processor, "<sound> what is this",
+         (1.0, 0.37, 0.64)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

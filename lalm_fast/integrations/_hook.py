@@ -80,6 +80,10 @@ class Adapter:
         """Tokens per audio the unpatched ``get_audio_features(**args)`` returns (the model's own formula)."""
         raise NotImplementedError
 
+    def native_args(self, inner: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments the original hook is called with (the default: as given)."""
+        return args
+
     def split(self, inner: nn.Module, output, args: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``output`` of the original hook as padded tokens ``[N, T, D]`` and native ``lengths [N]``."""
         flat = output.pooler_output
@@ -128,7 +132,8 @@ class Adapter:
         applied_patch(inner, "apply_compression(model, compressor) first")
         args = _bound_args(inner, (), {name: batch[name] for name in self.audio_inputs if batch.get(name) is not None})
         with torch.no_grad():
-            return _compress(inner, applied_patch(inner).original_features(**args), args)[1]
+            original = applied_patch(inner).original_features
+            return _compress(inner, original(**self.native_args(inner, args)), args)[1]
 
     def expand_inputs(self, model: nn.Module, batch: dict, labels=None, padding_side=None) -> dict:
         """``batch`` with every audio's placeholder run expanded to its compressed count."""
@@ -217,8 +222,10 @@ def _bound_args(inner: nn.Module, args, kwargs) -> dict:
 
 def _compressed_features(self, *args, **kwargs):
     """``get_audio_features`` with each audio's tokens compressed (bound on the inner model)."""
-    output = applied_patch(self).original_features(*args, **kwargs)
-    output, lengths, native = _compress(self, output, _bound_args(self, args, kwargs))
+    patch = applied_patch(self)
+    arguments = _bound_args(self, args, kwargs)
+    output = patch.original_features(**patch.adapter.native_args(self, arguments))
+    output, lengths, native = _compress(self, output, arguments)
     input_ids = _FORWARD_IDS.get().get(id(self))
     if input_ids is not None:
         _check(self, input_ids, lengths, native)

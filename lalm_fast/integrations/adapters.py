@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lalm_fast.integrations._hook import Adapter
+from lalm_fast.integrations._placeholders import expand_audio_placeholders
 from lalm_fast.nn import AudioCompressor
 
 
@@ -47,6 +48,26 @@ class AudioFlamingo3(TowerLengths):
     inner_class = "AudioFlamingo3Model"
     processor_classes = ("AudioFlamingo3Processor",)
     windowed = True
+
+
+class MusicFlamingo(TowerLengths):
+    """AudioFlamingo3 plus a rotary time embedding, applied before the projector, whose timestamps
+    ``get_audio_features`` rebuilds from the placeholder runs in ``input_ids``: the original is
+    given ``input_ids`` with each run at its native length, so every frame keeps its own time,
+    and the tokens are compressed after the time embedding."""
+    model_types = ("musicflamingo",)
+    inner_class = "MusicFlamingoModel"
+    processor_classes = ("MusicFlamingoProcessor",)
+    audio_inputs = ("input_features", "input_features_mask", "input_ids")
+    windowed = True
+    rewrites = "placeholder count; input_ids given to get_audio_features re-expanded to native runs"
+
+    def native_args(self, inner, args):
+        native = self.native_lengths(inner, args)
+        ids = args["input_ids"]
+        expanded = expand_audio_placeholders(ids, native, self.token_id(inner), -1,
+                                             padding_side="right", token_name="audio")["input_ids"]
+        return {**args, "input_ids": expanded}
 
 
 class Qwen3Asr(Adapter):
@@ -120,5 +141,5 @@ class Qwen2Audio(Adapter):
         return self._module().revert_processor(processor)
 
 
-ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano())
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
