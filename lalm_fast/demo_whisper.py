@@ -120,11 +120,11 @@ def markdown(result: dict) -> str:
 
 def plot(path: Path, result: dict) -> None:
     """WER against audio tokens per second (the track's plot) from the re-scored rows."""
-    from lalm_fast.whisper_report import plot_wer
+    from lalm_fast.whisper_report import family_of, plot_wer
 
     adapted = [row for row in result["rows"] if row["lora"]]
     shipped = next((row for row in result["rows"] if row["lora"] is None), None)
-    rows = [{"configuration": row["configuration"], "family": row["configuration"].split("-")[0],
+    rows = [{"configuration": row["configuration"], "family": family_of(row["configuration"]),
              "audio_tokens_per_second": row["audio_tokens_per_second"], "zero_shot": {"wer": row["zero_shot_wer"]},
              "lora": {result["method"]: {"wer": row["wer"]}}} for row in adapted]
     plot_wer(path, rows, shipped)

@@ -521,7 +521,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ctc-steps", type=int, help="CTC warm-up steps per configuration (0 = none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, help="configurations trained at once, 1 thread each (quick: 2)")
-    parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3 and segment-rate3 "
+    parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3, segment-rate3 and segment-rate3-min2 "
                         "(default 2)")
     try:
         args = parser.parse_args(argv)

@@ -15,14 +15,23 @@ from lalm_fast.reproduce import format_number, format_percent
 
 __all__ = ["summarise", "check_targets", "write_report", "plot_wer", "export_adapters", "FAMILIES"]
 
-FAMILIES = {"uniform": "uniform pooling", "downsample": "downsampling", "segment": "segmentation"}
+FAMILIES = {"uniform": "uniform pooling", "downsample": "downsampling", "segment": "segmentation",
+            "segment-min2": "segmentation, min_len 2"}
 # Relative WER budgets of the adapted models against the uncompressed one adapted the same way.
 RELATIVE_TARGETS = {"uniform-x2": 0.03, "segment-rate2": 0.03, "uniform-x3": 0.05, "segment-rate3": 0.05,
-                    "uniform-x4": 0.10, "segment-rate4": 0.10}
-RECOVERY = ("uniform-x3", "uniform-x4", "downsample-x3", "segment-rate3", "segment-rate4")
+                    "segment-rate3-min2": 0.05, "uniform-x4": 0.10, "segment-rate4": 0.10, "segment-rate4-min2": 0.10}
+RECOVERY = ("uniform-x3", "uniform-x4", "downsample-x3", "segment-rate3", "segment-rate4", "segment-rate3-min2",
+            "segment-rate4-min2")
 PROTECTED_GROUPS = ("piper", "espeak_unseen")
 COMPARISONS = [("uniform-x2", "downsample-x2"), ("uniform-x3", "downsample-x3"), ("segment-rate2", "uniform-x2"),
-               ("segment-rate3", "uniform-x3"), ("segment-rate4", "uniform-x4")]
+               ("segment-rate3", "uniform-x3"), ("segment-rate4", "uniform-x4"), ("segment-rate3-min2", "uniform-x3"),
+               ("segment-rate4-min2", "uniform-x4"), ("segment-rate3-min2", "segment-rate3")]
+
+
+def family_of(configuration: str) -> str:
+    """The compression method of a configuration name (a key of ``FAMILIES``): one plot line each."""
+    kind = configuration.split("-")[0]
+    return f"{kind}-min2" if configuration.endswith("-min2") else kind
 
 
 # ----- numbers ----------------------------------------------------------------------------------
@@ -54,7 +63,7 @@ def summarise(configuration: str, results: dict) -> dict:
             "train_seconds": mean(r["train_seconds_this_call"] for r in runs),
             "eval_seconds": mean(r["decode_seconds"] for r in runs), "steps": runs[0]["steps"]}
     return {"configuration": configuration, "compressor": zero["compressor"],
-            "family": configuration.split("-")[0], "audio_tokens_per_second": zero["audio_tokens_per_second"],
+            "family": family_of(configuration), "audio_tokens_per_second": zero["audio_tokens_per_second"],
             "zero_shot": {"wer": zero["wer"], "wer_guarded": guarded(zero), "wer_groups": zero["wer_groups"],
                           "decode_ms_per_utterance": zero["decode_ms_per_utterance"],
                           "eval_seconds": zero["decode_seconds"]},
@@ -230,7 +239,7 @@ def plot_wer(path: Path, rows: list[dict], baseline: Optional[dict] = None) -> N
     fig, axis = plt.subplots(figsize=(7, 4.5))
     none = [row for row in rows if row["configuration"] == "none"]
     styles = {"zero-shot": ("--", "o"), "transcripts": ("-", "s"), "distill": (":", "^")}
-    for color, (family, label) in zip(("C0", "C1", "C2"), FAMILIES.items()):
+    for color, (family, label) in zip(("C0", "C1", "C2", "C3"), FAMILIES.items()):
         points = sorted(none + [r for r in rows if r["family"] == family], key=lambda r: r["audio_tokens_per_second"])
         for kind, (style, marker) in styles.items():
             pairs = [(r["audio_tokens_per_second"], _wer_of(r, kind)) for r in points]

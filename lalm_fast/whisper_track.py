@@ -6,7 +6,7 @@
    float32, valid frames of the 30 s window): the encoder is frozen, so every configuration
    trains and scores from the cache;
 3. per configuration (``CONFIGURATIONS``: none, uniform x2/x3/x4, downsample x2/x3, segment
-   rate 2/3/4; :func:`lalm_fast.integrations.whisper.apply_compression`): greedy WER zero-shot,
+   rate 2/3/4, and rate 3/4 with segments of two frames at least; :func:`lalm_fast.integrations.whisper.apply_compression`): greedy WER zero-shot,
    then with a decoder LoRA (:func:`~lalm_fast.integrations.whisper.decoder_lora_config`) trained
    by each of ``METHODS``:
 
@@ -47,9 +47,12 @@ CONFIGURATIONS = {
     "none": "none", "uniform-x2": "uniform:2", "uniform-x3": "uniform:3", "uniform-x4": "uniform:4",
     "downsample-x2": "downsample:2", "downsample-x3": "downsample:3",
     "segment-rate2": "segment:rate=2", "segment-rate3": "segment:rate=3", "segment-rate4": "segment:rate=4",
+    # No segment shorter than two frames: rate mode alone often cuts one-frame segments, which
+    # spend a token on a 20 ms sliver and leave longer ones for the rest (docs/whisper-track.md).
+    "segment-rate3-min2": "segment:rate=3,min_len=2", "segment-rate4-min2": "segment:rate=4,min_len=2",
 }
 METHODS = ("transcripts", "distill")
-TWO_SEED_CONFIGURATIONS = ("none", "uniform-x3", "segment-rate3")
+TWO_SEED_CONFIGURATIONS = ("none", "uniform-x3", "segment-rate3", "segment-rate3-min2")
 WINDOW_SECONDS = 30.0   # Whisper's own window: the cached frames are what the shipped model reads
 TINY_RANDOM = "tiny-random"
 
