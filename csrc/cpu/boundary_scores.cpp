@@ -46,7 +46,7 @@ void boundary_scores_impl(const at::Tensor& x, const at::Tensor& lengths, at::Te
 at::Tensor boundary_scores(const at::Tensor& x, const at::Tensor& lengths) {
   TORCH_CHECK(x.device().is_cpu() && lengths.device().is_cpu(), "x and lengths must be CPU tensors");
   TORCH_CHECK(x.dim() == 3, "x must be [R, T, D], got ", x.sizes());
-  TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
+  TORCH_CHECK(x.numel() == 0 || x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
               "lengths must be int64 [R=", x.size(0), "], got ", lengths.scalar_type(), " ", lengths.sizes());
   const at::Tensor lens = lengths.contiguous();
