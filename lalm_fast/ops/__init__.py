@@ -20,8 +20,8 @@ import torch
 
 from lalm_fast.ops import _detect, _spans, backends, kernel_ops
 from lalm_fast.ops._inputs import Grid, make_grid, should_check_values
-from lalm_fast.ops.arguments import (DEFAULT_PROMINENCE, check_detection_args, check_positive_int,
-                                     detection_mode)
+from lalm_fast.ops.arguments import (DEFAULT_PROMINENCE, check_detection_args, check_max_segments,
+                                     check_positive_int, detection_mode)
 from lalm_fast.ops.modes import Mode
 from lalm_fast.ops.result import CompressedAudio
 
@@ -49,6 +49,8 @@ def _compress(grid: Grid, mode: Mode, param: float, num_out: int, backend: str, 
 
 def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
                  single_frame: bool = False) -> CompressedAudio:
+    if grid.packed:
+        is_start = _spans.fit_packed_starts(grid, is_start, num_out)
     starts, ends = _spans.spans_from_starts(grid, is_start, num_out, single_frame)
     values = kernel_ops.span_mean(grid.x, starts, ends, backend)
     return _spans.assemble(grid, values, starts, ends, _spans.segment_counts(grid, is_start, num_out))
@@ -56,6 +58,7 @@ def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
 
 def _pool_every(grid: Grid, k: int, backend: str, mode: Mode) -> CompressedAudio:
     single_frame = mode == Mode.DOWNSAMPLE
+    k = _spans.cap_at_frames(grid, k)  # any k >= T gives the same windows, and no overflow
     if grid.packed:
         return _pool_starts(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend,
                             single_frame)
@@ -113,7 +116,7 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
 
 
 def _detect_starts(grid: Grid, backend: str, mode: Mode, param: float, min_len: int, max_len: int) -> torch.Tensor:
-    """Start mask on the grid, frame 0 of each sample included."""
+    """Start mask on the grid, frame 0 of each sample included (min_len, max_len capped)."""
     scores = _raw_scores(grid, backend)
     if not grid.packed and backends.detects(backend):
         return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend)
@@ -131,7 +134,8 @@ def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, ra
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
     mode, param = detection_mode(prominence, rate, threshold)
     name = backends.resolve(backend, grid.x.device)
-    return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len or 0))
+    min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
+    return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len))
 
 
 def _segment_id_spans(grid: Grid, ids, num_out: int):
@@ -142,13 +146,17 @@ def _segment_id_spans(grid: Grid, ids, num_out: int):
         raise ValueError(f"segment_ids must have shape {list(grid.x.shape[:2])} on {grid.x.device}, "
                          f"got {list(ids.shape)} on {ids.device}")
     valid = grid.valid()
-    ids = torch.where(valid, ids.long(), torch.iinfo(torch.long).max)
+    # Ids at or past the last row merge into it; capping them there (padding one above) keeps
+    # the order and leaves no id near the int64 limit, where `last_id + 1` would overflow.
+    ids = torch.where(valid, ids.long().clamp(max=num_out), num_out)
     if should_check_values(ids):
         if bool((ids < 0).any()) or bool((ids[:, 1:] < ids[:, :-1]).any()):
             raise ValueError("segment_ids must be >= 0 and non-decreasing along time within each sample")
     wanted = torch.arange(num_out, device=ids.device).expand(ids.shape[0], -1).contiguous()
     starts = torch.searchsorted(ids, wanted, right=False)
     ends = torch.searchsorted(ids, wanted, right=True)
+    if num_out:
+        ends = torch.cat([ends[:, :-1], grid.lengths[:, None]], dim=1)  # the last row takes the surplus
     last_id = torch.where(valid, ids, -1).amax(1) if ids.shape[1] else ids.new_full((ids.shape[0],), -1)
     return starts, ends, (last_id + 1).clamp(0, num_out)
 
@@ -198,7 +206,7 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     name = backends.resolve(backend, grid.x.device)
     if grid.packed and boundaries is None:
         raise ValueError(f"{given[0]} needs padded input; for packed input pass a boundaries mask [N]")
-    num_out = grid.num_frames if max_segments is None else check_positive_int(max_segments, "max_segments")
+    num_out = grid.num_frames if max_segments is None else check_max_segments(max_segments, grid)
     if boundaries is None:
         starts, ends, counts = (_offset_spans(grid, offsets) if offsets is not None
                                 else _segment_id_spans(grid, segment_ids, num_out))
@@ -206,7 +214,7 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     _check_boundaries(grid, boundaries)
     if not grid.packed and backends.compresses(name, Mode.GIVEN):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
-    starts = _spans.force_sample_starts(grid, boundaries.view(-1, grid.num_frames))
+    starts = _spans.force_sample_starts(grid, boundaries.reshape(grid.x.shape[:2]))
     return _pool_starts(grid, starts, num_out, name)
 
 
@@ -222,11 +230,11 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
     name = backends.resolve(backend, grid.x.device)
     if max_segments is not None:
-        num_out = check_positive_int(max_segments, "max_segments")
+        num_out = check_max_segments(max_segments, grid)
     else:
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
     mode, param = detection_mode(prominence, rate, threshold)
-    max_len = max_len or 0
+    min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
     if not grid.packed and backends.compresses(name, mode, min_len, max_len):
         return _compress(grid, mode, param, num_out, name, min_len, max_len)
     with torch.no_grad():
