@@ -148,3 +148,12 @@ def test_checkpoints_without_checksums_still_resume(tmp_path):
     step = checkpoints / "step-00000004" / "step.json"
     step.write_text(json.dumps({"step": 4, "epoch": 0, "batch": 0}))
     assert latest_checkpoint(tmp_path).name == "step-00000004"
+
+
+def test_a_binary_manifest_is_named(tmp_path):
+    from lalm_fast.data import DataError, read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(DataError, match=f"{path}: not UTF-8 text"):
+        read_manifest(path)
