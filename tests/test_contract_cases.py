@@ -275,3 +275,11 @@ def test_errors_name_the_argument(call, error, words):
         return
     with pytest.raises(error, match=words):
         call()
+
+
+@pytest.mark.parametrize("dtype, huge", [(torch.float32, 1e30), (torch.float64, 1e300)])
+def test_boundary_scores_of_huge_frames_do_not_overflow(cpu_backend, dtype, huge):
+    # Found by the fuzz suite: |x|^2 overflowed, giving a score of 1 to two parallel frames.
+    x = torch.tensor([[[-huge], [-0.29], [0.0], [3 * huge], [math.inf], [1.0]]], dtype=dtype)
+    got = ops.boundary_scores(x, backend=cpu_backend)[0]
+    assert got[:4].tolist() == [0.0, 0.0, 1.0, 1.0] and got[4:].isnan().all()

@@ -77,13 +77,32 @@ def span_mean_backward(grad: torch.Tensor, starts: torch.Tensor, ends: torch.Ten
     return spread.to(grad.dtype)
 
 
+def _cosines(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine of each frame pair with norms clamped to COSINE_EPS, and whether every sum was finite."""
+    dot, sq_prev, sq_cur = (prev * cur).sum(-1), (prev * prev).sum(-1), (cur * cur).sum(-1)
+    norms = sq_prev.sqrt().clamp_min(COSINE_EPS) * sq_cur.sqrt().clamp_min(COSINE_EPS)
+    return dot / norms, dot.isfinite() & sq_prev.isfinite() & sq_cur.isfinite()
+
+
+def _scaled_cosines(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+    """The cosines of frames too large for the plain sums (they overflow): each frame scaled by
+    its largest magnitude first; max(|a|, eps) = s * max(|a / s|, eps / s), so s cancels."""
+    s_prev, s_cur = prev.abs().amax(-1, keepdim=True), cur.abs().amax(-1, keepdim=True)
+    a, b = prev / s_prev.clamp_min(COSINE_EPS), cur / s_cur.clamp_min(COSINE_EPS)
+    norms = (a.norm(dim=-1).maximum(COSINE_EPS / s_prev[..., 0])
+             * b.norm(dim=-1).maximum(COSINE_EPS / s_cur[..., 0]))
+    return (a * b).sum(-1) / norms
+
+
 def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     acc = x.to(accumulation_dtype(x.dtype))
     prev, cur = acc[:, :-1], acc[:, 1:]
-    dot = (prev * cur).sum(-1)
-    norms = prev.norm(dim=-1).clamp_min(COSINE_EPS) * cur.norm(dim=-1).clamp_min(COSINE_EPS)
+    cosines, finite = _cosines(prev, cur)
+    if prev.numel():  # frames past ~1e19 (fp32) overflow the sums: the cpu kernel's fallback, without a sync
+        scaled = _scaled_cosines(prev.to(torch.float64), cur.to(torch.float64)).to(acc.dtype)
+        cosines = torch.where(finite, cosines, scaled)
     scores = torch.zeros(acc.shape[:2], dtype=acc.dtype, device=x.device)
-    scores[:, 1:] = 1.0 - dot / norms
+    scores[:, 1:] = 1.0 - cosines
     frames = torch.arange(x.shape[1], device=x.device)
     valid = (frames[None, :] >= 1) & (frames[None, :] < lengths[:, None])
     return torch.where(valid, scores, 0.0)
