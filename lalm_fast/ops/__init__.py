@@ -47,6 +47,12 @@ def _compress(grid: Grid, mode: Mode, param: float, num_out: int, backend: str, 
     return _spans.assemble(grid, values, starts, ends, counts)
 
 
+def _fused(grid: Grid, backend: str, mode: Mode, num_out: int, min_len: int = 1, max_len: int = 0) -> bool:
+    """Whether one compress kernel does the whole job: padded input, a mode the backend fuses,
+    and a non-empty output (an empty one needs no kernel; triton's launcher rejects it)."""
+    return not grid.packed and num_out > 0 and backends.compresses(backend, mode, min_len, max_len)
+
+
 def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
                  single_frame: bool = False) -> CompressedAudio:
     if grid.packed:
@@ -62,7 +68,7 @@ def _pool_every(grid: Grid, k: int, backend: str, mode: Mode) -> CompressedAudio
     if grid.packed:
         return _pool_starts(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend,
                             single_frame)
-    if backends.compresses(backend, mode):
+    if _fused(grid, backend, mode, math.ceil(grid.num_frames / k)):
         return _compress(grid, mode, float(k), math.ceil(grid.num_frames / k), backend)
     # The spans are plain arithmetic: a handful of small ops instead of the start-mask path
     # (this overhead is what matters for B=1 latency).
@@ -212,7 +218,7 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
                                 else _segment_id_spans(grid, segment_ids, num_out))
         return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
     _check_boundaries(grid, boundaries)
-    if not grid.packed and backends.compresses(name, Mode.GIVEN):
+    if _fused(grid, name, Mode.GIVEN, num_out):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.reshape(grid.x.shape[:2]))
     return _pool_starts(grid, starts, num_out, name)
@@ -235,7 +241,7 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
     mode, param = detection_mode(prominence, rate, threshold)
     min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
-    if not grid.packed and backends.compresses(name, mode, min_len, max_len):
+    if _fused(grid, name, mode, num_out, min_len, max_len):
         return _compress(grid, mode, param, num_out, name, min_len, max_len)
     with torch.no_grad():
         starts = _detect_starts(grid, name, mode, param, min_len, max_len)
