@@ -19,7 +19,7 @@ def check_positive_int(value, name: str) -> int:
     return value
 
 
-MAX_ROWS = 2**31 - 1  # output rows per sample: far above any real T, and kernels index rows in int32
+MAX_ROWS = 2**31 - 1  # output rows per sample: far above any real T; a larger bound only fails to allocate
 
 
 def check_max_segments(value, grid) -> int:
