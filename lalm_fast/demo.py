@@ -317,6 +317,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(argv)
+        for option, folder in (("--out", args.out), ("--data", args.data)):
+            if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+                parser.error(f"{option} {folder!r} exists and is not a folder")  # before minutes of decoding
         run_demo(args.adapters, args.out, utterances=args.utterances,
                  configurations=args.configs.split(",") if args.configs else None, data=args.data,
                  baseline=not args.no_baseline, progress=not args.no_progress)
