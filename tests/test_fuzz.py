@@ -117,9 +117,12 @@ def batches(draw, layouts=("padded", "masked", "packed", "full"), dtypes=DTYPES,
     x = torch.randn(batch, frames, dim, generator=gen, dtype=torch.float64)
     if draw(st.booleans()):  # integer-valued frames: exact ties, plateaus, repeated frames
         x = torch.randint(-1, 2, x.shape, generator=gen).double()
+    # Huge values share one sign: +1e30 and -1e30 in one span cancel to a result that depends
+    # on the summation order (ill-conditioned), which no backend can be asked to agree on.
+    huge = draw(st.sampled_from([1, -1])) * HUGE[dtype]
     for _ in range(draw(st.integers(0, 3)) if x.numel() else 0):
         index = tuple(draw(st.integers(0, size - 1)) for size in x.shape)
-        x[index] = draw(st.sampled_from([math.nan, math.inf, -math.inf, HUGE[dtype], -HUGE[dtype]]))
+        x[index] = draw(st.sampled_from([math.nan, math.inf, -math.inf, huge]))
     if layout == "full":
         lengths = torch.full((batch,), frames, dtype=torch.long)
     else:
