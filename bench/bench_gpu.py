@@ -1,7 +1,8 @@
 """GPU microbenchmark of the Triton / CUDA kernels against PyTorch baselines.
 
 Measures forward, backward and forward+backward of span means (uniform_pool and
-segment_pool layouts), boundary scores and the fused threshold segment_compress, with
+segment_pool layouts), boundary scores, the fused threshold segment_compress and boundary
+detection in every mode (B x T scores; segment_compress through the public API too), with
 ``triton.testing.do_bench`` (median and 20/80 % quantiles), and reports GB/s and the
 percentage of the copy bandwidth measured in the same run (``y.copy_(x)`` on a tensor of
 the input's size). Baselines, measured in the same run: ``torch.segment_reduce``, the
@@ -141,6 +142,43 @@ def backends_to_run(device, args):
     if not out:
         out["torch"] = ref  # dry run without the interpreter: the reference stands in
     return out
+
+
+# ----------------------------------------------------------------------------- detection
+
+DETECTION_SETTINGS = [  # (label, public keyword, mode, param, min_len, max_len)
+    ("peak", "prominence", Mode.PEAK, 0.05, 1, 0), ("peak min_len=2", "prominence", Mode.PEAK, 0.05, 2, 0),
+    ("threshold", "threshold", Mode.THRESHOLD, 0.5, 1, 0),
+    ("threshold min_len=3 max_len=20", "threshold", Mode.THRESHOLD, 0.5, 3, 20),
+    ("rate=3", "rate", Mode.RATE, 3.0, 1, 0), ("rate=3 min_len=2", "rate", Mode.RATE, 3.0, 2, 0),
+]
+
+
+def bench_detection(record, impls, x, lengths, dry_run: bool = False):
+    """detect_boundaries from the [B, T] scores in every mode (target: <= 50 us at B=32,
+    T=1500), against the vectorised torch detection; and the public segment_compress
+    (scores + detection + means, three launches on triton) in every mode."""
+    from lalm_fast import ops
+    from lalm_fast.ops._detect import starts_from_scores
+    from lalm_fast.ops._inputs import Grid
+
+    scores = ref.boundary_scores(x, lengths).contiguous()
+    grid = Grid(x, lengths, False, None)
+    score_bytes = scores.numel() * scores.element_size()
+    settings = DETECTION_SETTINGS[::2] if dry_run else DETECTION_SETTINGS  # one per mode: the interpreter is slow
+    for label, keyword, mode, param, min_len, max_len in settings:
+        if "triton" in impls:
+            kt = impls["triton"]
+            detect = lambda: kt.detect_boundaries(scores, lengths, int(mode), param, min_len, max_len)
+            record("detect_boundaries", "triton", "fwd", "-", detect, score_bytes, note=label)
+            record("detect_boundaries", "triton", "fwd", "-", detect, score_bytes, note=f"{label}; CUDA graph",
+                   graph=True)
+            compress = lambda: ops.segment_compress(x, lengths, **{keyword: param}, min_len=min_len,
+                                                    max_len=max_len or None, backend="triton")
+            record("segment_compress", "ops.segment_compress", "fwd", "-", compress, 0,
+                   note=f"{label}; public API, eager")
+        record("detect_boundaries", "eager_reference", "fwd", "-",
+               lambda: starts_from_scores(grid, scores, mode, param, min_len, max_len), score_bytes, note=label)
 
 
 # ----------------------------------------------------------------------------- main
@@ -289,6 +327,8 @@ def main(argv=None):
         record("boundary_scores", name, "fwd", "-", lambda: mod.boundary_scores(x, lengths), x_bytes + B * T * 4)
     record("boundary_scores", "eager_reference", "fwd", "-", lambda: ref.boundary_scores(x, lengths),
            x_bytes + B * T * 4)
+
+    bench_detection(record, impls, x, lengths, args.dry_run)
 
     if profile_args is not None and not args.quick:
         # last: the profiler leaves CUPTI hooks behind that slow later eager launches (seen

@@ -2,8 +2,9 @@
 
 The backend kernels with the contracts of :mod:`lalm_fast.ops.reference`, one file each:
 ``span_mean`` / ``span_mean_backward`` (span_mean.py), ``boundary_scores``
-(boundary_scores.py) and ``compress`` (compress.py: fused threshold segmentation, the one
-mode the capability table in :mod:`lalm_fast.ops.backends` lists for triton). They are plain
+(boundary_scores.py), ``detect_boundaries`` (detect_boundaries.py: every detection mode,
+padded or packed) and ``compress`` (compress.py: scores, detection and means for the
+detection modes, as the capability table in :mod:`lalm_fast.ops.backends` lists). They are plain
 launchers: ``lalm_fast.ops.kernel_ops`` registers every backend's kernels as the same
 ``torch.library`` ops, on a GPU and under ``TRITON_INTERPRET=1`` alike.
 
@@ -21,13 +22,14 @@ UNAVAILABLE_REASON = unavailable_reason()
 
 __all__ = [
     "UNAVAILABLE_REASON", "FIXED_CONFIG_ENV", "fixed_config", "interpreting",
-    "span_mean", "span_mean_backward", "boundary_scores", "compress",
+    "span_mean", "span_mean_backward", "boundary_scores", "detect_boundaries", "compress",
 ]
 
 if IMPORT_ERROR is None:
     try:
         from .boundary_scores import boundary_scores
         from .compress import compress
+        from .detect_boundaries import detect_boundaries
         from .span_mean import span_mean, span_mean_backward
     except Exception as exc:  # a triton too old / too new for these kernels
         UNAVAILABLE_REASON = IMPORT_ERROR = f"the triton kernels failed to load ({type(exc).__name__}: {exc})"
@@ -37,4 +39,4 @@ if IMPORT_ERROR is not None:
     def _unavailable(*args, **kwargs):
         raise RuntimeError(f"the triton backend cannot run here: {UNAVAILABLE_REASON}")
 
-    span_mean = span_mean_backward = boundary_scores = compress = _unavailable
+    span_mean = span_mean_backward = boundary_scores = detect_boundaries = compress = _unavailable

@@ -1,24 +1,27 @@
-"""Fused threshold segmentation + segment means: the triton backend's ``compress``.
+"""Segmentation + segment means: the triton backend's ``compress`` for the detection modes.
 
-``compress(x, lengths, Mode.THRESHOLD, threshold, 1, 0, num_out)`` returns
-``(values [R, S, D], starts [R, S], ends [R, S], counts [R])`` with ``S = num_out``:
+``compress(x, lengths, mode, param, min_len, max_len, num_out)`` (mode peak, threshold or
+rate, any ``min_len`` / ``max_len``) returns ``(values [R, S, D], starts [R, S], ends [R, S],
+counts [R])`` with ``S = num_out``:
 
-- segment starts are frame 0 (when ``lengths[r] > 0``) and every frame ``1 <= t < L``
-  whose boundary score ``1 - cos(x[t-1], x[t])`` is ``> threshold``;
-- ``values`` are the segment means (fp32 accumulation), ``ends[s]`` is the next start (or
-  ``L`` for the last segment);
+- segment starts are those of ``detect_boundaries`` on the boundary scores (frame 0 when
+  ``lengths[r] > 0``); ``ends[s]`` is the next start (or ``L`` for the last segment);
+- ``values`` are the segment means (fp32 accumulation);
 - if a sample has more than ``num_out`` segments, the last output row absorbs the rest
   (its end is ``L``); ``counts[r] = min(#segments, num_out)``;
 - rows ``s >= counts[r]`` have ``starts = ends = L`` and zero values.
 
-Reference: ``reference.boundary_scores`` + ``> threshold`` + ``reference.span_mean``.
+Reference: ``reference.boundary_scores`` + ``_detect.starts_from_scores`` +
+``reference.span_mean``.
 
-Three launches, two passes over ``x`` (plus a scan over the ``[R, T]`` fp32 scores):
+Three launches, two passes over ``x`` (plus a pass over the ``[R, T]`` scores):
 
 1. ``boundary_scores`` reads ``x`` once (its ``x[t-1]`` reads hit L1/L2) and writes scores.
-2. ``_threshold_spans_kernel`` (one program per row, no ``x`` traffic) scans the scores:
-   boundary flags -> running count (``tl.cumsum`` with a carry across ``T`` tiles) ->
-   ``starts``/``ends`` scattered to their output rows, trailing rows filled with ``L``.
+2. ``detect_boundaries.detect_spans`` (one program per row, no ``x`` traffic) detects and
+   writes ``starts``/``ends``/``counts`` directly. Rows longer than its limit
+   (``detect_boundaries.MAX_FRAMES``) use ``_threshold_spans_kernel`` (threshold mode without
+   min_len / max_len: a scan over ``T`` tiles with a carried count, any ``T``) or the torch
+   reference.
 3. ``span_mean`` reads ``x`` again and writes the means.
 
 Why not one pass: the output row of a frame is the number of boundaries before it, a
@@ -38,6 +41,7 @@ from lalm_fast.ops.modes import Mode
 
 from ._common import check_float, next_pow2, tl, triton
 from .boundary_scores import boundary_scores
+from .detect_boundaries import detect_spans, fits
 from .span_mean import span_mean
 
 
@@ -93,21 +97,27 @@ def _threshold_spans(scores, lengths, threshold: float, num_out: int):
 
 
 def supports(mode: int, min_len: int, max_len: int) -> bool:
-    """The fused kernel covers threshold detection without ``min_len`` / ``max_len`` rules."""
-    return mode == Mode.THRESHOLD and min_len <= 1 and max_len == 0
+    """The detection modes, with any ``min_len`` / ``max_len``."""
+    return Mode(mode).detects and min_len >= 1 and max_len >= 0
+
+
+def _spans(scores, lengths, mode: int, param: float, min_len: int, max_len: int, num_out: int):
+    if not fits(scores.shape[1]) and mode == Mode.THRESHOLD and min_len <= 1 and max_len == 0:
+        return _threshold_spans(scores, lengths, param, num_out)  # tiled over T: any length
+    return detect_spans(scores, lengths, mode, param, min_len, max_len, num_out)
 
 
 def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int, max_len: int,
              num_out: int, boundaries=None):
-    """``(values, starts, ends, counts)`` of threshold segmentation (``param`` = threshold);
-    see the module docstring. No host sync; output sizes from ``num_out``."""
+    """``(values, starts, ends, counts)`` of detected segments; see the module docstring.
+    No host sync; output sizes from ``num_out``."""
     if not supports(mode, min_len, max_len) or boundaries is not None:
-        raise ValueError(f"the triton compress covers threshold mode only (mode={mode}, min_len={min_len}, "
-                         f"max_len={max_len})")
+        raise ValueError(f"the triton compress covers the detection modes only (peak, threshold, rate; got "
+                         f"mode={mode}, min_len={min_len}, max_len={max_len})")
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
         raise ValueError(f"num_out must be >= 1, got {num_out}")
     scores = boundary_scores(x, lengths)
-    starts, ends, counts = _threshold_spans(scores, lengths, param, num_out)
+    starts, ends, counts = _spans(scores, lengths, mode, param, min_len, max_len, num_out)
     return span_mean(x, starts, ends), starts, ends, counts

@@ -19,12 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from lalm_fast.data.audio import UtteranceLoader
 from lalm_fast.data.files import atomic_write
 from lalm_fast.data.manifest import Utterance, read_manifest
 from lalm_fast.evaluate import EvalReport, WerResult, real_time_factor, wer, wer_by_group
+from lalm_fast.evaluate.repetition import guarded_wer
 
 DEFAULT_WHISPER = "packaged:tiny.en"
 WHISPER_TOKENS_PER_SECOND = 50.0  # the encoder frames Whisper's decoder cross-attends to, per second
@@ -41,6 +42,8 @@ class BaselineResult:
     ids: list[str]
     audio_seconds: float
     compute_seconds: float  # transcription only (model loading excluded)
+    wer_guarded: Optional[WerResult] = None  # after the repetition guard (lalm_fast.evaluate.repetition)
+    groups_guarded: dict[str, WerResult] = field(default_factory=dict)
     skipped: str = ""  # the loader's skip report, if any utterance was skipped
     settings: dict = field(default_factory=dict)
 
@@ -137,10 +140,12 @@ def whisper_baseline(manifest: str | os.PathLike | Sequence[Utterance], source: 
     references = [utt.text for utt in kept]
     labels = [utt.extra.get(group_key) if group_key else None for utt in kept]
     per_group = wer_by_group(references, hypotheses, labels)
+    overall_guarded, groups_guarded = guarded_wer(references, hypotheses, labels)
     source_name = str(source).removeprefix("packaged:") if str(source).startswith("packaged:") else Path(source).name
     label = name or f"Whisper {source_name} (own decoder)"
     return BaselineResult(
-        name=label, wer=wer(references, hypotheses), groups=per_group,
+        name=label, wer=wer(references, hypotheses), groups=per_group, wer_guarded=overall_guarded,
+        groups_guarded=groups_guarded,
         group_counts=dict(Counter(str(g) for g in labels if g is not None)), references=references,
         hypotheses=hypotheses, ids=[utt.id for utt in kept],
         audio_seconds=sum(len(audio) for audio in audios) / 16000, compute_seconds=compute_seconds,

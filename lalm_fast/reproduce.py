@@ -481,12 +481,16 @@ def cached_whisper_baseline(out: Path, manifest, **options) -> dict:
     ``whisper_baseline``), scored once per ``out`` folder."""
     path = out / "whisper_baseline.json"
     if path.exists():
-        return json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        if "wer_guarded" in stored:  # older files lack the repetition-guarded scores: score again
+            return stored
     from lalm_fast.baselines import whisper_baseline
     from lalm_fast.data.files import atomic_write
 
     result = whisper_baseline(manifest, **options)
-    summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()}}
+    summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()},
+               "wer_guarded": result.wer_guarded.wer,
+               "groups_guarded": {group: r.wer for group, r in result.groups_guarded.items()}}
     with atomic_write(path) as handle:
         json.dump(summary, handle)
     return summary

@@ -220,8 +220,10 @@ def decode_split(model, split: Split, batch_size: int, max_new_tokens: int, desc
 
 def evaluate(model, tokenizer, split: Split, spec: str, batch_size: int, max_new_tokens: int,
              desc: str = "") -> dict:
-    """WER overall and per voice group, audio tokens per second and decode speed of a compressed model."""
+    """WER overall and per voice group (as decoded, and after the repetition guard), audio tokens per
+    second and decode speed of a compressed model."""
     from lalm_fast.evaluate import wer, wer_by_group
+    from lalm_fast.evaluate.repetition import guarded_wer
     from lalm_fast.nn import build_compressor
 
     tokens, seconds = decode_split(model, split, batch_size, max_new_tokens, desc)
@@ -230,8 +232,11 @@ def evaluate(model, tokenizer, split: Split, spec: str, batch_size: int, max_new
     compressor = build_compressor(spec)
     with torch.no_grad():
         counts = [int(compressor(f[None], torch.tensor([len(f)])).lengths[0]) for f in split.frames]
-    return {"wer": wer(references, hypotheses).wer, "wer_detail": asdict(wer(references, hypotheses)),
+    result = wer(references, hypotheses)
+    guarded, guarded_groups = guarded_wer(references, hypotheses, split.groups())
+    return {"compressor": spec, "wer": result.wer, "wer_detail": asdict(result),
             "wer_groups": {g: r.wer for g, r in wer_by_group(references, hypotheses, split.groups()).items()},
+            "wer_guarded": guarded.wer, "wer_groups_guarded": {g: r.wer for g, r in guarded_groups.items()},
             "audio_tokens_per_second": sum(counts) / split.audio_seconds,
             "decode_ms_per_utterance": 1000 * seconds / len(tokens), "decode_seconds": round(seconds, 2),
             "predictions": [{"id": u.id, "reference": r, "hypothesis": h, "audio_tokens": c}
@@ -420,7 +425,7 @@ def zero_shot(ctx: Context, configuration: str) -> dict:
     with compression(ctx.base, spec):
         metrics = evaluate(ctx.base, ctx.tokenizer, ctx.test, spec, ctx.preset.eval_batch_size,
                            ctx.preset.max_new_tokens, f"zero-shot {configuration}")
-    return _write_metrics(run_dir, {"configuration": configuration, "compressor": spec, "method": "zero-shot",
+    return _write_metrics(run_dir, {"configuration": configuration, "method": "zero-shot",
                                     **metrics})
 
 
@@ -441,7 +446,7 @@ def adapted(ctx: Context, configuration: str, method: str, seed: int) -> dict:
     metrics = evaluate(model, ctx.tokenizer, ctx.test, spec, ctx.preset.eval_batch_size, ctx.preset.max_new_tokens,
                        f"{method} {configuration} seed {seed}")
     result = _write_metrics(run_dir, {
-        "configuration": configuration, "compressor": spec, "method": method, "seed": seed,
+        "configuration": configuration, "method": method, "seed": seed,
         "steps": ctx.preset.steps, "train_seconds_this_call": round(train_seconds, 1),
         "train_cpu_minutes_this_call": round(train_cpu / 60, 2), **metrics})
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
@@ -511,7 +516,8 @@ def run(out: str | os.PathLike, preset: str = "quick", *, data: Optional[str] = 
     for configuration, method, unit_seed in plan(names, chosen.seeds):
         rows[configuration]["adapted"].append(adapted(ctx, configuration, method, seed + unit_seed))
     extra: dict[str, Any] = {"model": source, "seed": seed, "dataset": info, "n_train": len(train.frames),
-                             "n_test": len(test.frames), "test_audio_seconds": round(test.audio_seconds, 1)}
+                             "n_test": len(test.frames), "test_audio_seconds": round(test.audio_seconds, 1),
+                             "test_ids": [u.id for u in test.utterances]}
     if chosen.baseline:
         processor = load_whisper_processor(source, base.config.num_mel_bins)
         extra["whisper_baseline"] = cached_whisper_baseline(out, test.utterances, model_and_processor=(base, processor))

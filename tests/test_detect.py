@@ -63,6 +63,17 @@ def test_peak_literal_table():
     assert detect_on([0.0, 0.9, 0.1, 0.3, 0.2, 0.95], prominence=0.0) == [0, 3]
 
 
+def test_peak_prominence_left_base_past_a_lower_block():
+    """Regression: the reference's range minimum read each window's level at the window's
+    end frame instead of the peak's, so the left base of frame 13 (nearest higher frame: 8,
+    minimum 0.0 at 9) came out 0.775 and the peak was lost. scipy: prominence 0.753."""
+    scores = [0.0, 0.772, 0.123, 0.959, 0.444, 0.048, 0.209, 0.984, 1.0, 0.0, 0.886, 0.775, 0.825, 0.963,
+              0.21, 0.675, 0.726, 0.343]
+    peaks, props = scipy_signal.find_peaks(torch.tensor(scores[1:]).numpy(), prominence=0.3)
+    assert (peaks + 1).tolist() == [3, 8, 13, 16]
+    assert detect_on(scores, prominence=0.3) == [0, 3, 8, 13, 16]
+
+
 def test_min_len_literal_table():
     grid = padded_grid(torch.zeros(1, 8, 1))
     candidates = torch.tensor([[False, True, True, False, True, True, False, False]])

@@ -260,3 +260,108 @@ def test_public_ops_compile_fullgraph(triton_kernels, dtype):
     (ga,) = torch.autograd.grad(got[0].float().sum() + got[2].float().sum(), x)
     (gb,) = torch.autograd.grad(want[0].float().sum() + want[2].float().sum(), x)
     torch.testing.assert_close(ga, gb, **TOL[dtype])
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+DETECTION_CASES = [  # (mode, param, min_len, max_len)
+    (Mode.PEAK, 0.05, 1, 0), (Mode.PEAK, 0.0, 3, 0), (Mode.PEAK, 0.1, 2, 9),
+    (Mode.THRESHOLD, 0.5, 1, 0), (Mode.THRESHOLD, 0.3, 3, 20),
+    (Mode.RATE, 3.0, 1, 0), (Mode.RATE, 2.5, 2, 0),
+]
+
+
+def _reference_mask(scores, lengths, mode, param, min_len, max_len, cu_seqlens=None):
+    from lalm_fast.ops._detect import starts_from_scores
+    from lalm_fast.ops._inputs import Grid
+
+    lengths = cu_seqlens.diff() if cu_seqlens is not None else lengths
+    grid = Grid(scores[:, :, None], lengths, cu_seqlens is not None, cu_seqlens)
+    return starts_from_scores(grid, scores, Mode(mode), param, min_len, max_len)
+
+
+@pytest.mark.parametrize("frames", [1500, 4096])
+@pytest.mark.parametrize("score_dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("ties", [False, True])
+def test_triton_detection_equals_the_reference(triton_kernels, frames, score_dtype, ties):
+    """Compiled detection kernel vs the torch detection on the same scores, bit for bit:
+    B=32 padded rows (one program each), up to the 4096-frame limit."""
+    gen = torch.Generator().manual_seed(frames + ties)
+    x = torch.randn(32, frames, 16, generator=gen)
+    if ties:
+        x = x.round()
+    lengths = torch.randint(0, frames + 1, (32,), generator=gen)
+    lengths[0], lengths[1] = frames, 1
+    scores = ref.boundary_scores(x.to(score_dtype), lengths).cuda()
+    lengths = lengths.cuda()
+    for mode, param, min_len, max_len in DETECTION_CASES:
+        got = triton_kernels.detect_boundaries(scores, lengths, int(mode), param, min_len, max_len)
+        want = _reference_mask(scores, lengths, mode, param, min_len, max_len)
+        assert torch.equal(got, want), (mode, param, min_len, max_len)
+
+
+def test_triton_detection_packed_and_spans(triton_kernels):
+    detect = importlib.import_module("lalm_fast.kernels.detect_boundaries")
+    from lalm_fast.ops import _spans
+    from lalm_fast.ops._inputs import Grid
+
+    gen = torch.Generator().manual_seed(3)
+    cu = torch.tensor([0, 700, 700, 701, 2200, 3000]).cuda()
+    scores = ref.boundary_scores(torch.randn(1, 3100, 16, generator=gen), torch.tensor([3100])).cuda()
+    lengths = torch.randint(0, 1501, (8,), generator=gen).cuda()
+    padded = ref.boundary_scores(torch.randn(8, 1500, 16, generator=gen), lengths.cpu()).cuda()
+    grid = Grid(padded[:, :, None], lengths, False, None)
+    for mode, param, min_len, max_len in DETECTION_CASES:
+        got = triton_kernels.detect_boundaries(scores, cu.diff(), int(mode), param, min_len, max_len, cu, 1500)
+        assert torch.equal(got, _reference_mask(scores, None, mode, param, min_len, max_len, cu)), mode
+        starts, ends, counts = detect.detect_spans(padded, lengths, int(mode), param, min_len, max_len, 600)
+        mask = _reference_mask(padded, lengths, mode, param, min_len, max_len)
+        want_starts, want_ends = _spans.spans_from_starts(grid, mask, 600)
+        assert torch.equal(starts, want_starts) and torch.equal(ends, want_ends), mode
+        assert torch.equal(counts, _spans.segment_counts(grid, mask, 600)), mode
+
+
+def test_triton_detection_under_a_cuda_graph(triton_kernels):
+    gen = torch.Generator().manual_seed(4)
+    lengths = torch.randint(1, 1501, (32,), generator=gen).cuda()
+    scores = ref.boundary_scores(torch.randn(32, 1500, 16, generator=gen), lengths.cpu()).cuda()
+    step = lambda: [triton_kernels.detect_boundaries(scores, lengths, int(m), p, a, b) for m, p, a, b in DETECTION_CASES]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = step()
+    scores.copy_(torch.rand_like(scores))
+    graph.replay()
+    torch.cuda.synchronize()
+    for out, (mode, param, min_len, max_len) in zip(outs, DETECTION_CASES):
+        assert torch.equal(out, _reference_mask(scores, lengths, mode, param, min_len, max_len)), mode
+
+
+@pytest.mark.parametrize("kwargs", [{"prominence": 0.05, "min_len": 2}, {"rate": 3}, {"rate": 4, "min_len": 3},
+                                    {"threshold": 0.5, "max_len": 12}])
+def test_public_segment_compress_every_mode_on_triton(triton_kernels, kwargs):
+    """segment_compress on triton (scores, detection, means: three launches) equals the torch
+    detection and span means applied to the same scores (GPU scores may differ from the
+    reference's in the last bit, which may move a boundary, so they are shared)."""
+    ops = _module("lalm_fast.ops")
+    from lalm_fast.ops import _spans
+    from lalm_fast.ops._inputs import Grid
+    from lalm_fast.ops.arguments import detection_mode
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 1500, 256, generator=gen).cuda()
+    lengths = torch.tensor([1500, 0, 1, 777, 1499, 64]).cuda()
+    got = ops.segment_compress(x, lengths, backend="triton", **kwargs)
+    mode, param = detection_mode(kwargs.get("prominence"), kwargs.get("rate"), kwargs.get("threshold"))
+    mask = _reference_mask(triton_kernels.boundary_scores(x, lengths), lengths, mode, param, kwargs.get("min_len", 1),
+                           kwargs.get("max_len", 0))
+    num_out = got.values.shape[1]
+    starts, ends = _spans.spans_from_starts(Grid(x, lengths, False, None), mask, num_out)
+    assert torch.equal(got.spans, torch.stack([starts, ends], -1))
+    assert torch.equal(got.lengths, mask.sum(1).clamp(max=num_out))
+    torch.testing.assert_close(got.values, ref.span_mean(x, starts, ends), **TOL[torch.float32])

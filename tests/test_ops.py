@@ -310,3 +310,26 @@ def test_result_mask_and_trim():
     assert result.mask().tolist() == [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
     short = ops.uniform_pool(x, torch.tensor([4, 2]), 2).trim()
     assert short.values.shape == (2, 2, 4)
+
+
+def test_segment_pool_output_fits_the_segments_on_cpu(cpu_backend):
+    """On CPU tensors the default output has the rows the segments need (counting costs no
+    device sync); max_segments fixes it, and torch.compile keeps the static bound T."""
+    x = torch.randn(3, 20, 4)
+    lengths = torch.tensor([20, 7, 0])
+    boundaries = torch.zeros(3, 20, dtype=torch.bool)
+    boundaries[0, [5, 10]] = True  # 3 segments
+    boundaries[1, [3, 10, 15]] = True  # 2 segments: 10 and 15 are padding
+    boundaries[2, 4] = True  # an empty sample: none
+    fitted = ops.segment_pool(x, lengths, boundaries, backend=cpu_backend)
+    assert fitted.values.shape == (3, 3, 4) and fitted.lengths.tolist() == [3, 2, 0]
+    full = ops.segment_pool(x, lengths, boundaries, max_segments=20, backend=cpu_backend)
+    torch.testing.assert_close(full.values[:, :3], fitted.values)
+    assert not full.values[:, 3:].any()
+    ids = torch.tensor([[0] * 10 + [1] * 10, [0] * 20, [0] * 20])
+    assert ops.segment_pool(x, lengths, segment_ids=ids, backend=cpu_backend).values.shape == (3, 2, 4)
+    empty = ops.segment_pool(x, torch.zeros(3, dtype=torch.long), boundaries, backend=cpu_backend)
+    assert empty.values.shape == (3, 1, 4) and not empty.values.any()
+    compiled = torch.compile(lambda v: ops.segment_pool(v, lengths, boundaries, backend=cpu_backend).values,
+                             fullgraph=True, backend="eager")
+    assert compiled(x).shape == (3, 20, 4)

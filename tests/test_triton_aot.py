@@ -47,6 +47,7 @@ SCRIPT = textwrap.dedent(
     sp = importlib.import_module("lalm_fast.kernels.span_mean")
     bd = importlib.import_module("lalm_fast.kernels.boundary_scores")
     sg = importlib.import_module("lalm_fast.kernels.compress")
+    dk = importlib.import_module("lalm_fast.kernels.detect_boundaries")
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(cuobjdump):
@@ -74,7 +75,8 @@ SCRIPT = textwrap.dedent(
         sig = {k: v.split(":")[0] for k, v in signature.items()}
         attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in hints}
         src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
-        rec = {"kernel": name, "config": {**constexprs, "num_warps": num_warps}}
+        rec = {"kernel": name, "config": {**{k: str(v) if hasattr(v, "primitive_bitwidth") else v
+                                             for k, v in constexprs.items()}, "num_warps": num_warps}}
         try:
             k = triton.compile(src, target=target, options={"num_warps": num_warps})
             rec["ptx_bytes"] = len(k.asm.get("ptx", ""))
@@ -124,6 +126,23 @@ SCRIPT = textwrap.dedent(
                     {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
                      "counts_ptr": "*i64:16", "T": "i32", "NUM_OUT": "i32", "threshold": "fp32"},
                     {"BLOCK_T": 1024, "BLOCK_S": 512}, 4)
+    # detection: every mode at T=1500 (BLOCK_T 2048), the limit (4096) in the costliest modes,
+    # the spans epilogue (compress) and packed input; the launcher's num_warps for each size
+    import triton.language as tl
+    for acc, mode, block, spans, packed in [("fp32", 0, 2048, False, False), ("fp32", 1, 2048, False, False),
+                                            ("fp32", 2, 2048, False, False), ("fp32", 0, 4096, True, False),
+                                            ("fp64", 2, 4096, True, False), ("fp32", 0, 2048, False, True)]:
+        out = "*i64" if spans else "*i1"
+        sig = {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "cu_seqlens_ptr": "*i64:16",
+               "mask_ptr": f"*{acc}:16" if spans else "*i1", "starts_ptr": out, "ends_ptr": out, "counts_ptr": out,
+               "scratch_ptr": f"*{acc}:16", "frames": "i32", "row_stride": "i32", "param_bits": "i64",
+               "min_len": "i32", "max_len": "i32", "num_out": "i32"}
+        fp64 = acc == "fp64"
+        compile_one(f"detect[{acc},mode={mode},{'spans' if spans else 'mask'}{',packed' if packed else ''}]",
+                    dk._detect_kernel, sig,
+                    {"MODE": mode, "PACKED": packed, "SPANS": spans, "BLOCK_T": block, "LEVELS": block.bit_length() - 1,
+                     "BLOCK_S": 512, "KEY": tl.uint64 if fp64 else tl.uint32, "KEY_BITS": 64 if fp64 else 32},
+                    dk.num_warps_for(block))
     '''
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -250,12 +251,11 @@ def test_threshold_compress(dtype, threshold, num_out):
     torch.testing.assert_close(values, w_values, **TOL[dtype])
 
 
-@pytest.mark.parametrize("mode,min_len,max_len", [(Mode.RATE, 1, 0), (Mode.PEAK, 1, 0), (Mode.THRESHOLD, 2, 0),
-                                                  (Mode.THRESHOLD, 1, 4), (Mode.UNIFORM, 1, 0)])
-def test_threshold_compress_rejects_what_it_does_not_cover(mode, min_len, max_len):
+@pytest.mark.parametrize("mode", [Mode.UNIFORM, Mode.DOWNSAMPLE, Mode.GIVEN])
+def test_compress_rejects_what_it_does_not_cover(mode):
     x = torch.zeros(2, 4, 3)
-    with pytest.raises(ValueError, match="threshold mode only"):
-        K.compress(x, torch.tensor([4, 2]), mode, 3.0, min_len, max_len, 2)
+    with pytest.raises(ValueError, match="detection modes only"):
+        K.compress(x, torch.tensor([4, 2]), mode, 3.0, 1, 0, 2)
 
 
 # ----------------------------------------------------------------------------- the kernel ops on triton
@@ -368,15 +368,17 @@ def test_public_ops_through_the_triton_backend(dtype):
 
 
 def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
-    """Threshold mode on the triton backend is one fused call (scores, spans, means), with
-    the same tokens and gradient as the reference; min_len falls back to the composed path."""
+    """Threshold mode on the triton backend is one compress call (scores, spans, means), with
+    the same tokens and gradient as the reference; so are the other detection modes with
+    min_len and max_len."""
     import lalm_fast.kernels as kernels
     import lalm_fast.ops as ops
     from lalm_fast.ops import backends
 
     assert backends.compresses("triton", Mode.THRESHOLD)
-    assert not backends.compresses("triton", Mode.THRESHOLD, min_len=2)
-    assert not backends.compresses("triton", Mode.RATE)
+    assert backends.compresses("triton", Mode.THRESHOLD, min_len=2, max_len=5)
+    assert backends.compresses("triton", Mode.RATE) and backends.compresses("triton", Mode.PEAK)
+    assert not backends.compresses("triton", Mode.UNIFORM)
     calls = []
     real = kernels.compress
     monkeypatch.setattr(kernels, "compress", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -392,3 +394,154 @@ def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
     (gx,) = torch.autograd.grad(got.values, x, g)
     (wx,) = torch.autograd.grad(want.values, x, g)
     torch.testing.assert_close(gx, wx)
+
+
+# ----------------------------------------------------------------------------- detect_boundaries
+
+
+def detect_module():
+    return importlib.import_module("lalm_fast.kernels.detect_boundaries")  # the package's name is the function
+
+
+def reference_mask(scores, lengths, mode, param, min_len=1, max_len=0, cu_seqlens=None):
+    from lalm_fast.ops._detect import starts_from_scores
+    from lalm_fast.ops._inputs import Grid
+
+    lengths = cu_seqlens.diff() if cu_seqlens is not None else lengths
+    grid = Grid(scores[:, :, None], lengths, cu_seqlens is not None, cu_seqlens)
+    return starts_from_scores(grid, scores, Mode(mode), param, min_len, max_len)
+
+
+def random_scores(gen, rows, frames, dtype, ties=False):
+    scores = torch.rand(rows, frames, generator=gen, dtype=torch.float64) * 2
+    if ties:  # a few distinct values: plateaus in peak mode, ties in rate and threshold mode
+        scores = (scores * 2).round() / 2
+    return scores.to(dtype)
+
+
+DETECTION_CASES = [  # (mode, param, min_len, max_len)
+    (Mode.PEAK, 0.0, 1, 0), (Mode.PEAK, 0.2, 3, 0), (Mode.PEAK, 0.05, 2, 5),
+    (Mode.THRESHOLD, 1.0, 1, 0), (Mode.THRESHOLD, 0.5, 3, 7),
+    (Mode.RATE, 3.0, 1, 0), (Mode.RATE, 2.5, 2, 0), (Mode.RATE, 1.0, 1, 0), (Mode.RATE, 4.0, 3, 6),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_detect_boundaries_equals_the_reference(dtype, ties):
+    """Random and tied scores, odd T, empty and one-frame rows, strided rows, every mode with
+    the rules."""
+    gen = torch.Generator().manual_seed(40 + ties)
+    scores = random_scores(gen, 5, 45, dtype, ties)[:, :37]  # row stride 45
+    lengths = torch.tensor([37, 0, 1, 2, 23])
+    for mode, param, min_len, max_len in DETECTION_CASES:
+        got = K.detect_boundaries(scores, lengths, mode, param, min_len, max_len)
+        want = reference_mask(scores, lengths, mode, param, min_len, max_len)
+        assert got.dtype == torch.bool and torch.equal(got, want), (mode, param, min_len, max_len)
+
+
+def test_detect_boundaries_peaks_are_scipys():
+    """Peak mode on plateaus and edges equals scipy.signal.find_peaks on the normalised scores."""
+    signal = pytest.importorskip("scipy.signal")
+    scores = torch.tensor([[0.0, 0.1, 0.9, 0.2, 0.5, 0.5, 0.5, 0.1, 0.3, 0.3, 0.2, 0.7, 0.7, 0.95],
+                           [0.0, 0.9, 0.1, 0.3, 0.2, 0.95, 0.95, 0.2, 0.8, 0.8, 0.8, 0.8, 0.1, 0.4]])
+    lengths = torch.tensor([14, 14])
+    for prominence in (0.0, 0.3, 0.6):
+        got = K.detect_boundaries(scores, lengths, Mode.PEAK, prominence, 1, 0)
+        for row in range(2):
+            normed = scores[row, 1:] - scores[row, 1:].min()
+            normed = normed / normed.max()
+            peaks, _ = signal.find_peaks(normed.numpy(), prominence=prominence)
+            assert got[row].nonzero().flatten().tolist() == [0] + (peaks + 1).tolist(), (row, prominence)
+
+
+def test_rate_mode_ties_nan_and_signed_zero():
+    """Exactly ceil(L / rate) starts; ties go to the lowest frame; NaN ranks first and -0
+    equals +0, as torch's sort has them."""
+    nan = float("nan")
+    scores = torch.tensor([[0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+                           [0.0, 0.2, nan, 0.9, -0.0, 0.0, 0.0, -0.0, nan, 0.1],
+                           [0.0, -0.0, 0.0, -0.0, 0.0, 0.0, -0.0, 0.0, 0.0, 0.0]])
+    lengths = torch.tensor([10, 10, 10])
+    for rate in (2.0, 3.0, 10 / 7):
+        got = K.detect_boundaries(scores, lengths, Mode.RATE, rate, 1, 0)
+        assert torch.equal(got, reference_mask(scores, lengths, Mode.RATE, rate)), rate
+        assert got.sum(1).tolist() == [math.ceil(10 / rate)] * 3
+    assert K.detect_boundaries(scores, lengths, Mode.RATE, 3.0, 1, 0)[0].nonzero().flatten().tolist() == [0, 1, 2, 3]
+
+
+def test_peak_mode_with_nan_scores_finds_nothing_like_the_reference():
+    scores = torch.tensor([[0.0, 0.1, 0.9, float("nan"), 0.5, 0.1]])
+    got = K.detect_boundaries(scores, torch.tensor([6]), Mode.PEAK, 0.0, 1, 0)
+    assert torch.equal(got, reference_mask(scores, torch.tensor([6]), Mode.PEAK, 0.0))
+
+
+def test_detect_boundaries_packed():
+    """Packed samples (cu_seqlens), empty ones and frames past the last sample included."""
+    gen = torch.Generator().manual_seed(41)
+    cu = torch.tensor([0, 13, 13, 14, 31, 40])
+    scores = random_scores(gen, 1, 44, torch.float32, ties=True)
+    for mode, param, min_len, max_len in DETECTION_CASES:
+        got = K.detect_boundaries(scores, cu.diff(), mode, param, min_len, max_len, cu, 17)
+        want = reference_mask(scores, None, mode, param, min_len, max_len, cu_seqlens=cu)
+        assert torch.equal(got, want), (mode, param, min_len, max_len)
+
+
+@pytest.mark.parametrize("num_out", [1, 4, 40])
+def test_detect_spans_equal_the_reference_spans(num_out):
+    from lalm_fast.ops import _spans
+    from lalm_fast.ops._inputs import Grid
+
+    gen = torch.Generator().manual_seed(42)
+    scores = random_scores(gen, 4, 29, torch.float32)
+    lengths = torch.tensor([29, 0, 1, 17])
+    grid = Grid(scores[:, :, None], lengths, False, None)
+    for mode, param, min_len, max_len in DETECTION_CASES[::2]:
+        starts, ends, counts = detect_module().detect_spans(scores, lengths, mode, param, min_len, max_len, num_out)
+        mask = reference_mask(scores, lengths, mode, param, min_len, max_len)
+        want_starts, want_ends = _spans.spans_from_starts(grid, mask, num_out)
+        assert torch.equal(starts, want_starts) and torch.equal(ends, want_ends), mode
+        assert torch.equal(counts, _spans.segment_counts(grid, mask, num_out)), mode
+
+
+def test_detect_boundaries_past_the_frame_limit_runs_the_reference(monkeypatch):
+    module = detect_module()
+    monkeypatch.setattr(module, "MAX_FRAMES", 16)
+    gen = torch.Generator().manual_seed(43)
+    scores = random_scores(gen, 2, 20, torch.float32)
+    lengths = torch.tensor([20, 9])
+    launched = []
+    monkeypatch.setattr(module, "_launch", lambda *a, **k: launched.append(1))
+    for mode, param, min_len, max_len in DETECTION_CASES[::3]:
+        got = K.detect_boundaries(scores, lengths, mode, param, min_len, max_len)
+        assert torch.equal(got, reference_mask(scores, lengths, mode, param, min_len, max_len))
+    assert not launched
+
+
+def test_detect_boundaries_op_on_triton_and_its_fake():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    scores = torch.rand(2, 9)
+    lengths = torch.tensor([9, 4])
+    got = torch.ops.lalm_fast.detect_boundaries(scores, lengths, int(Mode.RATE), 2.0, 1, 0, "triton")
+    assert torch.equal(got, reference_mask(scores, lengths, Mode.RATE, 2.0))
+    cu = torch.tensor([0, 5, 9])
+    packed = torch.ops.lalm_fast.detect_boundaries(scores[:1], cu.diff(), int(Mode.PEAK), 0.0, 1, 0, "triton", cu, 5)
+    assert torch.equal(packed, reference_mask(scores[:1], None, Mode.PEAK, 0.0, cu_seqlens=cu))
+    with FakeTensorMode():
+        fake = torch.ops.lalm_fast.detect_boundaries(torch.empty(1, 9), torch.empty(2, dtype=torch.int64), 0, 0.1,
+                                                     1, 0, "triton", torch.empty(3, dtype=torch.int64), 5)
+        assert fake.shape == (1, 9) and fake.dtype == torch.bool
+
+
+def test_public_detection_and_compress_on_packed_input():
+    import lalm_fast.ops as ops
+
+    gen = torch.Generator().manual_seed(44)
+    x = torch.randn(30, 6, generator=gen).round()
+    cu = torch.tensor([0, 11, 11, 26])
+    for kwargs in ({"prominence": 0.1, "min_len": 2}, {"rate": 3, "min_len": 2}, {"threshold": 0.6, "max_len": 4}):
+        got = ops.segment_compress(x, cu_seqlens=cu, max_seqlen=15, backend="triton", **kwargs)
+        want = ops.segment_compress(x, cu_seqlens=cu, max_seqlen=15, backend="torch", **kwargs)
+        assert torch.equal(got.spans, want.spans) and torch.equal(got.cu_seqlens, want.cu_seqlens), kwargs
+        torch.testing.assert_close(got.values, want.values)

@@ -1,5 +1,12 @@
 """Compression inside native Hugging Face audio LLMs.
 
+One generic entry point for every supported model type (:func:`supported_models`), backed by a
+registry of small per-model adapters (:mod:`lalm_fast.integrations.adapters`)::
+
+    from lalm_fast.integrations import apply_compression, patch_processor, revert, expand_inputs
+
+Model-specific modules:
+
 - :mod:`lalm_fast.integrations.qwen2_audio`: transformers' ``Qwen2AudioForConditionalGeneration``
   (patch/revert, placeholder counts, the ``inputs_embeds`` path, long audio);
 - :mod:`lalm_fast.integrations.whisper`: transformers' ``WhisperForConditionalGeneration``
@@ -11,5 +18,10 @@
   of :mod:`lalm_fast.long_audio`.
 
 Submodules are not imported here: ``qwen2_audio``, ``whisper`` and ``lora`` need transformers / peft, which
-the rest of lalm_fast does not.
+the rest of lalm_fast does not. The generic functions below import nothing from transformers:
+adapters find their modules by class name.
 """
+
+from lalm_fast.integrations.native import (adapter_for, apply_compression, compression, expand_inputs,  # noqa: F401
+                                           is_compressed, patch_processor, revert, revert_processor,
+                                           supported_models)

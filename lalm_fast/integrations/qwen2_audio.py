@@ -39,6 +39,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from lalm_fast import ops
 from lalm_fast.integrations._patching import PATCH_ATTR as _PATCH_ATTR
 from lalm_fast.integrations._patching import ForwardPatch, applied_patch, find_module, patch_of as _patch_of
+from lalm_fast.integrations._placeholders import (IGNORE_INDEX, check_placeholder_runs,  # noqa: F401 (re-exported)
+                                                  expand_audio_placeholders)
 from lalm_fast.long_audio import encode_windowed, padded_samples, windowed_token_counts
 from lalm_fast.nn import AudioCompressor, build_compressor
 from lalm_fast.ops import CompressedAudio
@@ -49,7 +51,6 @@ __all__ = ["apply_compression", "revert", "compression", "is_compressed", "patch
 
 CompressorSpec = Union[str, dict, AudioCompressor]
 NATIVE_POOL = 2          # the tower's AvgPool1d(2, stride=2)
-IGNORE_INDEX = -100      # label of positions that carry no loss
 _PROCESSOR_ATTR = "_lalm_fast_compression"
 # LengthAwareAvgPool frame lengths in the current thread / task: {id(pooler): lengths}, never mutated in place.
 _POOL_LENGTHS: contextvars.ContextVar[dict] = contextvars.ContextVar("lalm_fast_pool_lengths", default={})
@@ -262,33 +263,10 @@ def _encode_window(inner: Qwen2AudioModel, patch: _Patch, windows: torch.Tensor,
 # ---------------------------------------------------------------------------------------------
 # Placeholders
 
-def _placeholder_runs(input_ids: torch.Tensor, audio_token_id: int) -> list[list[int]]:
-    """Per sample, the lengths of its runs of consecutive ``<|AUDIO|>`` tokens, in order."""
-    runs = []
-    for row in (input_ids == audio_token_id).tolist():
-        lengths, current = [], 0
-        for is_audio in row + [False]:
-            if is_audio:
-                current += 1
-            elif current:
-                lengths.append(current)
-                current = 0
-        runs.append(lengths)
-    return runs
-
-
 def _check_placeholders(inner: Qwen2AudioModel, input_ids: torch.Tensor, audio: CompressedAudio) -> None:
     """Raise a ValueError that names the disagreeing audio, instead of transformers' opaque one."""
-    runs = _placeholder_runs(input_ids, inner.config.audio_token_id)
-    flat_runs = [run for sample in runs for run in sample]
-    tokens = audio.lengths.tolist()
-    if len(flat_runs) != len(tokens):
-        raise ValueError(f"input_ids hold {len(flat_runs)} runs of <|AUDIO|> placeholders but {len(tokens)} audios "
-                         "were given; wrap every audio's placeholders in <|audio_bos|> ... <|audio_eos|>")
-    owners = [sample for sample, sample_runs in enumerate(runs) for _ in sample_runs]
-    for index, (placeholders, count) in enumerate(zip(flat_runs, tokens)):
-        if placeholders != count:
-            raise ValueError(_mismatch_message(inner, index, owners[index], placeholders, count))
+    check_placeholder_runs(input_ids, inner.config.audio_token_id, audio.lengths.tolist(), "<|AUDIO|>",
+                           lambda *args: _mismatch_message(inner, *args))
 
 
 def _mismatch_message(inner, index, sample, placeholders, count) -> str:
@@ -297,7 +275,7 @@ def _mismatch_message(inner, index, sample, placeholders, count) -> str:
                f"{patch.compressor.config()} (replace_avg_pool={patch.replace_avg_pool}) produced {count} tokens. ")
     if not patch.compressor.static_length:
         return message + ("A content-adaptive compressor's counts are only known after the encoder runs: "
-                          "use build_inputs_embeds(model, ...).")
+                          "use lalm_fast.integrations.expand_inputs(model, batch) or build_inputs_embeds(model, ...).")
     return message + ("Expand placeholders with the same compressor: patch_processor(processor, compressor, "
                       "replace_avg_pool=...) (an unpatched processor counts at the native 25 Hz rate), "
                       "or use build_inputs_embeds(model, ...).")
@@ -309,68 +287,6 @@ def _merge_audio(inner: Qwen2AudioModel, input_ids: torch.Tensor, inputs_embeds:
     placeholders = (input_ids == inner.config.audio_token_id).to(inputs_embeds.device)[..., None]
     tokens = audio.values[audio.mask().bool()].to(inputs_embeds.device, inputs_embeds.dtype)
     return inputs_embeds.masked_scatter(placeholders, tokens)
-
-
-def _padding_side(attention_mask: torch.Tensor, default: str) -> str:
-    if bool((attention_mask[:, 0] == 0).any()):
-        return "left"
-    if bool((attention_mask[:, -1] == 0).any()):
-        return "right"
-    return default
-
-
-def expand_audio_placeholders(input_ids: torch.Tensor, counts, audio_token_id: int, pad_token_id: int,
-                              attention_mask: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                              padding_side: Optional[str] = None) -> dict[str, torch.Tensor]:
-    """Rewrite every run of ``<|AUDIO|>`` tokens (one or many) as ``counts[i]`` tokens, audio ``i``
-    in reading order, and re-pad the batch on ``padding_side`` (default: the side the
-    ``attention_mask`` pads, else left). Labels move with their tokens; audio positions and
-    padding get -100. Returns ``input_ids``, ``attention_mask`` and (when given) ``labels``.
-    """
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    side = padding_side or _padding_side(attention_mask, "left")
-    if side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
-    counts = [int(c) for c in (counts.tolist() if torch.is_tensor(counts) else counts)]
-    valid_ids = input_ids.masked_fill(attention_mask == 0, -1)
-    runs = sum(len(sample) for sample in _placeholder_runs(valid_ids, audio_token_id))
-    if runs != len(counts):
-        raise ValueError(f"input_ids hold {runs} runs of <|AUDIO|> placeholders but {len(counts)} audio counts "
-                         "were given")
-    remaining = iter(counts)
-    rows = [_expand_row(ids, mask, None if labels is None else labels[b], remaining, audio_token_id)
-            for b, (ids, mask) in enumerate(zip(input_ids.tolist(), attention_mask.tolist()))]
-    width = max(len(row[0]) for row in rows)
-    out = {"input_ids": _pad_rows([r[0] for r in rows], width, pad_token_id, side),
-           "attention_mask": _pad_rows([[1] * len(r[0]) for r in rows], width, 0, side)}
-    if labels is not None:
-        out["labels"] = _pad_rows([r[1] for r in rows], width, IGNORE_INDEX, side)
-    device = input_ids.device
-    return {name: torch.tensor(value, dtype=torch.long, device=device) for name, value in out.items()}
-
-
-def _expand_row(ids, mask, labels, counts, audio_token_id):
-    """One sample's valid tokens with each placeholder run expanded; takes counts from the ``counts`` iterator."""
-    labels = labels.tolist() if labels is not None else [IGNORE_INDEX] * len(ids)
-    out_ids, out_labels, previous_audio = [], [], False
-    for token, valid, label in zip(ids, mask, labels):
-        if not valid:
-            continue
-        is_audio = token == audio_token_id
-        if is_audio and not previous_audio:
-            count = next(counts)
-            out_ids += [audio_token_id] * count
-            out_labels += [IGNORE_INDEX] * count
-        elif not is_audio:
-            out_ids.append(token)
-            out_labels.append(label)
-        previous_audio = is_audio
-    return out_ids, out_labels
-
-
-def _pad_rows(rows, width, value, side):
-    return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
 
 
 def build_inputs_embeds(model: nn.Module, input_ids: torch.Tensor, input_features: torch.Tensor,

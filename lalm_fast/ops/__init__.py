@@ -96,11 +96,14 @@ def downsample(x, lengths=None, k: int = 2, *, attention_mask=None, cu_seqlens=N
     return _pool_every(grid, k, backends.resolve(backend, grid.x.device), Mode.DOWNSAMPLE)
 
 
-def _raw_scores(grid: Grid, backend: str) -> torch.Tensor:
+def _raw_scores(grid: Grid, backend: str, sample_starts_zeroed: bool = True) -> torch.Tensor:
     scores = kernel_ops.boundary_scores(grid.x, grid.row_lengths(), backend)
     # Packed: the kernel sees one row, so the first frame of each later sample gets a score
-    # against the previous sample's last frame; it is not a boundary score, so zero it.
-    return torch.where(_detect.scored_frames(grid), scores, 0.0) if grid.packed else scores
+    # against the previous sample's last frame; it is not a boundary score, so zero it
+    # (a packed detection kernel never reads it, so it can skip this).
+    if grid.packed and sample_starts_zeroed:
+        return torch.where(_detect.scored_frames(grid), scores, 0.0)
+    return scores
 
 
 def _unpack(grid: Grid, grid_tensor: torch.Tensor) -> torch.Tensor:
@@ -123,10 +126,11 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
 
 def _detect_starts(grid: Grid, backend: str, mode: Mode, param: float, min_len: int, max_len: int) -> torch.Tensor:
     """Start mask on the grid, frame 0 of each sample included (min_len, max_len capped)."""
-    scores = _raw_scores(grid, backend)
-    if not grid.packed and backends.detects(backend):
-        return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend)
-    return _detect.starts_from_scores(grid, scores, mode, param, min_len, max_len)
+    if backends.detects(backend, grid.packed):
+        scores = _raw_scores(grid, backend, sample_starts_zeroed=False)
+        return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend,
+                                            grid.cu_seqlens, grid.max_seqlen)
+    return _detect.starts_from_scores(grid, _raw_scores(grid, backend), mode, param, min_len, max_len)
 
 
 def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, rate: Optional[float] = None,
@@ -144,7 +148,19 @@ def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, ra
     return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len))
 
 
-def _segment_id_spans(grid: Grid, ids, num_out: int):
+def _output_rows(grid: Grid, max_segments: Optional[int], count_segments) -> int:
+    """``max_segments``, else the static bound T (N packed), else, on CPU tensors in eager
+    mode, where counting costs no device sync and no graph is traced, the rows the segments
+    need (``count_segments()``; at least 1 when there are frames): no output of T mostly
+    empty rows."""
+    if max_segments is not None:
+        return check_max_segments(max_segments, grid)
+    if torch.compiler.is_compiling() or grid.x.device.type != "cpu":
+        return grid.num_frames
+    return min(max(count_segments(), 1), grid.num_frames)
+
+
+def _segment_id_spans(grid: Grid, ids, max_segments: Optional[int]):
     """Spans and counts of sorted per-frame segment ids (pytorch_scatter's ``segment_coo``)."""
     if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise TypeError("segment_ids must be an integer tensor [B, T]")
@@ -152,12 +168,14 @@ def _segment_id_spans(grid: Grid, ids, num_out: int):
         raise ValueError(f"segment_ids must have shape {list(grid.x.shape[:2])} on {grid.x.device}, "
                          f"got {list(ids.shape)} on {ids.device}")
     valid = grid.valid()
-    # Ids at or past the last row merge into it; capping them there (padding one above) keeps
-    # the order and leaves no id near the int64 limit, where `last_id + 1` would overflow.
-    ids = torch.where(valid, ids.long().clamp(max=num_out), num_out)
+    ids = torch.where(valid, ids.long(), torch.iinfo(torch.long).max)
     if should_check_values(ids):
         if bool((ids < 0).any()) or bool((ids[:, 1:] < ids[:, :-1]).any()):
             raise ValueError("segment_ids must be >= 0 and non-decreasing along time within each sample")
+    num_out = _output_rows(grid, max_segments, lambda: int(torch.where(valid, ids, -1).max()) + 1 if ids.numel() else 0)
+    # Ids at or past the last row merge into it; capping them there (padding one above) keeps
+    # the order and leaves no id near the int64 limit, where `last_id + 1` would overflow.
+    ids = ids.clamp(max=num_out)
     wanted = torch.arange(num_out, device=ids.device).expand(ids.shape[0], -1).contiguous()
     starts = torch.searchsorted(ids, wanted, right=False)
     ends = torch.searchsorted(ids, wanted, right=True)
@@ -200,9 +218,10 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
 
     Segments come from exactly one of: ``boundaries`` (bool start mask, ``[B, T]`` or ``[N]``;
     frame 0 is always a start), ``segment_ids`` (sorted ids ``[B, T]``, padded input only) or
-    ``offsets`` (CSR ``[B, S+1]``, padded input only). The output holds ``max_segments`` rows
-    (default: T, or N packed); a sample with more segments has its surplus merged into the
-    last token.
+    ``offsets`` (CSR ``[B, S+1]``, padded input only). The output holds ``max_segments`` rows;
+    a sample with more segments has its surplus merged into the last token. By default it
+    holds as many rows as the segments need on CPU tensors in eager mode (counting them costs
+    no device sync there), else T (N packed), a static bound (CUDA, torch.compile).
     """
     given = [n for n, v in (("boundaries", boundaries), ("segment_ids", segment_ids), ("offsets", offsets))
              if v is not None]
@@ -212,12 +231,12 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     name = backends.resolve(backend, grid.x.device)
     if grid.packed and boundaries is None:
         raise ValueError(f"{given[0]} needs padded input; for packed input pass a boundaries mask [N]")
-    num_out = grid.num_frames if max_segments is None else check_max_segments(max_segments, grid)
     if boundaries is None:
         starts, ends, counts = (_offset_spans(grid, offsets) if offsets is not None
-                                else _segment_id_spans(grid, segment_ids, num_out))
+                                else _segment_id_spans(grid, segment_ids, max_segments))
         return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
     _check_boundaries(grid, boundaries)
+    num_out = _output_rows(grid, max_segments, lambda: _spans.most_segments(grid, boundaries))
     if _fused(grid, name, Mode.GIVEN, num_out):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.reshape(grid.x.shape[:2]))

@@ -88,7 +88,11 @@ def _left_base(v: torch.Tensor) -> torch.Tensor:
     size = position - first + 1
     k = torch.floor(torch.log2(size.to(torch.float64))).long()
     min_stack = torch.stack(min_table)  # [levels + 1, R, T]
-    pick = lambda level, end: torch.gather(min_stack, 0, level[None]).squeeze(0).gather(1, end)
+
+    def pick(level, end):  # min_table[level[r, t]][r, end[r, t]]: frame t's level, read at end
+        at_end = min_stack.gather(2, end[None].expand(min_stack.shape[0], -1, -1))
+        return at_end.gather(0, level[None]).squeeze(0)
+
     return torch.minimum(pick(k, position), pick(k, first + (1 << k) - 1))
 
 

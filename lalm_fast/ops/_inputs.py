@@ -28,6 +28,7 @@ class Grid:
     lengths: torch.Tensor  # [B] int64, per sample
     packed: bool
     cu_seqlens: Optional[torch.Tensor]  # [B+1] int64 when packed
+    max_seqlen: int = 0  # packed: the caller's bound on the longest sample (unused when padded)
 
     @property
     def num_samples(self) -> int:
@@ -149,7 +150,7 @@ def packed_grid(x, cu_seqlens, max_seqlen) -> Grid:
         if steps.numel() and int(steps.max()) > max_seqlen:
             raise ValueError(f"max_seqlen={max_seqlen} is smaller than the longest sample ({int(steps.max())})")
     cu = cu.clamp(0, x.shape[0])
-    return Grid(_last_dim_contiguous(x)[None], cu.diff(), True, cu)
+    return Grid(_last_dim_contiguous(x)[None], cu.diff(), True, cu, max_seqlen)
 
 
 def make_grid(x, lengths=None, attention_mask=None, cu_seqlens=None, max_seqlen=None) -> Grid:

@@ -59,6 +59,17 @@ def force_sample_starts(grid: Grid, is_start: torch.Tensor) -> torch.Tensor:
     return (is_start | (grid.frames()[None, :] == grid.sample_start())) & grid.valid()
 
 
+def most_segments(grid: Grid, boundaries: torch.Tensor) -> int:
+    """Output rows the segments of a start mask fill: the most of any sample (padded) or all
+    of them (packed), frame 0 of each sample counted. Reads the mask: a host sync on GPU."""
+    if grid.packed:
+        return int(force_sample_starts(grid, boundaries.view(1, -1)).sum())
+    if grid.num_samples == 0 or grid.num_frames == 0:
+        return 0
+    later_starts = boundaries[:, 1:] & (grid.frames()[None, 1:] < grid.lengths[:, None])
+    return int((later_starts.sum(1) + (grid.lengths > 0)).max())
+
+
 def spans_from_starts(grid: Grid, is_start: torch.Tensor, num_out: int, single_frame: bool = False):
     """Sorted, disjoint spans ``[R, num_out]`` of the segments that ``is_start`` opens.
 

@@ -38,6 +38,7 @@ class Capabilities:
     detect: bool  # detect_boundaries(scores, lengths, mode, param, min_len, max_len), padded input
     compress_modes: frozenset  # the Modes that compress(x, lengths, mode, ...) runs in one call
     compress_rules: bool  # whether that compress honours min_len and max_len
+    detect_packed: bool = False  # detect_boundaries(..., cu_seqlens, max_seqlen) on packed input too
 
     @property
     def kernels(self) -> tuple[str, ...]:
@@ -46,7 +47,8 @@ class Capabilities:
 
 
 CAPABILITIES = {
-    "triton": Capabilities("cuda", detect=False, compress_modes=frozenset({Mode.THRESHOLD}), compress_rules=False),
+    "triton": Capabilities("cuda", detect=True, compress_modes=frozenset({Mode.PEAK, Mode.THRESHOLD, Mode.RATE}),
+                           compress_rules=True, detect_packed=True),
     "cuda": Capabilities("cuda", detect=False, compress_modes=frozenset(), compress_rules=False),
     "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
     "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
@@ -135,9 +137,11 @@ def kernels(name: str) -> Any:
     return module
 
 
-def detects(name: str) -> bool:
-    """Whether backend ``name`` turns raw scores into a start mask in one kernel (padded input)."""
-    return CAPABILITIES[name].detect
+def detects(name: str, packed: bool = False) -> bool:
+    """Whether backend ``name`` turns raw scores into a start mask in one kernel (padded
+    input, or packed input when ``packed``)."""
+    caps = CAPABILITIES[name]
+    return caps.detect and (caps.detect_packed or not packed)
 
 
 def compresses(name: str, mode: Mode, min_len: int = 1, max_len: int = 0) -> bool:

@@ -6,7 +6,7 @@ Schemas (namespace ``lalm_fast``), the same for every backend, which is the last
     span_mean_backward(Tensor grad, Tensor starts, Tensor ends, SymInt num_frames, str backend) -> Tensor
     boundary_scores(Tensor x, Tensor lengths, str backend) -> Tensor
     detect_boundaries(Tensor scores, Tensor lengths, int mode, float param, int min_len, int max_len,
-                      str backend) -> Tensor
+                      str backend, Tensor? cu_seqlens=None, int max_seqlen=0) -> Tensor
     compress(Tensor x, Tensor lengths, int mode, float param, int min_len, int max_len, SymInt num_out,
              str backend, Tensor? boundaries) -> (Tensor, Tensor, Tensor, Tensor)
 
@@ -112,21 +112,32 @@ def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> tor
 
 @torch.library.custom_op("lalm_fast::detect_boundaries", mutates_args=())
 def _detect_boundaries_op(scores: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int,
-                          max_len: int, backend: str) -> torch.Tensor:
-    return backends.kernels(backend).detect_boundaries(scores, lengths, mode, param, min_len, max_len)
+                          max_len: int, backend: str, cu_seqlens: Optional[torch.Tensor] = None,
+                          max_seqlen: int = 0) -> torch.Tensor:
+    return _run_detection(scores, lengths, mode, param, min_len, max_len, backend, cu_seqlens, max_seqlen)
 
 
 @_detect_boundaries_op.register_fake
-def _(scores, lengths, mode, param, min_len, max_len, backend):
+def _(scores, lengths, mode, param, min_len, max_len, backend, cu_seqlens=None, max_seqlen=0):
     return scores.new_empty(scores.shape, dtype=torch.bool)
 
 
+def _run_detection(scores, lengths, mode, param, min_len, max_len, backend, cu_seqlens, max_seqlen):
+    kernel = backends.kernels(backend).detect_boundaries
+    if cu_seqlens is None:  # padded: the signature every detecting backend has
+        return kernel(scores, lengths, mode, param, min_len, max_len)
+    return kernel(scores, lengths, mode, param, min_len, max_len, cu_seqlens, max_seqlen)
+
+
 def detect_boundaries(scores: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int,
-                      max_len: int, backend: str) -> torch.Tensor:
-    """``[R, T]`` bool start mask from raw scores (backends where ``backends.detects``)."""
+                      max_len: int, backend: str, cu_seqlens: Optional[torch.Tensor] = None,
+                      max_seqlen: int = 0) -> torch.Tensor:
+    """``[R, T]`` bool start mask from raw scores (backends where ``backends.detects``);
+    packed (``scores [1, N]`` with ``cu_seqlens`` and ``max_seqlen``) where
+    ``backends.detects(backend, packed=True)``."""
     if _unrecorded(scores):
-        return backends.kernels(backend).detect_boundaries(scores, lengths, mode, param, min_len, max_len)
-    return _detect_boundaries_op(scores, lengths, mode, param, min_len, max_len, backend)
+        return _run_detection(scores, lengths, mode, param, min_len, max_len, backend, cu_seqlens, max_seqlen)
+    return _detect_boundaries_op(scores, lengths, mode, param, min_len, max_len, backend, cu_seqlens, max_seqlen)
 
 
 # --------------------------------------------------------------------------- compress

@@ -1,0 +1,145 @@
+"""The registry: one small adapter per native audio LLM type (transformers 5.23).
+
+Each adapter says where the compressor hooks in and how the model counts its own audio
+tokens; the shared machinery is :class:`lalm_fast.integrations._hook.Adapter`. Counts below
+mirror the model's own code (the line that builds its valid-token mask), so a change in
+transformers shows up as a clear RuntimeError in ``Adapter.split``, not as wrong tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lalm_fast.integrations._hook import Adapter
+from lalm_fast.integrations._placeholders import expand_audio_placeholders
+from lalm_fast.nn import AudioCompressor
+
+
+def _mask_lengths(args: dict, name: str) -> torch.Tensor:
+    return args[name].sum(-1).long()
+
+
+class GlmAsr(Adapter):
+    """Whisper-style encoder, 4 frames merged into one (12.5 Hz), MLP projector."""
+    model_types = ("glmasr",)
+    inner_class = "GlmAsrModel"
+    processor_classes = ("GlmAsrProcessor",)
+    windowed = True
+
+    def native_lengths(self, inner, args):
+        lengths = _mask_lengths(args, "input_features_mask")
+        for padding, kernel, stride in [(1, 3, 1), (1, 3, 2)]:   # GlmAsrModel.get_audio_features
+            lengths = (lengths + 2 * padding - (kernel - 1) - 1) // stride + 1
+        return (lengths - 4) // 4 + 1
+
+
+class TowerLengths(Adapter):
+    """Models whose get_audio_features keeps ``audio_tower._get_feat_extract_output_lengths(mel)[1]`` tokens."""
+
+    def native_lengths(self, inner, args):
+        _, lengths = inner.audio_tower._get_feat_extract_output_lengths(_mask_lengths(args, "input_features_mask"))
+        return lengths
+
+
+class AudioFlamingo3(TowerLengths):
+    """Whisper encoder + AvgPool 2 (25 Hz), MLP projector; 30 s windows."""
+    model_types = ("audioflamingo3",)
+    inner_class = "AudioFlamingo3Model"
+    processor_classes = ("AudioFlamingo3Processor",)
+    windowed = True
+
+
+class MusicFlamingo(TowerLengths):
+    """AudioFlamingo3 plus a rotary time embedding, applied before the projector, whose timestamps
+    ``get_audio_features`` rebuilds from the placeholder runs in ``input_ids``: the original is
+    given ``input_ids`` with each run at its native length, so every frame keeps its own time,
+    and the tokens are compressed after the time embedding."""
+    model_types = ("musicflamingo",)
+    inner_class = "MusicFlamingoModel"
+    processor_classes = ("MusicFlamingoProcessor",)
+    audio_inputs = ("input_features", "input_features_mask", "input_ids")
+    windowed = True
+    rewrites = "placeholder count; input_ids given to get_audio_features re-expanded to native runs"
+
+    def native_args(self, inner, args):
+        native = self.native_lengths(inner, args)
+        ids = args["input_ids"]
+        expanded = expand_audio_placeholders(ids, native, self.token_id(inner), -1,
+                                             padding_side="right", token_name="audio")["input_ids"]
+        return {**args, "input_ids": expanded}
+
+
+class Qwen3Asr(Adapter):
+    """Three stride-2 convs per 100-frame chunk (13 tokens), chunks packed into one flat sequence."""
+    model_types = ("qwen3_asr",)
+    inner_class = "Qwen3ASRModel"
+    processor_classes = ("Qwen3ASRProcessor",)
+
+    def native_lengths(self, inner, args):
+        mask = args["input_features_mask"]
+        tower = inner.audio_tower
+        chunk = tower.n_window * 2
+        per_chunk = mask.view(mask.shape[0], -1, chunk).sum(-1).long()       # as Qwen3ASREncoder.forward
+        return tower._post_cnn_length(per_chunk).sum(-1)
+
+
+class FunAsrNano(Adapter):
+    """Low-frame-rate stacking in the feature extractor, no reduction in the model: one token per LFR frame."""
+    model_types = ("fun_asr_nano",)
+    inner_class = "FunAsrNanoModel"
+    processor_classes = ("FunAsrNanoProcessor",)
+
+    def native_lengths(self, inner, args):
+        return _mask_lengths(args, "input_features_mask")
+
+
+class Qwen2Audio(Adapter):
+    """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
+    model_types = ("qwen2_audio",)
+    inner_class = "Qwen2AudioModel"
+    processor_classes = ("Qwen2AudioProcessor",)
+    hook = "forward (no get_audio_features)"
+    rewrites = "placeholder count; optional length-aware AvgPool, 30 s windows"
+
+    def _module(self):
+        from lalm_fast.integrations import qwen2_audio   # imports transformers
+        return qwen2_audio
+
+    def apply(self, model: nn.Module, compressor: AudioCompressor, **options) -> None:
+        self._module().apply_compression(model, compressor, **options)
+
+    def revert(self, model: nn.Module) -> None:
+        self._module().revert(model)
+
+    def is_compressed(self, model: nn.Module) -> bool:
+        return self._module().is_compressed(model)
+
+    def compressor_of(self, model):
+        return self._module().inner_model(model).__dict__["_lalm_fast_compression"].compressor
+
+    def audio_lengths(self, model, batch):
+        with torch.no_grad():
+            audio = self._module().get_audio_features(model, batch["input_features"], batch["feature_attention_mask"])
+        return audio.lengths
+
+    def expand_inputs(self, model, batch, labels=None, padding_side=None):
+        qa = self._module()
+        inner = qa.inner_model(model)
+        counts = self.audio_lengths(model, batch)
+        pad = inner.pad_token_id if inner.pad_token_id >= 0 else 0
+        expanded = qa.expand_audio_placeholders(batch["input_ids"], counts, inner.config.audio_token_id, pad,
+                                                batch.get("attention_mask"),
+                                                batch.get("labels") if labels is None else labels, padding_side)
+        rest = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+        return {**rest, **expanded}
+
+    def patch_processor(self, processor, compressor, **options):
+        return self._module().patch_processor(processor, compressor, **options)
+
+    def revert_processor(self, processor):
+        return self._module().revert_processor(processor)
+
+
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo())
+REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}

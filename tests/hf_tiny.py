@@ -1,0 +1,193 @@
+"""Tiny random-weight native audio LLMs of the real transformers classes, with their processors.
+
+One :class:`Case` per ``config.model_type``: a builder for the model (hidden sizes 16-64, one
+or two layers), one for the processor (word-level tokenizer, the model's own feature
+extractor shrunk to a short window), a prompt with one audio placeholder per sample and
+audio durations that differ within the batch. Shared by tests/test_hf_integrations.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+WORDS = ["what", "is", "this", "say", "it", "again", "yes", "no"]
+MEL = 8
+
+
+def tokenizer(specials: list[str], padding_side: str = "left", named: dict | None = None,
+              **special_tokens) -> PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then WORDS.
+
+    ``named`` ({"audio_token": "<|audio_pad|>", ...}) become tokenizer attributes, as processors
+    that read ``tokenizer.audio_token`` expect.
+    """
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *specials, *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    extra = {"extra_special_tokens": named} if named else {"additional_special_tokens": specials}
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                  **extra, **special_tokens)
+    tok.padding_side = padding_side
+    return tok
+
+
+def text_config(model_type: str = "qwen2", vocab_size: int = 32, **overrides) -> dict:
+    config = dict(model_type=model_type, vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  max_position_embeddings=512, pad_token_id=0, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                  tie_word_embeddings=False)
+    config.update(overrides)
+    return config
+
+
+def waveforms(seconds: list[float], sampling_rate: int = 16000) -> list[np.ndarray]:
+    """Noise that depends only on its duration, so a sample is the same alone or batched."""
+    return [np.random.default_rng(int(s * 1000)).standard_normal(int(s * sampling_rate)).astype(np.float32) * 0.1
+            for s in seconds]
+
+
+@dataclass
+class Case:
+    model_type: str
+    model: Callable[[], torch.nn.Module]
+    processor: Callable[[], object]
+    prompt: str                      # one sample's text, one audio placeholder in it
+    seconds: tuple[float, ...]       # a batch of different durations, all within one encoder window
+    sampling_rate: int = 16000
+
+    def batch(self, processor, padding_side: str = "left", seconds=None) -> dict:
+        seconds = list(seconds or self.seconds)
+        processor.tokenizer.padding_side = padding_side
+        out = processor(text=[self.prompt] * len(seconds), audio=waveforms(seconds, self.sampling_rate),
+                        sampling_rate=self.sampling_rate, return_tensors="pt", padding=True)
+        return dict(out)
+
+
+def _seeded(build):
+    def wrapped():
+        torch.manual_seed(0)
+        return build().eval()
+    return wrapped
+
+
+# -- glmasr ---------------------------------------------------------------------------------------
+
+def _glmasr_model():
+    from transformers import GlmAsrConfig, GlmAsrForConditionalGeneration
+    config = GlmAsrConfig(audio_config=dict(hidden_size=16, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_mel_bins=MEL, max_position_embeddings=200),
+                          text_config=text_config("llama", head_dim=8), audio_token_id=2)
+    return GlmAsrForConditionalGeneration(config)
+
+
+def _glmasr_processor():
+    from transformers import GlmAsrProcessor, WhisperFeatureExtractor
+    # A 2 s window: 200 mel frames -> 100 encoder frames, a multiple of the 4 frames GLM-ASR merges.
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=2)
+    return GlmAsrProcessor(extractor, tokenizer(["<|pad|>"]), audio_token="<|pad|>")
+
+
+# -- audioflamingo3 ----------------------------------------------------------------------------------
+
+def _whisper_encoder(**extra) -> dict:
+    """A Whisper-style encoder config on a 1 s window: 100 mel frames -> 50 encoder frames."""
+    return dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=MEL,
+                max_source_positions=50, **extra)
+
+
+def _audioflamingo3_model():
+    from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration
+    config = AudioFlamingo3Config(audio_config=_whisper_encoder(), text_config=text_config(), audio_token_id=2)
+    return AudioFlamingo3ForConditionalGeneration(config)
+
+
+def _audioflamingo3_processor():
+    from transformers import AudioFlamingo3Processor, WhisperFeatureExtractor
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=1)
+    return AudioFlamingo3Processor(extractor, tokenizer(["<sound>"]), audio_token="<sound>")
+
+
+# -- musicflamingo (AudioFlamingo3 + a rotary time embedding built from the placeholder runs) ---------
+
+def _musicflamingo_model():
+    from transformers import MusicFlamingoConfig, MusicFlamingoForConditionalGeneration
+    config = MusicFlamingoConfig(audio_config=_whisper_encoder(model_type="audioflamingo3_encoder"),
+                                 text_config=text_config(), audio_token_id=2,
+                                 audio_bos_token_id=3, audio_eos_token_id=4)
+    return MusicFlamingoForConditionalGeneration(config)
+
+
+def _musicflamingo_processor():
+    from transformers import MusicFlamingoProcessor, WhisperFeatureExtractor
+    extractor = WhisperFeatureExtractor(feature_size=MEL, chunk_length=1)
+    return MusicFlamingoProcessor(extractor, tokenizer(["<sound>", "<|sound_bos|>", "<|sound_eos|>"]))
+
+
+# -- qwen3_asr ---------------------------------------------------------------------------------------
+
+QWEN3_AUDIO = {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
+
+
+def _qwen3_asr_model():
+    from transformers import Qwen3ASRConfig, Qwen3ASRForConditionalGeneration
+    audio = dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=MEL,
+                 downsample_hidden_size=8, output_dim=32, n_window=50, n_window_infer=100)
+    config = Qwen3ASRConfig(audio_config=audio, text_config=text_config("qwen3"), audio_token_id=2,
+                            pad_token_id=0, eos_token_id=31)
+    return Qwen3ASRForConditionalGeneration(config)
+
+
+def _qwen3_asr_processor():
+    from transformers import Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
+    extractor = Qwen3ASRFeatureExtractor(feature_size=MEL, chunk_length=2)
+    return Qwen3ASRProcessor(extractor, tokenizer(list(QWEN3_AUDIO.values()), named=QWEN3_AUDIO))
+
+
+# -- fun_asr_nano ------------------------------------------------------------------------------------
+
+def _fun_asr_nano_model():
+    from transformers import FunAsrNanoConfig, FunAsrNanoForConditionalGeneration
+    audio = dict(num_mel_bins=MEL, hidden_size=16, num_attention_heads=2, intermediate_size=32, num_hidden_layers=2,
+                 num_timestamp_prediction_layers=1, max_position_embeddings=256, hidden_dropout=0.0,
+                 attention_dropout=0.0)
+    adaptor = dict(hidden_size=32, num_attention_heads=2, intermediate_size=8, num_hidden_layers=1,
+                   projector_hidden_size=32)
+    config = FunAsrNanoConfig(audio_config=audio, adaptor_config=adaptor, text_config=text_config("qwen3"),
+                              audio_token_id=2)
+    return FunAsrNanoForConditionalGeneration(config)
+
+
+def _fun_asr_nano_processor():
+    from transformers import FunAsrNanoFeatureExtractor, FunAsrNanoProcessor
+    return FunAsrNanoProcessor(FunAsrNanoFeatureExtractor(feature_size=MEL), tokenizer(["<|object_ref_start|>"]))
+
+
+# -- qwen2_audio (its own integration module, reached through the same registry) -------------------
+
+def _qwen2_audio_model():
+    from tests.test_qwen2_audio import tiny_model
+    return tiny_model()
+
+
+def _qwen2_audio_processor():
+    from tests.test_qwen2_audio import tiny_processor
+    return tiny_processor()
+
+
+CASES: dict[str, Case] = {case.model_type: case for case in [
+    Case("glmasr", _seeded(_glmasr_model), _glmasr_processor, "<|pad|> what is this", (2.0, 0.7, 1.3)),
+    Case("audioflamingo3", _seeded(_audioflamingo3_model), _audioflamingo3_processor, "<sound> what is this",
+         (1.0, 0.37, 0.64)),
+    Case("qwen3_asr", _seeded(_qwen3_asr_model), _qwen3_asr_processor,
+         "<|audio_start|><|audio_pad|><|audio_end|> what is this", (2.0, 0.6, 1.37)),
+    Case("musicflamingo", _seeded(_musicflamingo_model), _musicflamingo_processor, "<sound> what is this",
+         (1.0, 0.37, 0.64)),
+    Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
+         "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
+]}
