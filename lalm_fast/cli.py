@@ -100,6 +100,7 @@ def _eval(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--max-new-tokens and --limit must be >= 1")
+    _check_eval_paths(parser, args)
     from lalm_fast.evaluate.whisper import evaluate_whisper_to_files, is_whisper_adapter
 
     if is_whisper_adapter(args.model):
@@ -113,6 +114,19 @@ def _eval(argv: list[str]) -> int:
     metric = result.get("wer") or result.get("bleu")
     print(f"loss {result['loss']:.4f}; {metric}; written to {os.path.join(args.out, 'eval.md')}")
     return 0
+
+
+def _check_eval_paths(parser: argparse.ArgumentParser, args) -> None:
+    """Before any model loads: a long evaluation must not fail at its end on a bad --out."""
+    from lalm_fast.settings import existing_file
+
+    if not os.path.isdir(args.model):
+        parser.error(f"--model {args.model!r} is not a folder")
+    problem = existing_file(args.manifest)
+    if problem:
+        parser.error(f"--manifest {problem}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out!r} exists and is not a folder")
 
 
 def _reproduce(argv: list[str]) -> int:

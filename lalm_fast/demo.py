@@ -395,6 +395,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     try:
         args = parser.parse_args(argv)
+        for option, folder in (("--out", args.out), ("--data", args.data)):
+            if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+                parser.error(f"{option} {folder!r} exists and is not a folder")  # before minutes of decoding
         run_demo(args.out, tracks=_names(args.tracks) or [], adapters=args.adapters,
                  whisper_adapters=args.whisper_adapters, configurations=_names(args.configs),
                  whisper_configurations=_names(args.whisper_configs), utterances=args.utterances, data=args.data,

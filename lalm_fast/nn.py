@@ -67,6 +67,19 @@ class AudioCompressor(nn.Module):
         return ", ".join(parts)
 
 
+def _check_lengths(lengths) -> torch.Tensor:
+    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got {getattr(lengths, 'dtype', type(lengths).__name__)}")
+    if lengths.numel() and lengths.device.type == "cpu" and int(lengths.min()) < 0:
+        raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
+    return lengths
+
+
+def _ceil_div(lengths: torch.Tensor, k: int) -> torch.Tensor:
+    # k past the int64 range (k is a Python int) gives one token per non-empty sample.
+    return (_check_lengths(lengths) + (k - 1)) // k if k < 2**62 else (lengths > 0).to(lengths.dtype)
+
+
 class Identity(AudioCompressor):
     """No compression: every frame is a token (the frame-level baseline)."""
 
@@ -76,7 +89,7 @@ class Identity(AudioCompressor):
         return ops.uniform_pool(x, lengths, 1, attention_mask=attention_mask, backend=self.backend)
 
     def output_lengths(self, lengths):
-        return lengths.clone()
+        return _check_lengths(lengths).clone()
 
 
 class _EveryK(AudioCompressor):
@@ -88,7 +101,7 @@ class _EveryK(AudioCompressor):
         return {"k": self.k}
 
     def output_lengths(self, lengths):
-        return (lengths + self.k - 1) // self.k
+        return _ceil_div(lengths, self.k)
 
 
 class UniformPool(_EveryK):
@@ -139,7 +152,7 @@ class SegmentPool(AudioCompressor):
     def output_lengths(self, lengths):
         if self.rate is None:
             return super().output_lengths(lengths)
-        return torch.ceil(lengths.to(torch.float64) / self.rate).long()
+        return torch.ceil(_check_lengths(lengths).to(torch.float64) / self.rate).long()
 
     def forward(self, x, lengths=None, attention_mask=None) -> CompressedAudio:
         return ops.segment_compress(x, lengths, attention_mask=attention_mask, backend=self.backend,
@@ -169,6 +182,8 @@ def _parse_spec(spec: str) -> dict[str, Any]:
     for item in rest.split(","):
         key, eq, value = item.partition("=")
         if not eq:  # "uniform:3" is short for "uniform:k=3"
+            if config["kind"] == "none":
+                raise ValueError(f"compressor {config['kind']!r} takes no options, got {spec!r}")
             key, value = ("k" if config["kind"] in ("uniform", "downsample") else "rate"), key
         try:
             config[key.strip()] = _parse_value(value.strip())
@@ -191,8 +206,10 @@ def build_compressor(spec: Union[str, dict, AudioCompressor, None]) -> AudioComp
     else:
         raise TypeError(f"compressor spec must be a string, dict or AudioCompressor, got {type(spec).__name__}")
     kind = config.pop("kind", None)
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"unknown compressor kind {kind!r}; expected one of {sorted(_KINDS)}")
+    if kind == "none" and config:
+        raise ValueError(f"compressor 'none' takes no options, got {sorted(config)}")
     try:
         return _KINDS[kind](**config)
     except TypeError as exc:

@@ -34,7 +34,7 @@ def cpu_backend(request):
 
 def pytest_collection_modifyitems(config, items):
     # Everything not in another tier is a unit test, so `-m unit` selects the default tier.
-    tiers = {"triton_interp", "cuda_compile", "asset", "gpu", "slow", "packaging", "bench"}
+    tiers = {"fuzz", "triton_interp", "cuda_compile", "asset", "gpu", "slow", "packaging", "bench"}
     for item in items:
         if not tiers.intersection(item.keywords):
             item.add_marker(pytest.mark.unit)

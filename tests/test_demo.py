@@ -146,12 +146,14 @@ def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
     (["--configs", "uniform-x9"], "unknown configuration"),
     (["--utterances", "0"], "--utterances must be in 1.."),
     (["--utterances", "many"], "invalid int value"),
+    (["--out", "{tmp}/taken.txt"], "exists and is not a folder"),
     (["--tracks", "lalm,video"], "--tracks must name some of whisper, lalm"),
     (["--tracks", ""], "--tracks must name some of whisper, lalm"),
 ])
 def test_bad_arguments_give_one_clear_error_line(dry_run, tmp_path, capsys, argv, message):
     out, _ = dry_run
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    (tmp_path / "taken.txt").write_text("a file, not a folder")
     base = ["demo", "--tracks", "lalm", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"),
             "--out", str(tmp_path), "--no-progress"]
     assert cli.main(base + argv) == 2

@@ -103,7 +103,7 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
                         int64_t min_len, int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries) {
   const Mode checked = checked_mode(mode, param, min_len, max_len, true);
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
-  TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
+  TORCH_CHECK(x.numel() == 0 || x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
               "lengths must be int64 [B]");
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
@@ -117,7 +117,10 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   if (num_out == 0 || x.size(0) == 0) return {values, starts, ends, counts};
   if (checked == Mode::kUniform || checked == Mode::kDownsample) {
     TORCH_CHECK(param == std::floor(param), "k must be an integer, got ", param);
-    every_kth_spans(lens, x.size(1), static_cast<int64_t>(param), checked == Mode::kDownsample, starts, ends, counts);
+    // Any k >= T gives one window per sample; capping it keeps (L + k - 1) and s * k in range.
+    const int64_t frames = std::max<int64_t>(x.size(1), 1);
+    const int64_t k = param >= static_cast<double>(frames) ? frames : static_cast<int64_t>(param);
+    every_kth_spans(lens, x.size(1), k, checked == Mode::kDownsample, starts, ends, counts);
     span_mean_into(x, starts, ends, values);
     return {values, starts, ends, counts};
   }

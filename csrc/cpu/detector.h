@@ -62,15 +62,19 @@ struct Detector {
     }
   }
 
-  // Per-sample min-max normalisation over frames 1..L-1, as _detect.normalize_scores.
+  // Per-sample min-max normalisation over frames 1..L-1, as _detect.normalize_scores: a NaN
+  // score is left out of the range and normalises to 0 (the lowest score).
   void normalize(const acc_t* raw, std::vector<acc_t>& out, int64_t length) const {
     acc_t low = kInf, high = -kInf;
     for (int64_t t = 1; t < length; ++t) {
+      if (std::isnan(raw[t])) continue;
       low = std::min(low, raw[t]);
       high = std::max(high, raw[t]);
     }
     const acc_t span = high - low;
-    for (int64_t t = 0; t < length; ++t) out[t] = (t >= 1 && span > 0) ? (raw[t] - low) / span : acc_t(0);
+    for (int64_t t = 0; t < length; ++t) {
+      out[t] = (t >= 1 && span > 0 && !std::isnan(raw[t])) ? (raw[t] - low) / span : acc_t(0);
+    }
   }
 
   // scipy.signal.find_peaks(prominence=...) on normed[1:L], shifted back to frame indices.
@@ -98,20 +102,20 @@ struct Detector {
   }
 
   // Exactly ceil(L / rate) - 1 starts besides frame 0: preferred (suppression survivors)
-  // first, then by score (NaN first, as torch.sort does), then by frame.
+  // first, then by score, then by frame. A NaN score ranks as -inf, below every other score.
   void rate_starts(const acc_t* raw, std::vector<char>& start, int64_t length) const {
     const int64_t wanted = static_cast<int64_t>(std::ceil(static_cast<double>(length) / param)) - 1;
     if (wanted <= 0 || length < 2) return;
+    std::vector<acc_t> score(raw, raw + length);
+    for (acc_t& v : score) v = std::isnan(v) ? -kInf : v;
     std::vector<char> preferred(length, 0);
     for (int64_t t = 1; t < length; ++t) preferred[t] = 1;
-    suppress(raw, preferred, length);
+    suppress(score.data(), preferred, length);
     std::vector<int64_t> order(length - 1);
     std::iota(order.begin(), order.end(), int64_t{1});
     auto before = [&](int64_t a, int64_t b) {
       if (preferred[a] != preferred[b]) return preferred[a] > preferred[b];
-      const bool nan_a = std::isnan(raw[a]), nan_b = std::isnan(raw[b]);
-      if (nan_a != nan_b) return nan_a;
-      if (!nan_a && raw[a] != raw[b]) return raw[a] > raw[b];
+      if (score[a] != score[b]) return score[a] > score[b];
       return a < b;
     };
     // Only the set of the first `wanted` matters, not their order: a selection is O(L).

@@ -98,7 +98,8 @@ void span_mean_backward_impl(const at::Tensor& grad, const at::Tensor& starts, c
 void check_features(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 3, name, " must be [R, T, D], got ", x.sizes());
-  TORCH_CHECK(x.size(2) <= 1 || x.stride(2) == 1, name, " must have a contiguous last dimension");
+  // An empty tensor's strides are arbitrary (an expanded zero-size gradient has stride 0).
+  TORCH_CHECK(x.numel() == 0 || x.size(2) <= 1 || x.stride(2) == 1, name, " must have a contiguous last dimension");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), name, " must be a floating tensor, got ", x.scalar_type());
 }
 

@@ -48,10 +48,13 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     """Read a JSONL manifest; blank lines are ignored, a bad line raises naming file and line."""
     path = Path(path)
     utterances = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                utterances.append(_parse_line(path, line_number, line))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if line.strip():
+                    utterances.append(_parse_line(path, line_number, line))
+    except UnicodeDecodeError:
+        raise ManifestError(path, "bad_manifest", "not UTF-8 text (a binary file?)") from None
     return utterances
 
 

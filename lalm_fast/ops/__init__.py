@@ -20,8 +20,8 @@ import torch
 
 from lalm_fast.ops import _detect, _spans, backends, kernel_ops
 from lalm_fast.ops._inputs import Grid, make_grid, should_check_values
-from lalm_fast.ops.arguments import (DEFAULT_PROMINENCE, check_detection_args, check_positive_int,
-                                     detection_mode)
+from lalm_fast.ops.arguments import (DEFAULT_PROMINENCE, check_detection_args, check_max_segments,
+                                     check_positive_int, detection_mode)
 from lalm_fast.ops.modes import Mode
 from lalm_fast.ops.result import CompressedAudio
 
@@ -47,8 +47,16 @@ def _compress(grid: Grid, mode: Mode, param: float, num_out: int, backend: str, 
     return _spans.assemble(grid, values, starts, ends, counts)
 
 
+def _fused(grid: Grid, backend: str, mode: Mode, num_out: int, min_len: int = 1, max_len: int = 0) -> bool:
+    """Whether one compress kernel does the whole job: padded input, a mode the backend fuses,
+    and a non-empty output (an empty one needs no kernel; triton's launcher rejects it)."""
+    return not grid.packed and num_out > 0 and backends.compresses(backend, mode, min_len, max_len)
+
+
 def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
                  single_frame: bool = False) -> CompressedAudio:
+    if grid.packed:
+        is_start = _spans.fit_packed_starts(grid, is_start, num_out)
     starts, ends = _spans.spans_from_starts(grid, is_start, num_out, single_frame)
     values = kernel_ops.span_mean(grid.x, starts, ends, backend)
     return _spans.assemble(grid, values, starts, ends, _spans.segment_counts(grid, is_start, num_out))
@@ -56,10 +64,11 @@ def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
 
 def _pool_every(grid: Grid, k: int, backend: str, mode: Mode) -> CompressedAudio:
     single_frame = mode == Mode.DOWNSAMPLE
+    k = _spans.cap_at_frames(grid, k)  # any k >= T gives the same windows, and no overflow
     if grid.packed:
         return _pool_starts(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend,
                             single_frame)
-    if backends.compresses(backend, mode):
+    if _fused(grid, backend, mode, math.ceil(grid.num_frames / k)):
         return _compress(grid, mode, float(k), math.ceil(grid.num_frames / k), backend)
     # The spans are plain arithmetic: a handful of small ops instead of the start-mask path
     # (this overhead is what matters for B=1 latency).
@@ -116,7 +125,7 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
 
 
 def _detect_starts(grid: Grid, backend: str, mode: Mode, param: float, min_len: int, max_len: int) -> torch.Tensor:
-    """Start mask on the grid, frame 0 of each sample included."""
+    """Start mask on the grid, frame 0 of each sample included (min_len, max_len capped)."""
     if backends.detects(backend, grid.packed):
         scores = _raw_scores(grid, backend, sample_starts_zeroed=False)
         return kernel_ops.detect_boundaries(scores, grid.lengths, int(mode), param, min_len, max_len, backend,
@@ -135,7 +144,8 @@ def detect_boundaries(x, lengths=None, *, prominence: Optional[float] = None, ra
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
     mode, param = detection_mode(prominence, rate, threshold)
     name = backends.resolve(backend, grid.x.device)
-    return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len or 0))
+    min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
+    return _unpack(grid, _detect_starts(grid, name, mode, param, min_len, max_len))
 
 
 def _output_rows(grid: Grid, max_segments: Optional[int], count_segments) -> int:
@@ -144,7 +154,7 @@ def _output_rows(grid: Grid, max_segments: Optional[int], count_segments) -> int
     need (``count_segments()``; at least 1 when there are frames): no output of T mostly
     empty rows."""
     if max_segments is not None:
-        return check_positive_int(max_segments, "max_segments")
+        return check_max_segments(max_segments, grid)
     if torch.compiler.is_compiling() or grid.x.device.type != "cpu":
         return grid.num_frames
     return min(max(count_segments(), 1), grid.num_frames)
@@ -162,11 +172,16 @@ def _segment_id_spans(grid: Grid, ids, max_segments: Optional[int]):
     if should_check_values(ids):
         if bool((ids < 0).any()) or bool((ids[:, 1:] < ids[:, :-1]).any()):
             raise ValueError("segment_ids must be >= 0 and non-decreasing along time within each sample")
-    last_id = torch.where(valid, ids, -1).amax(1) if ids.shape[1] else ids.new_full((ids.shape[0],), -1)
-    num_out = _output_rows(grid, max_segments, lambda: int(last_id.max()) + 1 if last_id.numel() else 0)
+    num_out = _output_rows(grid, max_segments, lambda: int(torch.where(valid, ids, -1).max()) + 1 if ids.numel() else 0)
+    # Ids at or past the last row merge into it; capping them there (padding one above) keeps
+    # the order and leaves no id near the int64 limit, where `last_id + 1` would overflow.
+    ids = ids.clamp(max=num_out)
     wanted = torch.arange(num_out, device=ids.device).expand(ids.shape[0], -1).contiguous()
     starts = torch.searchsorted(ids, wanted, right=False)
     ends = torch.searchsorted(ids, wanted, right=True)
+    if num_out:
+        ends = torch.cat([ends[:, :-1], grid.lengths[:, None]], dim=1)  # the last row takes the surplus
+    last_id = torch.where(valid, ids, -1).amax(1) if ids.shape[1] else ids.new_full((ids.shape[0],), -1)
     return starts, ends, (last_id + 1).clamp(0, num_out)
 
 
@@ -222,9 +237,9 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
         return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
     _check_boundaries(grid, boundaries)
     num_out = _output_rows(grid, max_segments, lambda: _spans.most_segments(grid, boundaries))
-    if not grid.packed and backends.compresses(name, Mode.GIVEN):
+    if _fused(grid, name, Mode.GIVEN, num_out):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
-    starts = _spans.force_sample_starts(grid, boundaries.view(-1, grid.num_frames))
+    starts = _spans.force_sample_starts(grid, boundaries.reshape(grid.x.shape[:2]))
     return _pool_starts(grid, starts, num_out, name)
 
 
@@ -240,12 +255,12 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
     name = backends.resolve(backend, grid.x.device)
     if max_segments is not None:
-        num_out = check_positive_int(max_segments, "max_segments")
+        num_out = check_max_segments(max_segments, grid)
     else:
         num_out = _spans.num_outputs(grid, rate if rate is not None else 1)
     mode, param = detection_mode(prominence, rate, threshold)
-    max_len = max_len or 0
-    if not grid.packed and backends.compresses(name, mode, min_len, max_len):
+    min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
+    if _fused(grid, name, mode, num_out, min_len, max_len):
         return _compress(grid, mode, param, num_out, name, min_len, max_len)
     with torch.no_grad():
         starts = _detect_starts(grid, name, mode, param, min_len, max_len)

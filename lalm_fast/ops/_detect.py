@@ -1,7 +1,8 @@
 """Boundary detection on ``[R, T]`` scores, vectorised (no loop over batch or time).
 
 Three modes, each returning a start mask on the grid (frame 0 of a sample is added by the
-caller):
+caller). A NaN score (a NaN or Inf frame) is the lowest score in every mode: never a start in
+peak or threshold mode, left out of the normalisation range, taken last in rate mode.
 
 - *peak* (SCPC / UnsupSeg): per-sample min-max normalised scores; a start at every local
   maximum whose prominence is at least ``prominence``. Peaks and prominences follow
@@ -43,8 +44,9 @@ def _per_sample(grid: Grid, values: torch.Tensor, fill: float, reduce: str) -> t
 
 
 def normalize_scores(grid: Grid, scores: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max normalisation to [0, 1] over scored frames; 0 elsewhere or if flat."""
-    scored = scored_frames(grid)
+    """Per-sample min-max normalisation to [0, 1] over scored frames; 0 elsewhere or if flat.
+    A NaN score is left out of the range and normalises to 0, the lowest score."""
+    scored = scored_frames(grid) & ~scores.isnan()
     low = _per_sample(grid, torch.where(scored, scores, INF), INF, "amin")
     high = _per_sample(grid, torch.where(scored, scores, -INF), -INF, "amax")
     span = high - low
@@ -151,6 +153,7 @@ def rate_starts(grid: Grid, scores: torch.Tensor, rate: float, min_len: int) -> 
     remaining frames fill in by score, so the token count is always exact.
     """
     scored = scored_frames(grid)
+    scores = torch.where(scores.isnan(), -INF, scores)  # NaN ranks lowest
     preferred = suppress_close(grid, scored, scores, min_len)
     grade = preferred.long() + scored.long()  # 2 preferred, 1 other candidate, 0 never
     sample = torch.where(grid.valid(), grid.sample_of_frame(), grid.num_samples).reshape(-1)

@@ -29,6 +29,17 @@ def num_outputs(grid: Grid, rate: float) -> int:
     return min(frames, bound)
 
 
+def cap_at_frames(grid: Grid, value: int) -> int:
+    """``value`` capped at the frame count: a window, gap or segment length of T or more acts
+    the same as any longer one, and capping keeps huge values from looping or overflowing."""
+    return min(value, max(grid.num_frames, 1))
+
+
+def cap_rules(grid: Grid, min_len: int, max_len) -> tuple[int, int]:
+    """Checked ``min_len`` and ``max_len`` (None: no limit, 0) capped at the frame count."""
+    return cap_at_frames(grid, min_len), cap_at_frames(grid, max_len) if max_len else 0
+
+
 def every_kth_spans(lengths: torch.Tensor, frames: int, k: int, single_frame: bool):
     """Spans ``[B, ceil(T / k)]`` of windows ``[i k, min((i+1) k, L))`` (or the window's first
     frame only); windows at or past L become the empty span ``(L, L)``."""
@@ -85,6 +96,28 @@ def spans_from_starts(grid: Grid, is_start: torch.Tensor, num_out: int, single_f
         ends = torch.cat([starts[:, 1:], row_end], dim=1)
     ends = torch.where(unused, starts, torch.minimum(ends, sample_end))
     return starts, ends
+
+
+def fit_packed_starts(grid: Grid, is_start: torch.Tensor, num_out: int) -> torch.Tensor:
+    """Packed: the starts that fit in ``num_out`` rows, so ``cu_seqlens`` matches the rows.
+
+    Rows go to the samples in order, each later non-empty sample keeping one in reserve; a
+    sample that gets fewer rows than it has segments loses its last starts, so its surplus
+    merges into its last token (as padded input does). Needs ``num_out >= B``.
+    """
+    counts = segment_counts(grid, is_start, num_out)
+    non_empty = (grid.lengths > 0).long()
+    later = non_empty.flip(0).cumsum(0).flip(0) - non_empty
+    room = num_out - later  # rows samples 0..b may use between them
+    # used_b = min(used_{b-1} + counts_b, room_b), used_{-1} = 0, in closed form:
+    total = counts.cumsum(0)
+    used = total + (room - total).cummin(0).values.clamp(max=0)
+    tokens = used.diff(prepend=used.new_zeros(1))
+    running = torch.cat([is_start.new_zeros(1, dtype=torch.long), is_start[0].long().cumsum(0)])
+    sample = grid.sample_of_frame()[0]
+    before = torch.cat([running[grid.cu_seqlens[:-1]], running.new_zeros(1)])[sample]
+    rank = running[1:] - 1 - before  # index of each start inside its sample
+    return is_start & (rank < torch.cat([tokens, tokens.new_zeros(1)])[sample])[None, :]
 
 
 def segment_counts(grid: Grid, is_start: torch.Tensor, num_out: int) -> torch.Tensor:

@@ -19,6 +19,20 @@ def check_positive_int(value, name: str) -> int:
     return value
 
 
+MAX_ROWS = 2**31 - 1  # output rows per sample: far above any real T; a larger bound only fails to allocate
+
+
+def check_max_segments(value, grid) -> int:
+    """``max_segments`` for a grid: packed input needs a row for every sample."""
+    value = check_positive_int(value, "max_segments")
+    if value > MAX_ROWS:
+        raise ValueError(f"max_segments must be <= {MAX_ROWS} (rows past T={grid.num_frames} hold no token), got {value}")
+    if grid.packed and value < grid.num_samples:
+        raise ValueError(f"max_segments ({value}) must be >= the number of packed samples ({grid.num_samples}): "
+                         "every sample needs a token")
+    return value
+
+
 def check_detection_args(prominence=None, rate=None, threshold=None, min_len: int = 1,
                          max_len: Optional[int] = None) -> None:
     """Raise the error :func:`lalm_fast.ops.detect_boundaries` would raise for these settings."""
@@ -29,11 +43,11 @@ def check_detection_args(prominence=None, rate=None, threshold=None, min_len: in
     for name, value in (("prominence", prominence), ("rate", rate), ("threshold", threshold)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if rate is not None and not rate >= 1:
-        raise ValueError(f"rate must be >= 1 (frames per output token), got {rate}")
+    if rate is not None and not 1 <= rate < math.inf:
+        raise ValueError(f"rate must be >= 1 and finite (frames per output token), got {rate}")
     if prominence is not None and not prominence >= 0:
         raise ValueError(f"prominence must be >= 0, got {prominence}")
-    if threshold is not None and math.isnan(threshold):
+    if threshold is not None and threshold != threshold:  # NaN; math.isnan rejects torch.compile's SymFloat
         raise ValueError("threshold must not be NaN")
     check_positive_int(min_len, "min_len")
     if max_len is not None:

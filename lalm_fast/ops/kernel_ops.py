@@ -99,7 +99,9 @@ def _(x, lengths, backend):
 
 
 def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> torch.Tensor:
-    """``[R, T]`` raw scores ``1 - cos(x[t-1], x[t])`` (not differentiable)."""
+    """``[R, T]`` raw scores ``1 - cos(x[t-1], x[t])`` (not differentiable, so cut from the
+    graph: a result that required grad would fail in backward)."""
+    x = x.detach()
     if _unrecorded(x):
         return backends.kernels(backend).boundary_scores(x, lengths)
     return _boundary_scores_op(x, lengths, backend)

@@ -3,12 +3,14 @@ position in the data stream, written atomically so a resumed run takes the same 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +22,7 @@ from lalm_fast.data.files import atomic_directory
 __all__ = ["CHECKPOINT", "STEP_FILE", "Position", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
+CHECKSUMS = "sha256"            # key in STEP_FILE: the sha256 of every other file, checked on resume
 CHECKPOINT = re.compile(r"^step-(\d{8})$")
 
 
@@ -63,7 +66,8 @@ def save_checkpoint(folder: Path, position: Position, model, optimizer, schedule
         save_file(_trainable_state(model), staging / "trainable.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                    staging / "state.pt")
-        (staging / STEP_FILE).write_text(json.dumps(asdict(position)))
+        sums = {name: _sha256(staging / name) for name in ("trainable.safetensors", "state.pt")}
+        (staging / STEP_FILE).write_text(json.dumps({**asdict(position), CHECKSUMS: sums}))
     for old in _complete_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -76,10 +80,39 @@ def _complete_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> Optional[str]:
+    """None if the checkpoint's files match the checksums written with it, else what is wrong.
+    (Checkpoints from before checksums were written pass when their files are present.)"""
+    try:
+        record = json.loads((path / STEP_FILE).read_text())
+        sums = record.get(CHECKSUMS, {name: None for name in ("trainable.safetensors", "state.pt")})
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"unreadable {STEP_FILE} ({exc})"
+    for name, expected in sums.items():
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if expected is not None and _sha256(path / name) != expected:
+            return f"{name} does not match its checksum (truncated or changed)"
+    return None
+
+
 def latest_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:
-    """The newest complete checkpoint of a run, or None."""
-    found = _complete_checkpoints(Path(output_dir) / "checkpoints")
-    return found[-1] if found else None
+    """The newest complete checkpoint of a run whose files verify, or None; newer ones that fail
+    verification are skipped with a warning naming them."""
+    for path in reversed(_complete_checkpoints(Path(output_dir) / "checkpoints")):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
+    return None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
@@ -95,4 +128,5 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return Position(**json.loads((path / STEP_FILE).read_text()))
+    record = json.loads((path / STEP_FILE).read_text())
+    return Position(**{f.name: record[f.name] for f in fields(Position)})

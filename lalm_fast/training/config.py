@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from lalm_fast import settings
+from lalm_fast.settings import SettingError, choice, integer, number, of_type, optional, text
+
 __all__ = ["AlignSpec", "DataSpec", "ModelSpec", "OptimSpec", "RunSpec", "TrainConfig", "parse_spec", "saved_spec",
            "SYNTHETIC", "TINY_RANDOM", "TRAIN_SPEC_FILE"]
 
@@ -104,45 +107,123 @@ class TrainConfig:
     align: AlignSpec = field(default_factory=AlignSpec)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = "config") -> "TrainConfig":
+        """A checked config: every key's type and range (:data:`RULES`); errors name ``where``."""
         specs = {"model": ModelSpec, "data": DataSpec, "optim": OptimSpec, "run": RunSpec, "align": AlignSpec}
-        _reject_unknown(data, specs, "config")
-        return cls(**{name: parse_spec(spec, data.get(name, {}), name) for name, spec in specs.items()})
+        if not isinstance(data, dict):
+            raise SettingError(where, "the config", f"must be a JSON object of sections {sorted(specs)}, "
+                                                    f"got {type(data).__name__}")
+        _reject_unknown(data, specs, "config", where)
+        return cls(**{name: parse_spec(spec, data.get(name, {}), name, where) for name, spec in specs.items()})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **run_overrides: Any) -> "TrainConfig":
-        """Read JSON (or YAML when the name ends in .yaml/.yml and PyYAML is installed);
-        ``run_overrides`` replace fields of ``run`` (e.g. ``output_dir=...``)."""
-        config = cls.from_dict(_read_structured(Path(path)))
-        for name, value in run_overrides.items():
-            if value is not None:
-                _reject_unknown({name: value}, {f.name: None for f in fields(RunSpec)}, "run")
-                setattr(config.run, name, value)
+        """Read JSON (or YAML when the name ends in .yaml/.yml and PyYAML is installed) and check
+        it, the paths it names included; ``run_overrides`` replace fields of ``run``."""
+        config = cls.from_dict(_read_structured(Path(path)), str(path))
+        overrides = {name: value for name, value in run_overrides.items() if value is not None}
+        _reject_unknown(overrides, {f.name: None for f in fields(RunSpec)}, "run", str(path))
+        settings.check(overrides, RULES["run"], str(path), "run.")
+        for name, value in overrides.items():
+            setattr(config.run, name, value)
+        config.check(str(path))
         return config
+
+    def check(self, where: str = "config") -> None:
+        """Check every setting again (code may have changed them) and that named paths exist."""
+        for section, rules in RULES.items():
+            settings.check(asdict(getattr(self, section)), rules, where, f"{section}.")
+        for key, value in (("data.train", self.data.train), ("data.eval", self.data.eval)):
+            if value is not None and not value.startswith(SYNTHETIC):
+                settings.check({key: value}, {key: settings.existing_file}, where)
+        for key, value in (("model.encoder", self.model.encoder), ("model.lm", self.model.lm)):
+            settings.check({key: value}, {key: _local_model}, where)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def parse_spec(spec_type, values: dict, name: str):
-    """``spec_type(**values)``, rejecting fields it does not have (``name`` labels the error)."""
-    _reject_unknown(values, {f.name: None for f in fields(spec_type)}, name)
+def _synthetic_or_file(value) -> Optional[str]:
+    if not isinstance(value, str) or not value.strip():
+        return f"must be a JSONL manifest or 'synthetic:N', got {value!r}"
+    if value.startswith(SYNTHETIC):
+        count = value[len(SYNTHETIC):]
+        return None if count.isdigit() and int(count) >= 1 else f"must be 'synthetic:N' with N >= 1, got {value!r}"
+    return None
+
+
+def _local_model(value) -> Optional[str]:
+    """tiny-random, packaged:NAME or an existing local folder (nothing is downloaded)."""
+    problem = text(value)
+    if problem or value == TINY_RANDOM or value.startswith("packaged:") or os.path.isdir(value):
+        return problem
+    return f"must be {TINY_RANDOM!r}, 'packaged:NAME' or a local model folder; {value!r} is not a folder here"
+
+
+def _compressor(value) -> Optional[str]:
+    from lalm_fast.nn import build_compressor  # torch: only once a config names a compressor
+
+    try:
+        build_compressor(value)
+    except (ValueError, TypeError) as exc:
+        return f"is not a valid compressor ({exc})"
+    return None
+
+
+_BOOL = of_type(bool, "true or false")
+_DICT = of_type(dict, "an object")
+_OPTIONAL_DICT = optional(_DICT)
+
+#: The type and range of every setting, checked when a config is read (a test keeps it complete).
+RULES: dict[str, dict[str, settings.Rule]] = {
+    "model": {"encoder": text, "lm": text, "compressor": _compressor, "projector": _DICT, "lora": _OPTIONAL_DICT,
+              "prompts": _OPTIONAL_DICT, "freeze_encoder": _BOOL, "window_seconds": number(0), "mel_bins": integer(1),
+              "lm_dtype": choice("float32", "float16", "bfloat16"), "seed": integer(0)},
+    "data": {"train": _synthetic_or_file, "eval": optional(_synthetic_or_file),
+             "task": lambda v: None if isinstance(v, (str, dict)) else f"must be a string or an object, got {v!r}",
+             "batch_size": optional(integer(1)), "max_frames": optional(number(0)), "skip_bad": _BOOL,
+             "cache": optional(_BOOL), "cache_dir": optional(text), "eval_generate": integer(0),
+             "max_new_tokens": integer(1), "normalize_targets": _BOOL},
+    "optim": {"lr": number(0), "projector_lr_scale": number(0), "weight_decay": number(0, inclusive=True),
+              "warmup_steps": integer(0), "total_steps": integer(1), "grad_accum": integer(1),
+              "max_grad_norm": optional(number(0))},
+    "run": {"output_dir": text, "seed": integer(0), "eval_every": integer(0), "save_every": integer(0),
+            "keep_last": integer(0), "mixed_precision": choice("auto", "no", "bf16", "fp16"), "progress": _BOOL},
+    "align": {"ctc_steps": integer(0), "lr": number(0), "batch_size": optional(integer(1)),
+              "compressor": optional(_compressor), "vocab": choice("train", "full"), "match_norm": _BOOL,
+              "init_scale": number(0)},
+}
+
+
+def parse_spec(spec_type, values: dict, name: str, where: str = "config"):
+    """``spec_type(**values)`` after checking each value (``name`` is the section)."""
+    if not isinstance(values, dict):
+        raise SettingError(where, name, f"must be an object of settings, got {type(values).__name__}")
+    _reject_unknown(values, {f.name: None for f in fields(spec_type)}, name, where)
+    settings.check(values, RULES.get(name, {}), where, f"{name}.")
     return spec_type(**values)
 
 
-def _reject_unknown(values: dict, known: dict, where: str) -> None:
+def _reject_unknown(values: dict, known: dict, section: str, where: str = "config") -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ValueError(f"unknown {where} field(s) {unknown}; expected some of {sorted(known)}")
+        raise SettingError(where, f"{section}", f"has unknown field(s) {unknown}; expected some of {sorted(known)}")
 
 
 def _read_structured(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml  # optional: only YAML configs need it
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml  # optional: only YAML configs need it
 
-            return yaml.safe_load(handle)
-        return json.load(handle)
+                return yaml.safe_load(handle)
+            return json.load(handle)
+    except UnicodeDecodeError:
+        raise SettingError(str(path), "the file", "is not UTF-8 text (a binary file?)") from None
+    except json.JSONDecodeError as exc:
+        raise SettingError(str(path), "the file", f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SettingError(str(path), "the file", "is nested too deeply to be a config") from None
 
 
 def saved_spec(directory: str | os.PathLike, section: str):

@@ -76,6 +76,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
+    config.check()  # code may have changed settings since the config was read
     run, optim = config.run, config.optim
     output_dir = Path(run.output_dir)
     accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
