@@ -98,9 +98,7 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--base", help="Whisper adapters: the Whisper they adapt (default packaged:tiny.en)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Whisper adapters: tokens decoded at most")
     args = parser.parse_args(argv)
-    if args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
-        parser.error("--max-new-tokens and --limit must be >= 1")
-    _check_eval_paths(parser, args)
+    _check_eval_args(args)
     from lalm_fast.evaluate.whisper import evaluate_whisper_to_files, is_whisper_adapter
 
     if is_whisper_adapter(args.model):
@@ -116,17 +114,20 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
-def _check_eval_paths(parser: argparse.ArgumentParser, args) -> None:
-    """Before any model loads: a long evaluation must not fail at its end on a bad --out."""
+def _check_eval_args(args) -> None:
+    """Before any model loads: a long evaluation must not fail at its end on a bad --out.
+    Raises ValueError, which :func:`main` prints as one line."""
     from lalm_fast.settings import existing_file
 
+    if args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--max-new-tokens and --limit must be >= 1")
     if not os.path.isdir(args.model):
-        parser.error(f"--model {args.model!r} is not a folder")
+        raise ValueError(f"--model {args.model!r} is not a folder")
     problem = existing_file(args.manifest)
     if problem:
-        parser.error(f"--manifest {problem}")
+        raise ValueError(f"--manifest {problem}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        parser.error(f"--out {args.out!r} exists and is not a folder")
+        raise ValueError(f"--out {args.out!r} exists and is not a folder")
 
 
 def _reproduce(argv: list[str]) -> int:

@@ -222,8 +222,15 @@ def _need_demo_assets():
                 pytest.skip(f"package {module!r} not installed ({asset.install})")
 
 
+@pytest.fixture(scope="module")
+def held_out_clips(tmp_path_factory):
+    """One folder for the synthesised test clips of both asset tests: the committed runs share
+    their test sets, so they are synthesised once."""
+    return tmp_path_factory.mktemp("clips")
+
+
 @pytest.mark.asset
-def test_committed_adapters_decode_as_they_did_at_training(tmp_path_factory):
+def test_committed_adapters_decode_as_they_did_at_training(tmp_path_factory, held_out_clips):
     """The README's main job on its committed adapters (first 8 clips, the x4 and projector-only
     configurations): the float16 export on the packaged bases must write the same first
     hypotheses the run recorded, so the adapters, the loading code and the test clips still agree."""
@@ -231,8 +238,7 @@ def test_committed_adapters_decode_as_they_did_at_training(tmp_path_factory):
     adapters = demo.find_adapters(demo.DEFAULT_ADAPTERS)
     names = ["uniform-x4", "uniform-x3-projector-only"]
     result = demo.run_demo(tmp_path_factory.mktemp("demo"), tracks=["lalm"], adapters=adapters, utterances=8,
-                           configurations=names, data=tmp_path_factory.mktemp("clips"), baseline=False,
-                           progress=False)["lalm"]
+                           configurations=names, data=held_out_clips, baseline=False, progress=False)["lalm"]
     for name, row in zip(names, result["rows"]):
         recorded = json.loads((adapters / name / "metrics.json").read_text())["samples"]
         for task in ("asr", "st"):
@@ -241,13 +247,13 @@ def test_committed_adapters_decode_as_they_did_at_training(tmp_path_factory):
 
 
 @pytest.mark.asset
-def test_committed_whisper_adapters_score_as_they_did_at_training(tmp_path_factory):
+def test_committed_whisper_adapters_score_as_they_did_at_training(tmp_path_factory, held_out_clips):
     """The demo's first table on the committed Whisper-track adapters: re-scored on the run's 60
     held-out clips, each adapter gives the WER its run recorded."""
     _need_demo_assets()
     names = ["uniform-x3", "segment-rate3"]
     result = demo.run_demo(tmp_path_factory.mktemp("demo"), tracks=["whisper"], whisper_configurations=names,
-                           data=tmp_path_factory.mktemp("clips"), baseline=False, progress=False)
+                           data=held_out_clips, baseline=False, progress=False)
     for name, row in zip(names, result["whisper_track"]["rows"]):
         assert row["configuration"] == name
         assert row["wer"] == pytest.approx(row["wer_at_training"], abs=1e-12), name
