@@ -168,6 +168,42 @@ def _fun_asr_nano_processor():
     return FunAsrNanoProcessor(FunAsrNanoFeatureExtractor(feature_size=MEL), tokenizer(["<|object_ref_start|>"]))
 
 
+# -- muse_spark (waveform patch convs; the processor also wants image and video processors) --------
+
+def _without_vision(processor_class, **parts):
+    """The real ``processor_class`` built without its image and video processors (they need torchvision,
+    not installed here, and audio never reaches them): ProcessorMixin's class check skips those two."""
+    from unittest import mock
+    check = processor_class.check_argument_for_proper_class
+
+    def audio_only(self, name, argument):
+        return None if name in ("image_processor", "video_processor") and argument is None else check(self, name, argument)
+
+    with mock.patch.object(processor_class, "check_argument_for_proper_class", audio_only):
+        return processor_class(image_processor=None, video_processor=None, **parts)
+
+
+MUSE_AUDIO = ["<|audio|>", "<|soft_audio_start|>", "<|soft_audio_end|>", "<|patch|>", "<|video|>"]
+
+
+def _muse_spark_model():
+    from transformers import MuseSparkConfig, MuseSparkForConditionalGeneration
+    text = text_config("muse_spark_text", mlp_layer_types=["dense"], moe_intermediate_size=16, num_local_experts=2,
+                       num_experts_per_tok=1, moe_hidden_size=16, sliding_window=64)
+    # 4 * 5 = 20 samples per token (the released 1920 at 24 kHz), 2 kHz audio: 100 tokens per second
+    audio = dict(patch_sizes=(4, 5), hidden_sizes=(16, 32), depths=(1, 1), num_hidden_layers=2, out_hidden_size=32)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = MuseSparkConfig(text_config=text, audio_config=audio, vision_config=vision, audio_token_id=2,
+                             image_token_id=5, video_token_id=6, out_hidden_size=16, projector_hidden_size=16)
+    return MuseSparkForConditionalGeneration(config)
+
+
+def _muse_spark_processor():
+    from transformers import MuseSparkFeatureExtractor, MuseSparkProcessor
+    extractor = MuseSparkFeatureExtractor(samples_per_token=20, sampling_rate=2000)
+    return _without_vision(MuseSparkProcessor, tokenizer=tokenizer(MUSE_AUDIO), feature_extractor=extractor)
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -188,6 +224,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          "<|audio_start|><|audio_pad|><|audio_end|> what is this", (2.0, 0.6, 1.37)),
     Case("musicflamingo", _seeded(_musicflamingo_model), _musicflamingo_processor, "<sound> what is this",
          (1.0, 0.37, 0.64)),
+    Case("muse_spark", _seeded(_muse_spark_model), _muse_spark_processor, "<|audio|> what is this",
+         (1.0, 0.37, 0.64), sampling_rate=2000),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

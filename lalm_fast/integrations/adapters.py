@@ -94,6 +94,22 @@ class FunAsrNano(Adapter):
         return _mask_lengths(args, "input_features_mask")
 
 
+class MuseSpark(Adapter):
+    """Waveform patch convs, ``samples_per_token`` samples (1920 at 24 kHz: 12.5 Hz) per token, no projector:
+    the tower's output goes straight onto the text embeddings (after the embedding norm)."""
+    model_types = ("muse_spark",)
+    inner_class = "MuseSparkModel"
+    processor_classes = ("MuseSparkProcessor",)
+    audio_inputs = ("input_values", "input_values_mask")
+
+    def native_lengths(self, inner, args):
+        per_token = inner.config.audio_config.samples_per_token
+        values, mask = args["input_values"], args.get("input_values_mask")
+        if mask is None:        # MuseSparkModel.get_audio_features keeps every token of every row
+            return torch.full((values.shape[0],), values.shape[-1] // per_token, dtype=torch.long)
+        return (mask.sum(-1).long() + per_token - 1) // per_token
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -141,5 +157,6 @@ class Qwen2Audio(Adapter):
         return self._module().revert_processor(processor)
 
 
-ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo())
+ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
+                                MuseSpark())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
