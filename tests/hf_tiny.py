@@ -164,8 +164,25 @@ def _fun_asr_nano_model():
 
 
 def _fun_asr_nano_processor():
-    from transformers import FunAsrNanoFeatureExtractor, FunAsrNanoProcessor
-    return FunAsrNanoProcessor(FunAsrNanoFeatureExtractor(feature_size=MEL), tokenizer(["<|object_ref_start|>"]))
+    """The real processor and the real feature extractor class (its LFR stacking, padding and mask), with one
+    stand-in: Kaldi fbank frames (25 ms every 10 ms, Hamming, log mel) computed here, not by torchaudio (not
+    installed, and the extractor's only torchaudio call)."""
+    from transformers import FunAsrNanoProcessor
+    from transformers.audio_utils import mel_filter_bank
+    from transformers.models.fun_asr_nano.feature_extraction_fun_asr_nano import FunAsrNanoFeatureExtractor
+
+    class TorchFbankExtractor(FunAsrNanoFeatureExtractor):
+        def _extract_fbank_features(self, waveform):
+            length, shift = self.sampling_rate * self.frame_length // 1000, self.sampling_rate * self.frame_shift // 1000
+            frames = waveform.unfold(0, length, shift)                       # snip_edges, as Kaldi
+            frames = (frames - frames.mean(-1, keepdim=True)) * torch.hamming_window(length, periodic=False)
+            power = torch.fft.rfft(frames, n=512).abs() ** 2
+            mel = torch.from_numpy(mel_filter_bank(num_frequency_bins=257, num_mel_filters=self.feature_size,
+                                                   min_frequency=20.0, max_frequency=self.sampling_rate / 2,
+                                                   sampling_rate=self.sampling_rate, mel_scale="kaldi")).float()
+            return (power @ mel).clamp_min(1.1920929e-07).log()
+
+    return FunAsrNanoProcessor(TorchFbankExtractor(feature_size=MEL), tokenizer(["<|object_ref_start|>"]))
 
 
 # -- muse_spark (waveform patch convs; the processor also wants image and video processors) --------
@@ -223,6 +240,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("qwen3_asr", _seeded(_qwen3_asr_model), _qwen3_asr_processor,
          "<|audio_start|><|audio_pad|><|audio_end|> what is this", (2.0, 0.6, 1.37)),
     Case("musicflamingo", _seeded(_musicflamingo_model), _musicflamingo_processor, "<sound> what is this",
+         (1.0, 0.37, 0.64)),
+    Case("fun_asr_nano", _seeded(_fun_asr_nano_model), _fun_asr_nano_processor, "<|object_ref_start|> what is this",
          (1.0, 0.37, 0.64)),
     Case("muse_spark", _seeded(_muse_spark_model), _muse_spark_processor, "<|audio|> what is this",
          (1.0, 0.37, 0.64), sampling_rate=2000),
