@@ -8,7 +8,7 @@ audio durations that differ within the batch. Shared by tests/test_hf_integratio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -60,13 +60,18 @@ class Case:
     prompt: str                      # one sample's text, one audio placeholder in it
     seconds: tuple[float, ...]       # a batch of different durations, all within one encoder window
     sampling_rate: int = 16000
+    #: model inputs every batch carries besides the processor's (vibevoice_asr: sample=False)
+    extra: dict = field(default_factory=dict)
+    #: the processor's own defaults set a padding side: pass it in the call
+    side_kwarg: bool = False
 
     def batch(self, processor, padding_side: str = "left", seconds=None) -> dict:
         seconds = list(seconds or self.seconds)
         processor.tokenizer.padding_side = padding_side
+        side = {"padding_side": padding_side} if self.side_kwarg else {}
         out = processor(text=[self.prompt] * len(seconds), audio=waveforms(seconds, self.sampling_rate),
-                        sampling_rate=self.sampling_rate, return_tensors="pt", padding=True)
-        return dict(out)
+                        sampling_rate=self.sampling_rate, return_tensors="pt", padding=True, **side)
+        return {**dict(out), **self.extra}
 
 
 def _seeded(build):
@@ -221,6 +226,24 @@ def _muse_spark_processor():
     return _without_vision(MuseSparkProcessor, tokenizer=tokenizer(MUSE_AUDIO), feature_extractor=extractor)
 
 
+# -- vibevoice_asr (sigma-VAE tokenizers at 7.5 Hz; forward samples noise unless sample=False) -----
+
+def _vibevoice_asr_model():
+    from transformers import VibeVoiceAsrConfig, VibeVoiceAsrForConditionalGeneration
+    # 40 * 80 = 3200 samples per token, the released hop at 24 kHz (the processor pads to it), in 2 stages
+    encoder = dict(model_type="vibevoice_acoustic_tokenizer_encoder", hidden_size=8, num_filters=4, kernel_size=3,
+                   downsampling_ratios=(40, 80), depths=(0, 1, 1))
+    config = VibeVoiceAsrConfig(acoustic_tokenizer_encoder_config=encoder, semantic_tokenizer_encoder_config=encoder,
+                                text_config=text_config(), audio_token_id=2, audio_bos_token_id=3, audio_eos_token_id=4)
+    return VibeVoiceAsrForConditionalGeneration(config)
+
+
+def _vibevoice_asr_processor():
+    from transformers import VibeVoiceAcousticTokenizerFeatureExtractor, VibeVoiceAsrProcessor
+    return VibeVoiceAsrProcessor(VibeVoiceAcousticTokenizerFeatureExtractor(),
+                                 tokenizer(["<|box_start|>", "<|object_ref_start|>", "<|object_ref_end|>"]))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -245,6 +268,9 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          (1.0, 0.37, 0.64)),
     Case("muse_spark", _seeded(_muse_spark_model), _muse_spark_processor, "<|audio|> what is this",
          (1.0, 0.37, 0.64), sampling_rate=2000),
+    Case("vibevoice_asr", _seeded(_vibevoice_asr_model), _vibevoice_asr_processor,
+         "<|object_ref_start|><|box_start|><|object_ref_end|> what is this", (3.0, 1.1, 2.0), sampling_rate=24000,
+         extra={"sample": False}, side_kwarg=True),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

@@ -110,6 +110,32 @@ class MuseSpark(Adapter):
         return (mask.sum(-1).long() + per_token - 1) // per_token
 
 
+class VibeVoiceAsr(Adapter):
+    """Acoustic + semantic sigma-VAE tokenizers, ``hop_length`` samples (3200 at 24 kHz: 7.5 Hz) per token, joined
+    by the projector. ``forward`` and ``get_audio_features`` default to ``sample=True`` (noise on the acoustic
+    latents, so logits differ per call): pass ``sample=False`` for deterministic outputs; content-adaptive
+    compressors need it, their counts depend on the tokens and are taken in a separate pass."""
+    model_types = ("vibevoice_asr",)
+    inner_class = "VibeVoiceAsrModel"
+    processor_classes = ("VibeVoiceAsrProcessor",)
+    audio_inputs = ("input_values", "padding_mask", "sample")
+    rewrites = "placeholder count; `sample=False` needed for content-adaptive compressors"
+
+    def native_lengths(self, inner, args):
+        hop = inner.config.acoustic_tokenizer_encoder_config.hop_length
+        values, mask = args["input_values"], args.get("padding_mask")
+        if mask is None:        # VibeVoiceAsrModel.get_audio_features keeps every token of every row
+            return torch.full((values.shape[0],), -(-values.shape[-1] // hop), dtype=torch.long)
+        return (mask.sum(-1).long() + hop - 1) // hop
+
+    def expand_inputs(self, model, batch, labels=None, padding_side=None):
+        if not self.compressor_of(model).static_length and batch.get("sample", True) is not False:
+            raise ValueError("vibevoice_asr samples noise on its acoustic latents unless sample=False, so a "
+                             "content-adaptive compressor would count different tokens in expand_inputs and in the "
+                             "forward: put sample=False in the batch (and pass it to the model)")
+        return super().expand_inputs(model, batch, labels, padding_side)
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -158,5 +184,5 @@ class Qwen2Audio(Adapter):
 
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
-                                MuseSpark())
+                                MuseSpark(), VibeVoiceAsr())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
