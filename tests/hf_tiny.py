@@ -244,6 +244,34 @@ def _vibevoice_asr_processor():
                                  tokenizer(["<|box_start|>", "<|object_ref_start|>", "<|object_ref_end|>"]))
 
 
+# -- gemma4 (padded tokens + mask from get_audio_features; mm_token_type_ids from the processor) --------
+
+GEMMA4_TOKENS = {"audio_token": "<audio_soft_token>", "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>",
+                 "image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+
+
+def _gemma4_model():
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+    ids = dict(zip(GEMMA4_TOKENS, range(2, 2 + len(GEMMA4_TOKENS))))      # as tokenizer(GEMMA4_TOKENS) numbers them
+    text = text_config("gemma4_text", vocab_size_per_layer_input=32, hidden_size_per_layer_input=8,
+                       sliding_window=64, layer_types=["full_attention"])
+    audio = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, subsampling_conv_channels=(8, 4),
+                 output_proj_dims=16)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=8, position_embedding_size=64)
+    config = Gemma4Config(text_config=text, audio_config=audio, vision_config=vision, audio_token_id=ids["audio_token"],
+                          boa_token_id=ids["boa_token"], eoa_token_index=ids["eoa_token"],
+                          image_token_id=ids["image_token"], boi_token_id=ids["boi_token"],
+                          eoi_token_id=ids["eoi_token"], video_token_id=2 + len(GEMMA4_TOKENS) + len(WORDS))
+    return Gemma4ForConditionalGeneration(config)
+
+
+def _gemma4_processor():
+    from transformers import Gemma4AudioFeatureExtractor, Gemma4Processor
+    return _without_vision(Gemma4Processor, feature_extractor=Gemma4AudioFeatureExtractor(feature_size=MEL),
+                           tokenizer=tokenizer(list(GEMMA4_TOKENS.values()), named=GEMMA4_TOKENS))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -271,6 +299,7 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("vibevoice_asr", _seeded(_vibevoice_asr_model), _vibevoice_asr_processor,
          "<|object_ref_start|><|box_start|><|object_ref_end|> what is this", (3.0, 1.1, 2.0), sampling_rate=24000,
          extra={"sample": False}, side_kwarg=True),
+    Case("gemma4", _seeded(_gemma4_model), _gemma4_processor, "<audio_soft_token> what is this", (1.0, 0.37, 0.64)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

@@ -136,6 +136,32 @@ class VibeVoiceAsr(Adapter):
         return super().expand_inputs(model, batch, labels, padding_side)
 
 
+class Gemma4(Adapter):
+    """Conformer after two stride-2 convs (25 Hz, at most 750 tokens), embedder; ``get_audio_features`` returns
+    padded tokens ``[N, T, D]`` with their ``attention_mask`` and ``forward`` keeps the masked ones, so both are
+    rewritten: no count formula needed. The processor's ``mm_token_type_ids`` (3 on audio) move with
+    ``input_ids`` in :meth:`expand_inputs`."""
+    model_types = ("gemma4",)
+    inner_class = "Gemma4Model"
+    processor_classes = ("Gemma4Processor",)
+    token_type_inputs = ("mm_token_type_ids",)
+    rewrites = "placeholder count; the encoder's token `attention_mask`; `mm_token_type_ids` (expand_inputs)"
+
+    def split(self, inner, output, args):
+        mask = output.attention_mask.bool()
+        lengths = mask.sum(-1)
+        prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
+        if not torch.equal(mask, prefix):
+            raise RuntimeError("Gemma4Model.get_audio_features returned an attention_mask that is not valid tokens "
+                               "then padding; lalm_fast does not know this model version")
+        return output.pooler_output, lengths.long()
+
+    def join(self, output, values, lengths, mask):
+        output.pooler_output = values
+        output.attention_mask = mask
+        return output
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -184,5 +210,5 @@ class Qwen2Audio(Adapter):
 
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
-                                MuseSpark(), VibeVoiceAsr())
+                                MuseSpark(), VibeVoiceAsr(), Gemma4())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
