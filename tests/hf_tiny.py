@@ -272,6 +272,31 @@ def _gemma4_processor():
                            tokenizer=tokenizer(list(GEMMA4_TOKENS.values()), named=GEMMA4_TOKENS))
 
 
+# -- dots3_note (tokens flat over 60 s chunks; the processor also wants image and video processors) -----
+
+def _dots3_note_model():
+    from transformers import Dots3NoteConfig, Dots3NoteForConditionalGeneration
+    text = text_config("dots3_note_text", num_key_value_heads=4, moe_intermediate_size=16, n_routed_experts=2,
+                       num_experts_per_tok=1, n_shared_experts=1, shared_experts_intermediate_size=16,
+                       kv_lora_rank=8, q_lora_rank=16, qk_rope_head_dim=4, v_head_dim=8, qk_nope_head_dim=8,
+                       head_dim=12, index_topk=16, index_head_dim=8, index_n_heads=2, use_sliding_window=False)
+    audio = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, feature_size=MEL,
+                 downsample_hidden_size=4, adapter_input_size=16, adapter_out_dim=32, max_position_embeddings=200,
+                 initializer_range=0.3)      # features that vary over time, so prominence finds segments
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, adapter_in_dim=16,
+                  adapter_out_dim=32, moe_intermediate_size=16, num_local_experts=2, mlp_layer_types=["dense"])
+    config = Dots3NoteConfig(text_config=text, audio_config=audio, vision_config=vision, audio_token_id=2,
+                             image_token_id=3, video_token_id=4)
+    return Dots3NoteForConditionalGeneration(config)
+
+
+def _dots3_note_processor():
+    from transformers import Dots3NoteFeatureExtractor, Dots3NoteProcessor
+    extractor = Dots3NoteFeatureExtractor(feature_size=MEL, chunk_length=2)      # 2 s chunks
+    return _without_vision(Dots3NoteProcessor, feature_extractor=extractor,
+                           tokenizer=tokenizer(["<|audio_comp_pad|>", "<|imgpad|>", "<|video_pad|>"]))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -300,6 +325,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          "<|object_ref_start|><|box_start|><|object_ref_end|> what is this", (3.0, 1.1, 2.0), sampling_rate=24000,
          extra={"sample": False}, side_kwarg=True),
     Case("gemma4", _seeded(_gemma4_model), _gemma4_processor, "<audio_soft_token> what is this", (1.0, 0.37, 0.64)),
+    Case("dots3_note", _seeded(_dots3_note_model), _dots3_note_processor, "<|audio_comp_pad|> what is this",
+         (1.9, 0.7, 1.3)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

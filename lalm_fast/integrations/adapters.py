@@ -162,6 +162,20 @@ class Gemma4(Adapter):
         return output
 
 
+class Dots3Note(Adapter):
+    """Three stride-2 convs (12.5 Hz) and an adapter MLP inside the tower, tokens flat over the processor's
+    60 s chunks: one encoder row per chunk, ``ceil(samples / samples_per_token)`` tokens each."""
+    model_types = ("dots3_note",)
+    inner_class = "Dots3NoteModel"
+    processor_classes = ("Dots3NoteProcessor",)
+    audio_inputs = ("input_features", "chunk_sample_lengths")
+    windowed = True
+
+    def native_lengths(self, inner, args):
+        per_token = inner.config.audio_config.samples_per_token      # as Dots3NoteAudioConvStem.forward
+        return (args["chunk_sample_lengths"].long() + per_token - 1) // per_token
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -210,5 +224,5 @@ class Qwen2Audio(Adapter):
 
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
-                                MuseSpark(), VibeVoiceAsr(), Gemma4())
+                                MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
