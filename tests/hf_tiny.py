@@ -297,6 +297,41 @@ def _dots3_note_processor():
                            tokenizer=tokenizer(["<|audio_comp_pad|>", "<|imgpad|>", "<|video_pad|>"]))
 
 
+# -- nemo_speechlm (Nemotron 3.5 Transcribe: ASR encoder + diarization model, Nemotron-H text) ------------
+
+def _nemotron_h_text(pattern: str = "M*") -> dict:
+    """A two-layer Nemotron-H (one Mamba-2 layer, one attention layer; the released models also have MoE layers)."""
+    return text_config("nemotron_h", num_hidden_layers=len(pattern), hybrid_override_pattern=pattern,
+                       mamba_num_heads=4, mamba_head_dim=8, ssm_state_size=8, n_groups=1, chunk_size=16,
+                       n_routed_experts=2, num_experts_per_tok=1, moe_intermediate_size=16,
+                       moe_shared_expert_intermediate_size=16)
+
+
+def _nemo_speechlm_model():
+    from transformers import Nemotron3_5TranscribeConfig, Nemotron3_5TranscribeForConditionalGeneration
+    encoder = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_mel_bins=MEL,
+                   max_position_embeddings=200)
+    # one 500-frame (40 s) chunk holds every test audio; a 16-frame speaker cache, two speakers
+    diarization = dict(model_type="nemotron3_diarization", audio_config=encoder,
+                       head_config=dict(hidden_size=8, num_speakers=2, audio_hidden_size=16),
+                       streaming_config=dict(speaker_cache_length=16, fifo_length=8, speaker_cache_update_period=8,
+                                             num_speakers=2),
+                       chunk_length=500, chunk_left_context=0, chunk_right_context=0, fifo_length=8,
+                       speaker_cache_update_period=8)
+    word_timestamps = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           vocab_size=8, blank_token_id=7)
+    config = Nemotron3_5TranscribeConfig(text_config=_nemotron_h_text(),
+                                         audio_config=dict(asr_config=encoder, diarization_config=diarization),
+                                         word_timestamp_config=word_timestamps, audio_token_id=2)
+    return Nemotron3_5TranscribeForConditionalGeneration(config)
+
+
+def _nemo_speechlm_processor():
+    from transformers import NemotronAsrStreamingFeatureExtractor, Nemotron3_5TranscribeProcessor
+    return Nemotron3_5TranscribeProcessor(NemotronAsrStreamingFeatureExtractor(feature_size=MEL),
+                                          tokenizer(["<|audio|>"]), tokenizer([]))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -327,6 +362,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
     Case("gemma4", _seeded(_gemma4_model), _gemma4_processor, "<audio_soft_token> what is this", (1.0, 0.37, 0.64)),
     Case("dots3_note", _seeded(_dots3_note_model), _dots3_note_processor, "<|audio_comp_pad|> what is this",
          (1.9, 0.7, 1.3)),
+    Case("nemo_speechlm", _seeded(_nemo_speechlm_model), _nemo_speechlm_processor, "<|audio|> what is this",
+         (2.0, 0.7, 1.3)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

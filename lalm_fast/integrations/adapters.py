@@ -70,6 +70,14 @@ class MusicFlamingo(TowerLengths):
         return {**args, "input_ids": expanded}
 
 
+class Nemotron35Transcribe(TowerLengths):
+    """Nemotron 3.5 Transcribe (``nemo_speechlm``): FastConformer, 8 mel frames per token (12.5 Hz), speaker
+    activities from the diarization model added, linear projector; ``ceil(mel / 8)`` tokens per audio."""
+    model_types = ("nemo_speechlm",)
+    inner_class = "Nemotron3_5TranscribeModel"
+    processor_classes = ("Nemotron3_5TranscribeProcessor",)
+
+
 class Qwen3Asr(Adapter):
     """Three stride-2 convs per 100-frame chunk (13 tokens), chunks packed into one flat sequence."""
     model_types = ("qwen3_asr",)
@@ -224,5 +232,6 @@ class Qwen2Audio(Adapter):
 
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
-                                MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note())
+                                MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note(),
+                                Nemotron35Transcribe())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
