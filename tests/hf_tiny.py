@@ -332,6 +332,29 @@ def _nemo_speechlm_processor():
                                           tokenizer(["<|audio|>"]), tokenizer([]))
 
 
+# -- nemotron_h_omni (Parakeet encoder; the processor also wants image and video processors) -------------
+
+def _nemotron_h_omni_model():
+    from transformers import NemotronH_Omni_Reasoning_V3, NemotronH_Omni_Reasoning_V3_Config
+    audio = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_kernel_size=3,
+                 subsampling_conv_channels=4, num_mel_bins=MEL, max_position_embeddings=200, dropout=0.0,
+                 layerdrop=0.0, activation_dropout=0.0, attention_dropout=0.0,
+                 projection_hidden_size=16, projection_bias=False)     # the released config's projector fields
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, patch_size=4, image_size=16,
+                  max_img_size=32, num_cls_tokens=1, num_registers=1, video_temporal_patch_size=2)
+    config = NemotronH_Omni_Reasoning_V3_Config(text_config=_nemotron_h_text(), audio_config=audio,
+                                                vision_config=vision, projector_hidden_size=16, vision_hidden_size=16,
+                                                audio_token_id=2, image_token_id=5, video_token_id=6)
+    return NemotronH_Omni_Reasoning_V3(config)
+
+
+def _nemotron_h_omni_processor():
+    from transformers import NemotronH_Omni_Reasoning_V3Processor, ParakeetFeatureExtractor
+    return _without_vision(NemotronH_Omni_Reasoning_V3Processor,
+                           tokenizer=tokenizer(["<so_embedding>", "<so_start>", "<so_end>", "<image>", "<video>"]),
+                           feature_extractor=ParakeetFeatureExtractor(feature_size=MEL))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -364,6 +387,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          (1.9, 0.7, 1.3)),
     Case("nemo_speechlm", _seeded(_nemo_speechlm_model), _nemo_speechlm_processor, "<|audio|> what is this",
          (2.0, 0.7, 1.3)),
+    Case("nemotron_h_omni", _seeded(_nemotron_h_omni_model), _nemotron_h_omni_processor,
+         "<so_embedding> what is this", (2.0, 0.7, 1.3)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lalm_fast.integrations._hook import Adapter
+from lalm_fast.integrations._hook import _PROCESSOR_ATTR, Adapter, _no_options
 from lalm_fast.integrations._placeholders import expand_audio_placeholders
 from lalm_fast.nn import AudioCompressor
 
@@ -76,6 +76,36 @@ class Nemotron35Transcribe(TowerLengths):
     model_types = ("nemo_speechlm",)
     inner_class = "Nemotron3_5TranscribeModel"
     processor_classes = ("Nemotron3_5TranscribeProcessor",)
+
+
+class NemotronHOmni(Adapter):
+    """Nemotron 3 Nano Omni: Parakeet encoder (8x conv subsampling, 12.5 Hz) and an MLP projector, on the
+    top-level model itself (no inner model). Its processor has its own ``_process_audio(audio, audio_kwargs)``,
+    returning ``(features, mask, counts)``: the patch rewrites those counts, which ``replace_audio_token`` writes
+    between ``<so_start>`` and ``<so_end>``."""
+    model_types = ("nemotron_h_omni",)
+    inner_class = "NemotronH_Omni_Reasoning_V3"
+    processor_classes = ("NemotronH_Omni_Reasoning_V3Processor",)
+
+    def native_lengths(self, inner, args):
+        # as NemotronH_Omni_Reasoning_V3.get_audio_features
+        return inner.audio_tower._get_subsampling_output_length(_mask_lengths(args, "input_features_mask") + 1)
+
+    def patch_processor(self, processor, compressor, **options):
+        _no_options(self, options)
+        if _PROCESSOR_ATTR in processor.__dict__:
+            raise ValueError("processor is already patched; call revert_processor(processor) first")
+        original = processor._process_audio
+
+        def process_audio(audio, audio_kwargs):
+            features, mask, counts = original(audio, audio_kwargs)
+            if not compressor.static_length:
+                return features, mask, [1] * len(counts)
+            return features, mask, compressor.output_lengths(torch.tensor(counts)).tolist()
+
+        processor.__dict__[_PROCESSOR_ATTR] = compressor
+        processor._process_audio = process_audio
+        return processor
 
 
 class Qwen3Asr(Adapter):
@@ -233,5 +263,5 @@ class Qwen2Audio(Adapter):
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
                                 MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note(),
-                                Nemotron35Transcribe())
+                                Nemotron35Transcribe(), NemotronHOmni())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
