@@ -355,6 +355,60 @@ def _nemotron_h_omni_processor():
                            feature_extractor=ParakeetFeatureExtractor(feature_size=MEL))
 
 
+# -- granite_speech (windowed Q-Former; the token-level input_features_mask is rewritten) ------------------
+
+def _granite_speech_model():
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
+    encoder = dict(input_dim=2 * MEL, num_layers=1, hidden_dim=16, feedforward_mult=2, num_heads=2, output_dim=8,
+                   context_size=20, max_pos_emb=64, dropout=0.0, conv_kernel_size=3)
+    projector = dict(model_type="blip_2_qformer", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, encoder_hidden_size=16, cross_attention_frequency=1,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = GraniteSpeechConfig(text_config=text_config("granite"), encoder_config=encoder, projector_config=projector,
+                                 audio_token_index=2, has_lora_adapter=False, tie_word_embeddings=False)
+    return GraniteSpeechForConditionalGeneration(config)
+
+
+def _granite_speech_processor():
+    """The real processor and feature extractor class (log-mel normalisation, frame stacking, window counts, the
+    token-level mask), with torchaudio's MelSpectrogram (not installed here) replaced by the same STFT and HTK
+    mel bank in torch."""
+    from unittest import mock
+
+    from transformers import GraniteSpeechProcessor
+    from transformers.audio_utils import mel_filter_bank
+    from transformers.models.granite_speech import feature_extraction_granite_speech as module
+
+    class MelSpectrogram(torch.nn.Module):          # torchaudio.transforms.MelSpectrogram's defaults
+        def __init__(self, sample_rate, n_fft, win_length, hop_length, n_mels):
+            super().__init__()
+            self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+            self.register_buffer("window", torch.hann_window(win_length))
+            self.register_buffer("mel", torch.from_numpy(mel_filter_bank(
+                num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+                max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm=None, mel_scale="htk")).float())
+
+        def forward(self, audio):
+            spec = torch.stft(audio, self.n_fft, self.hop_length, self.win_length, self.window, center=True,
+                              pad_mode="reflect", return_complex=True).abs() ** 2
+            return (spec.transpose(-1, -2) @ self.mel).transpose(-1, -2)
+
+    without_torchaudio = [mock.patch.object(module, "requires_backends", lambda *a, **k: None),
+                          mock.patch.object(module, "torchaudio", mock.Mock(transforms=mock.Mock(
+                              MelSpectrogram=MelSpectrogram)), create=True)]
+
+    class TorchMelExtractor(module.GraniteSpeechFeatureExtractor):
+        def __init__(self, **kwargs):
+            with without_torchaudio[0], without_torchaudio[1]:
+                super().__init__(**kwargs)
+
+        def __call__(self, *args, **kwargs):
+            with without_torchaudio[0]:
+                return super().__call__(*args, **kwargs)
+
+    return GraniteSpeechProcessor(TorchMelExtractor(n_mels=MEL), tokenizer(["<|audio|>"]))
+
+
 # -- qwen2_audio (its own integration module, reached through the same registry) -------------------
 
 def _qwen2_audio_model():
@@ -389,6 +443,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          (2.0, 0.7, 1.3)),
     Case("nemotron_h_omni", _seeded(_nemotron_h_omni_model), _nemotron_h_omni_processor,
          "<so_embedding> what is this", (2.0, 0.7, 1.3)),
+    Case("granite_speech", _seeded(_granite_speech_model), _granite_speech_processor, "<|audio|> what is this",
+         (2.0, 0.7, 1.3)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

@@ -155,7 +155,8 @@ class Adapter:
                 rest[name] = expand_token_types(batch["input_ids"], rest[name], counts, self.token_id(inner),
                                                 batch.get("attention_mask"), expanded["input_ids"], padding_side,
                                                 name)
-        per_token = [k for k, v in rest.items() if torch.is_tensor(v) and v.shape == batch["input_ids"].shape]
+        per_token = [k for k, v in rest.items() if k not in self.audio_inputs and torch.is_tensor(v)
+                     and v.shape == batch["input_ids"].shape]
         if per_token:
             raise ValueError(f"expand_inputs cannot yet rewrite the per-token inputs {per_token} of a "
                              f"{self.model_types[0]} batch")

@@ -8,10 +8,13 @@ transformers shows up as a clear RuntimeError in ``Adapter.split``, not as wrong
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch import nn
 
-from lalm_fast.integrations._hook import _PROCESSOR_ATTR, Adapter, _no_options
+from lalm_fast.integrations._hook import _PROCESSOR_ATTR, Adapter, _check, _no_options
+from lalm_fast.integrations._patching import applied_patch
 from lalm_fast.integrations._placeholders import expand_audio_placeholders
 from lalm_fast.nn import AudioCompressor
 
@@ -214,6 +217,52 @@ class Dots3Note(Adapter):
         return (args["chunk_sample_lengths"].long() + per_token - 1) // per_token
 
 
+class GraniteSpeech(Adapter):
+    """Conformer (~50 Hz) and a windowed Q-Former (15 frames -> 3 queries, ~10 Hz). ``get_audio_features``
+    returns padded windows for every audio; ``forward`` keeps the valid ones with the processor's token-level
+    ``input_features_mask`` inside ``get_merged_audio_embeddings``, so that method is the hook: it gets each audio's
+    tokens compressed and the mask rewritten to match."""
+    model_types = ("granite_speech",)
+    inner_class = "GraniteSpeechModel"
+    processor_classes = ("GraniteSpeechProcessor",)
+    hook = "get_merged_audio_embeddings"
+    rewrites = "placeholder count; the token-level `input_features_mask` (hook: `get_merged_audio_embeddings`)"
+
+    def apply(self, model, compressor, **options):
+        super().apply(model, compressor, **options)
+        inner = self.inner(model)
+        setattr(inner, self.hook, types.MethodType(_granite_merged, inner))
+
+    def split_features(self, features, mask):
+        """Padded projector tokens ``[N, T, D]`` and the valid count of each audio (the processor's mask)."""
+        if mask is None:
+            return features, torch.full((features.shape[0],), features.shape[1], dtype=torch.long,
+                                        device=features.device)
+        mask = mask.to(features.device).bool()
+        lengths = mask.sum(-1).long()
+        if not torch.equal(mask, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]):
+            raise ValueError("input_features_mask must mark valid tokens then padding, as GraniteSpeechFeatureExtractor "
+                             "writes it")
+        return features[:, :mask.shape[1]], lengths
+
+    def audio_lengths(self, model, batch):
+        inner = self.inner(model)
+        patch = applied_patch(inner, "apply_compression(model, compressor) first")
+        with torch.no_grad():
+            features = inner.get_audio_features(batch["input_features"].to(inner.dtype), return_dict=True).pooler_output
+            padded, native = self.split_features(features, batch.get("input_features_mask"))
+            return patch.compressor(padded, native).lengths
+
+
+def _granite_merged(self, input_ids, audio_features, input_features_mask=None):
+    """``GraniteSpeechModel.get_merged_audio_embeddings`` with each audio's tokens compressed (bound on the model)."""
+    patch = applied_patch(self)
+    padded, native = patch.adapter.split_features(audio_features, input_features_mask)
+    out = patch.compressor(padded, native)
+    _check(self, input_ids, out.lengths, native)
+    return patch.original_features(input_ids, out.values, out.mask().bool())
+
+
 class Qwen2Audio(Adapter):
     """No hook in the model: :mod:`lalm_fast.integrations.qwen2_audio` rebinds ``forward`` instead."""
     model_types = ("qwen2_audio",)
@@ -263,5 +312,5 @@ class Qwen2Audio(Adapter):
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
                                 MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note(),
-                                Nemotron35Transcribe(), NemotronHOmni())
+                                Nemotron35Transcribe(), NemotronHOmni(), GraniteSpeech())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
