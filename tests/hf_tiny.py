@@ -357,16 +357,22 @@ def _nemotron_h_omni_processor():
 
 # -- granite_speech (windowed Q-Former; the token-level input_features_mask is rewritten) ------------------
 
-def _granite_speech_model():
-    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
+def _granite_speech_model(plus: bool = False):
+    from transformers import (GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechPlusConfig,
+                              GraniteSpeechPlusForConditionalGeneration)
     encoder = dict(input_dim=2 * MEL, num_layers=1, hidden_dim=16, feedforward_mult=2, num_heads=2, output_dim=8,
                    context_size=20, max_pos_emb=64, dropout=0.0, conv_kernel_size=3)
     projector = dict(model_type="blip_2_qformer", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, encoder_hidden_size=16, cross_attention_frequency=1,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    config = GraniteSpeechConfig(text_config=text_config("granite"), encoder_config=encoder, projector_config=projector,
-                                 audio_token_index=2, has_lora_adapter=False, tie_word_embeddings=False)
-    return GraniteSpeechForConditionalGeneration(config)
+    config_class, model_class = ((GraniteSpeechPlusConfig, GraniteSpeechPlusForConditionalGeneration) if plus else
+                                 (GraniteSpeechConfig, GraniteSpeechForConditionalGeneration))
+    if plus:        # the encoder output concatenated with its input layer: the projector reads twice the width
+        encoder = {**encoder, "cat_hidden_layers": [0]}
+        projector = {**projector, "encoder_hidden_size": 16 + 2 * MEL}
+    config = config_class(text_config=text_config("granite"), encoder_config=encoder, projector_config=projector,
+                          audio_token_index=2, has_lora_adapter=False, tie_word_embeddings=False)
+    return model_class(config)
 
 
 def _granite_speech_processor():
@@ -445,6 +451,8 @@ CASES: dict[str, Case] = {case.model_type: case for case in [
          "<so_embedding> what is this", (2.0, 0.7, 1.3)),
     Case("granite_speech", _seeded(_granite_speech_model), _granite_speech_processor, "<|audio|> what is this",
          (2.0, 0.7, 1.3)),
+    Case("granite_speech_plus", _seeded(lambda: _granite_speech_model(plus=True)), _granite_speech_processor,
+         "<|audio|> what is this", (2.0, 0.7, 1.3)),
     Case("qwen2_audio", _seeded(_qwen2_audio_model), _qwen2_audio_processor,
          "<|audio_bos|><|AUDIO|><|audio_eos|> what is this", (1.0, 0.37, 0.64)),
 ]}

@@ -254,6 +254,14 @@ class GraniteSpeech(Adapter):
             return patch.compressor(padded, native).lengths
 
 
+class GraniteSpeechPlus(GraniteSpeech):
+    """Granite Speech Plus: the same interface (its encoder may concatenate hidden layers); the processor is
+    ``GraniteSpeechProcessor``, patched by the ``granite_speech`` adapter."""
+    model_types = ("granite_speech_plus",)
+    inner_class = "GraniteSpeechPlusModel"
+    processor_classes = ()
+
+
 def _granite_merged(self, input_ids, audio_features, input_features_mask=None):
     """``GraniteSpeechModel.get_merged_audio_embeddings`` with each audio's tokens compressed (bound on the model)."""
     patch = applied_patch(self)
@@ -312,5 +320,6 @@ class Qwen2Audio(Adapter):
 
 ADAPTERS: tuple[Adapter, ...] = (Qwen2Audio(), GlmAsr(), AudioFlamingo3(), Qwen3Asr(), FunAsrNano(), MusicFlamingo(),
                                 MuseSpark(), VibeVoiceAsr(), Gemma4(), Dots3Note(),
-                                Nemotron35Transcribe(), NemotronHOmni(), GraniteSpeech())
+                                Nemotron35Transcribe(), NemotronHOmni(), GraniteSpeech(),
+                                GraniteSpeechPlus())
 REGISTRY: dict[str, Adapter] = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}
