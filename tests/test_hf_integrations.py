@@ -148,9 +148,11 @@ def test_content_adaptive_expand_inputs(case, padding_side):
     with li.compression(model, ADAPTIVE):
         with pytest.raises(ValueError, match="content-adaptive.*expand_inputs"):
             _logits(model, batch)
-        expanded = li.expand_inputs(model, batch)
+        expanded = li.expand_inputs(model, batch, padding_side=padding_side)
         counts = li.adapter_for(model).audio_lengths(model, batch).tolist()
         assert _runs(case, expanded) == counts
+        pad_column = 0 if padding_side == "left" else -1
+        assert not expanded["attention_mask"][:, pad_column].all() or len(set(counts)) == 1   # re-padded there
         batched = _logits(model, expanded)
         for index in range(len(case_def.seconds)):
             alone = _logits(model, _select(expanded, index))[0]

@@ -241,8 +241,8 @@ class GraniteSpeech(Adapter):
         mask = mask.to(features.device).bool()
         lengths = mask.sum(-1).long()
         if not torch.equal(mask, torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]):
-            raise ValueError("input_features_mask must mark valid tokens then padding, as GraniteSpeechFeatureExtractor "
-                             "writes it")
+            raise ValueError("input_features_mask must mark valid tokens then padding, as "
+                             "GraniteSpeechFeatureExtractor writes it")
         return features[:, :mask.shape[1]], lengths
 
     def audio_lengths(self, model, batch):
