@@ -84,6 +84,24 @@ def test_audio_over_one_window_is_a_clear_error():
             _logits(model, batch)
 
 
+def test_dots3_note_audio_over_one_chunk_is_a_clear_error():
+    case = CASES["dots3_note"]                  # 2 s chunks: 3 s of audio gives two encoder rows
+    model, processor = case.model(), li.patch_processor(case.processor(), "uniform:2")
+    with li.compression(model, "uniform:2"):
+        with pytest.raises(ValueError, match="2 runs of audio placeholders but the audio encoder returned 3 audios"):
+            _logits(model, case.batch(processor, seconds=[3.0, 1.0]))
+
+
+def test_vibevoice_asr_adaptive_needs_sample_false():
+    case = CASES["vibevoice_asr"]
+    model, processor = case.model(), li.patch_processor(case.processor(), ADAPTIVE)
+    batch = case.batch(processor)
+    del batch["sample"]                         # forward's default: sample=True, noise on every call
+    with li.compression(model, ADAPTIVE):
+        with pytest.raises(ValueError, match="sample=False"):
+            li.expand_inputs(model, batch)
+
+
 def test_none_and_revert_give_the_unpatched_logits_exactly(case):
     case_def, model = case
     processor = case_def.processor()
@@ -148,9 +166,11 @@ def test_content_adaptive_expand_inputs(case, padding_side):
     with li.compression(model, ADAPTIVE):
         with pytest.raises(ValueError, match="content-adaptive.*expand_inputs"):
             _logits(model, batch)
-        expanded = li.expand_inputs(model, batch)
+        expanded = li.expand_inputs(model, batch, padding_side=padding_side)
         counts = li.adapter_for(model).audio_lengths(model, batch).tolist()
         assert _runs(case, expanded) == counts
+        pad_column = 0 if padding_side == "left" else -1
+        assert not expanded["attention_mask"][:, pad_column].all() or len(set(counts)) == 1   # re-padded there
         batched = _logits(model, expanded)
         for index in range(len(case_def.seconds)):
             alone = _logits(model, _select(expanded, index))[0]

@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from lalm_fast.integrations._patching import PATCH_ATTR, ForwardPatch, applied_patch, patch_of
-from lalm_fast.integrations._placeholders import check_placeholder_runs, expand_audio_placeholders
+from lalm_fast.integrations._placeholders import (check_placeholder_runs, expand_audio_placeholders,
+                                                  expand_token_types)
 from lalm_fast.nn import AudioCompressor
 
 _PROCESSOR_ATTR = "_lalm_fast_compression"
@@ -63,6 +64,8 @@ class Adapter:
     rewrites: str = "placeholder count"
     #: the processor cuts audio longer than one encoder window into one encoder row per window
     windowed: bool = False
+    #: per-token type inputs (``mm_token_type_ids``) that :meth:`expand_inputs` expands with ``input_ids``
+    token_type_inputs: tuple[str, ...] = ()
 
     # -- model side -----------------------------------------------------------------------------
 
@@ -147,7 +150,13 @@ class Adapter:
                                              batch.get("attention_mask"), labels, padding_side,
                                              token_name="audio")
         rest = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
-        per_token = [k for k, v in rest.items() if torch.is_tensor(v) and v.shape == batch["input_ids"].shape]
+        for name in self.token_type_inputs:
+            if rest.get(name) is not None:
+                rest[name] = expand_token_types(batch["input_ids"], rest[name], counts, self.token_id(inner),
+                                                batch.get("attention_mask"), expanded["input_ids"], padding_side,
+                                                name)
+        per_token = [k for k, v in rest.items() if k not in self.audio_inputs and torch.is_tensor(v)
+                     and v.shape == batch["input_ids"].shape]
         if per_token:
             raise ValueError(f"expand_inputs cannot yet rewrite the per-token inputs {per_token} of a "
                              f"{self.model_types[0]} batch")

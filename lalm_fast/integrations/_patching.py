@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Callable
 
@@ -20,7 +21,16 @@ class ForwardPatch:
         self.module = module
         self.had_instance_forward = "forward" in module.__dict__
         self.instance_forward = module.__dict__.get("forward")
-        module.forward = types.MethodType(fn, module)
+        patched = types.MethodType(fn, module)
+
+        def forward(*args, **kwargs):
+            return patched(*args, **kwargs)
+
+        # the original's parameters, for callers that inspect them: generate() checks its model_kwargs against
+        # them when the patched module is the top-level model (nemotron_h_omni)
+        forward.__signature__ = inspect.signature(self.original)
+        forward.__doc__ = getattr(self.original, "__doc__", None)
+        module.forward = forward
 
     @property
     def original(self) -> Callable:

@@ -90,6 +90,25 @@ def expand_audio_placeholders(input_ids: torch.Tensor, counts, audio_token_id: i
     return {name: torch.tensor(value, dtype=torch.long, device=device) for name, value in out.items()}
 
 
+def expand_token_types(input_ids: torch.Tensor, types: torch.Tensor, counts, audio_token_id: int,
+                       attention_mask: Optional[torch.Tensor], expanded_ids: torch.Tensor,
+                       padding_side: Optional[str] = None, name: str = "token types") -> torch.Tensor:
+    """``types`` (one type id per token, e.g. ``mm_token_type_ids``) laid out like ``expanded_ids``, the
+    :func:`expand_audio_placeholders` output for the same arguments: text keeps its type, every audio
+    position gets the audio type (the one the audio placeholders have), padding gets 0."""
+    audio = input_ids == audio_token_id
+    if attention_mask is not None:
+        audio &= attention_mask.bool()
+    audio_types = types[audio].unique()
+    if audio_types.numel() > 1:
+        raise ValueError(f"{name} give the audio placeholders several types {audio_types.tolist()}")
+    moved = expand_audio_placeholders(input_ids, counts, audio_token_id, 0, attention_mask, types, padding_side)
+    out = moved["labels"].masked_fill(moved["attention_mask"] == 0, 0)
+    if audio_types.numel():
+        out = out.masked_fill(expanded_ids == audio_token_id, int(audio_types[0]))
+    return out.to(types.dtype)
+
+
 def _expand_row(ids, mask, labels, counts: Iterator[int], audio_token_id):
     """One sample's valid tokens with each placeholder run expanded; takes counts from the ``counts`` iterator."""
     labels = labels.tolist() if labels is not None else [IGNORE_INDEX] * len(ids)
