@@ -18,7 +18,7 @@ so a single program sees the whole sample and needs no cross-program communicati
   (L2-resident, ``debug_barrier`` between levels) walked by binary lifting, the right
   base read from the same tables by index arithmetic: the reference's algorithm.
 - *rate*: exactly ``ceil(L / rate) - 1`` starts besides frame 0. Scores map to unsigned
-  keys that sort like torch's descending sort (NaN first, -0 == +0); the m-th largest key
+  keys that sort like torch's descending sort (NaN mapped to -inf, -0 == +0); the m-th largest key
   comes from a bitwise binary search (``tl.sum(key >= c)`` per bit) and ties at that key
   go to the lowest frames (``tl.cumsum``). Deterministic, no sort. Frames that survive
   ``min_len`` suppression are taken first, as in the reference.
@@ -54,7 +54,9 @@ def _walled(row_ptr, idx, length, low, span, normalized):
     scored = (idx >= 1) & (idx < length)
     raw = tl.load(row_ptr + idx, mask=scored, other=0.0)
     # ieee_rounding: torch divides exactly; the default fp32 division is approximate.
+    # A NaN score normalises to 0, the lowest score (the contract's NaN rule).
     value = tl.where(normalized, tl.math.fdiv(raw - low, span, ieee_rounding=True), 0.0)
+    value = tl.where(raw == raw, value, 0.0)
     return tl.where(scored, value, float("inf"))
 
 
@@ -159,14 +161,13 @@ def _suppress_close(candidates, ranking, t, length, min_len, ranked_ptr, BLOCK_T
 
 @triton.jit
 def _descending_keys(s, KEY: tl.constexpr, KEY_BITS: tl.constexpr):
-    """Unsigned keys whose order is torch's descending sort of ``s``: any NaN first
-    (largest key), -0 equal to +0."""
+    """Unsigned keys whose order is torch's descending sort of ``s`` (no NaN: the caller maps
+    it to -inf), -0 equal to +0."""
     s = tl.where(s == 0, 0.0, s)  # folds -0 into +0
     bits = s.to(KEY, bitcast=True)
     sign = bits >> (KEY_BITS - 1)
     top = tl.full((), 1, KEY) << (KEY_BITS - 1)
-    key = tl.where(sign == 1, ~bits, bits | top)
-    return tl.where(s != s, ~tl.zeros_like(bits), key)
+    return tl.where(sign == 1, ~bits, bits | top)
 
 
 @triton.jit
@@ -187,6 +188,7 @@ def _take_largest(key, eligible, wanted, KEY: tl.constexpr, KEY_BITS: tl.constex
 def _rate_starts(s, t, length, rate, min_len, ranked_ptr, KEY: tl.constexpr, KEY_BITS: tl.constexpr,
                  BLOCK_T: tl.constexpr):
     """``ceil(L / rate) - 1`` starts: suppression survivors first, then any scored frame."""
+    s = tl.where(s != s, float("-inf"), s)  # a NaN score ranks lowest, tied with -inf, as the reference
     scored = (t >= 1) & (t < length)
     preferred = scored
     if min_len > 1:
@@ -261,10 +263,10 @@ def _detect_kernel(
             candidates = scored & (s > param)
             ranking = s
         else:  # peak: prominence on the per-sample min-max normalised score
-            low = tl.min(tl.where(scored, s, float("inf")), axis=0)
-            high = tl.max(tl.where(scored, s, float("-inf")), axis=0)
-            any_nan = tl.max((scored & (s != s)).to(tl.int32), axis=0) > 0  # torch's min and max propagate NaN
-            normalized = (high - low > 0) & (~any_nan)
+            ranged = scored & (s == s)  # a NaN score is left out of the normalisation range
+            low = tl.min(tl.where(ranged, s, float("inf")), axis=0)
+            high = tl.max(tl.where(ranged, s, float("-inf")), axis=0)
+            normalized = high - low > 0
             span = tl.where(normalized, high - low, 1.0)  # as the reference: never a 0 / 0
             is_peak, ranking = _peak_middles(row_ptr, t, length, low, span, normalized, BLOCK_T)
             prominence = _prominences(scratch + BLOCK_T, scratch + (LEVELS + 2) * BLOCK_T, ranking, t, is_peak,

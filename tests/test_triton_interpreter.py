@@ -456,8 +456,8 @@ def test_detect_boundaries_peaks_are_scipys():
 
 
 def test_rate_mode_ties_nan_and_signed_zero():
-    """Exactly ceil(L / rate) starts; ties go to the lowest frame; NaN ranks first and -0
-    equals +0, as torch's sort has them."""
+    """Exactly ceil(L / rate) starts; ties go to the lowest frame; NaN ranks last (the
+    contract's NaN rule) and -0 equals +0, as torch's sort has them."""
     nan = float("nan")
     scores = torch.tensor([[0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
                            [0.0, 0.2, nan, 0.9, -0.0, 0.0, 0.0, -0.0, nan, 0.1],
@@ -470,10 +470,13 @@ def test_rate_mode_ties_nan_and_signed_zero():
     assert K.detect_boundaries(scores, lengths, Mode.RATE, 3.0, 1, 0)[0].nonzero().flatten().tolist() == [0, 1, 2, 3]
 
 
-def test_peak_mode_with_nan_scores_finds_nothing_like_the_reference():
-    scores = torch.tensor([[0.0, 0.1, 0.9, float("nan"), 0.5, 0.1]])
-    got = K.detect_boundaries(scores, torch.tensor([6]), Mode.PEAK, 0.0, 1, 0)
-    assert torch.equal(got, reference_mask(scores, torch.tensor([6]), Mode.PEAK, 0.0))
+def test_peak_mode_with_nan_scores_follows_the_reference():
+    """A NaN score is left out of the normalisation range and becomes the lowest score: never a
+    peak, and a valley its neighbours can peak from (frames 2 and 4 here)."""
+    scores = torch.tensor([[0.0, 0.1, 0.9, float("nan"), 0.5, 0.1], [0.0, 0.1, 0.9, 0.2, 0.5, 0.1]])
+    got = K.detect_boundaries(scores, torch.tensor([6, 6]), Mode.PEAK, 0.0, 1, 0)
+    assert torch.equal(got, reference_mask(scores, torch.tensor([6, 6]), Mode.PEAK, 0.0))
+    assert got[0].nonzero().flatten().tolist() == [0, 2, 4]
 
 
 def test_detect_boundaries_packed():
