@@ -47,8 +47,8 @@ class Capabilities:
 
 
 CAPABILITIES = {
-    "triton": Capabilities("cuda", detect=True, compress_modes=frozenset({Mode.PEAK, Mode.THRESHOLD, Mode.RATE}),
-                           compress_rules=True, detect_packed=True),
+    "triton": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True,
+                           detect_packed=True),
     "cuda": Capabilities("cuda", detect=False, compress_modes=frozenset(), compress_rules=False),
     "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
     "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
