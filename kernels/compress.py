@@ -16,8 +16,9 @@ Given mode (``segment_pool`` with a start mask): the same spans from ``boundarie
 ``_start_scan_kernel``; two launches. Uniform and downsample modes (``param = k``):
 windows ``[s k, min(s k + k, L))`` or ``[s k, s k + 1)``, computed inside the span-mean
 kernel (``span_mean.window_mean``), which writes the spans and ``counts = min(ceil(L / k),
-num_out)`` too; one launch (two when long windows split). No torch op builds spans on
-the way.
+num_out)`` too; one launch (two when long windows split). Segment-ids and offsets modes
+(``boundaries`` holds the ids ``[B, T]`` or offsets ``[B, S+1]``): ``segment_spans.py``
+writes the spans, then the means; two launches. No torch op builds spans on the way.
 
 Reference: ``reference.boundary_scores`` + ``_detect.starts_from_scores`` +
 ``reference.span_mean``.
@@ -50,6 +51,7 @@ from lalm_fast.ops.modes import Mode
 from ._common import check_float, next_pow2, tl, triton
 from .boundary_scores import boundary_scores
 from .detect_boundaries import detect_spans, fits
+from .segment_spans import segment_spans
 from .span_mean import span_mean, window_mean
 
 
@@ -126,9 +128,9 @@ def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, mi
     """``(values, starts, ends, counts)``; see the module docstring. No host sync; output
     sizes from ``num_out``."""
     mode = Mode(mode)
-    if not supports(mode, min_len, max_len) or (mode == Mode.GIVEN) != (boundaries is not None):
-        raise ValueError(f"the triton compress needs min_len >= 1, max_len >= 0 and boundaries in mode GIVEN only "
-                         f"(got mode={mode.name}, min_len={min_len}, max_len={max_len})")
+    if not supports(mode, min_len, max_len) or mode.takes_segments != (boundaries is not None):
+        raise ValueError(f"the triton compress needs min_len >= 1, max_len >= 0 and boundaries in modes GIVEN, "
+                         f"SEGMENT_IDS and OFFSETS only (got mode={mode.name}, min_len={min_len}, max_len={max_len})")
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
@@ -139,6 +141,8 @@ def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, mi
     if mode == Mode.GIVEN:
         mask = boundaries if boundaries.is_contiguous() else boundaries.contiguous()  # the scan reads rows of T
         starts, ends, counts = _scan_spans(mask, lengths, 0.0, num_out, given=True)
+    elif mode.takes_segments:  # ids or offsets: a binary search / clamp per output row
+        starts, ends, counts = segment_spans(boundaries, lengths, x.shape[1], num_out, mode == Mode.SEGMENT_IDS)
     else:
         starts, ends, counts = _spans(boundary_scores(x, lengths), lengths, mode, param, min_len, max_len, num_out)
     return span_mean(x, starts, ends), starts, ends, counts

@@ -446,3 +446,27 @@ def test_public_fused_ops_backward_and_cuda_graph(triton_kernels, op):
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out.values, call("torch", static).values, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("segments", ["ids", "offsets"])
+def test_segment_ids_and_offsets_compress_on_triton(triton_kernels, segments):
+    """segment_pool from ids or offsets on triton: segment_spans.py writes the spans (binary
+    search / clamp), equal to the torch-built ones; the means follow bit for bit."""
+    ops = _module("lalm_fast.ops")
+    from lalm_fast.ops._inputs import Grid
+
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(4, 1500, 256, generator=gen).to(torch.bfloat16).cuda()
+    lengths = torch.tensor([1500, 0, 1, 777]).cuda()
+    grid = Grid(x, lengths, False, None)
+    if segments == "ids":
+        segs = torch.sort(torch.randint(0, 600, (4, 1500), generator=gen), dim=1).values.cuda()
+        num_out, mode = 400, Mode.SEGMENT_IDS
+        starts, ends, counts = ops._segment_id_spans(grid, segs, num_out)
+    else:
+        segs = torch.sort(torch.randint(0, 1600, (4, 301), generator=gen), dim=1).values.cuda()
+        num_out, mode = 300, Mode.OFFSETS
+        starts, ends, counts = ops._offset_spans(grid, segs)
+    got = triton_kernels.compress(x, lengths, int(mode), 1.0, 1, 0, num_out, segs)
+    assert torch.equal(got[1], starts) and torch.equal(got[2], ends) and torch.equal(got[3], counts)
+    assert torch.equal(got[0], triton_kernels.span_mean(x, starts, ends))

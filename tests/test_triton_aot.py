@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent(
     bd = importlib.import_module("lalm_fast.kernels.boundary_scores")
     sg = importlib.import_module("lalm_fast.kernels.compress")
     dk = importlib.import_module("lalm_fast.kernels.detect_boundaries")
+    ss = importlib.import_module("lalm_fast.kernels.segment_spans")
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(cuobjdump):
@@ -132,6 +133,12 @@ SCRIPT = textwrap.dedent(
                 {"flags_ptr": "*i1", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
                  "counts_ptr": "*i64:16", "T": "i32", "NUM_OUT": "i32", "threshold": "fp32"},
                 {"BLOCK_T": 1024, "BLOCK_S": 512, "GIVEN": True}, 4)
+    for segs, from_ids in (("i64", True), ("i32", True), ("i64", False)):  # segment_pool ids / offsets
+        compile_one(f"segment_spans[{'ids' if from_ids else 'offsets'},{segs}]", ss._segment_spans_kernel,
+                    {"segs_ptr": f"*{segs}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
+                     "counts_ptr": "*i64:16", "S": "i32", "T": "i32", "stride_r": "i32", "stride_t": "i32",
+                     "STEPS": "i32"},
+                    {"BLOCK_S": 256, "FROM_IDS": from_ids}, 4)
     # detection: every mode at T=1500 (BLOCK_T 2048), the limit (4096) in the costliest modes,
     # the spans epilogue (compress) and packed input; the launcher's num_warps for each size
     import triton.language as tl

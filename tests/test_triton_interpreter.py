@@ -252,11 +252,11 @@ def test_threshold_compress(dtype, threshold, num_out):
 
 
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.name)
-def test_compress_wants_boundaries_in_given_mode_only(mode):
-    # every mode runs on triton (issue 15); a start mask belongs to mode GIVEN alone
+def test_compress_wants_segments_in_segment_modes_only(mode):
+    # every mode runs on triton (issue 15); a segment tensor belongs to the segment modes alone
     x = torch.zeros(2, 4, 3)
-    wrong = None if mode == Mode.GIVEN else torch.zeros(2, 4, dtype=torch.bool)
-    with pytest.raises(ValueError, match="boundaries in mode GIVEN only"):
+    wrong = None if mode.takes_segments else torch.zeros(2, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="boundaries in modes GIVEN, SEGMENT_IDS and OFFSETS only"):
         K.compress(x, torch.tensor([4, 2]), mode, 3.0, 1, 0, 2, wrong)
 
 
