@@ -201,3 +201,26 @@ def test_public_segment_pool_mask_forward_and_backward():
     assert torch.equal(got.spans, want.spans) and torch.equal(got.lengths, want.lengths)
     torch.testing.assert_close(got_grad, want_grad)
     assert ref.span_mean is not None  # the reference backend above is reference.py
+
+
+@pytest.mark.parametrize("segments", ["uniform", "downsample", "mask", "ids", "offsets"])
+def test_converted_paths_compile_fullgraph(segments):
+    """torch.compile(fullgraph=True) traces the compress op of each converted path (static
+    output shapes), with the same values and gradient as eager."""
+    x, lengths = torch.randn(2, 12, 4, requires_grad=True), torch.tensor([12, 7])
+    kwargs = {
+        "uniform": lambda: dict(k=3), "downsample": lambda: dict(k=3),
+        "mask": lambda: dict(boundaries=torch.rand(2, 12, generator=torch.Generator().manual_seed(1)) < 0.3,
+                             max_segments=6),
+        "ids": lambda: dict(segment_ids=torch.arange(12).div(3, rounding_mode="floor").expand(2, -1), max_segments=6),
+        "offsets": lambda: dict(offsets=torch.tensor([[0, 3, 8, 12], [0, 2, 4, 7]])),
+    }[segments]()
+    op = {"uniform": ops.uniform_pool, "downsample": ops.downsample}.get(segments, ops.segment_pool)
+
+    def f(x):
+        return op(x, lengths, backend="triton", **kwargs).values
+
+    torch._dynamo.reset()
+    got, want = torch.compile(f, fullgraph=True, backend="aot_eager")(x), f(x)
+    (got_grad,), (want_grad,) = torch.autograd.grad(got.sum(), x), torch.autograd.grad(want.sum(), x)
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
