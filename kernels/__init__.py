@@ -3,8 +3,8 @@
 The backend kernels with the contracts of :mod:`lalm_fast.ops.reference`, one file each:
 ``span_mean`` / ``span_mean_backward`` (span_mean.py), ``boundary_scores``
 (boundary_scores.py), ``detect_boundaries`` (detect_boundaries.py: every detection mode,
-padded or packed) and ``compress`` (compress.py: scores, detection and means for the
-detection modes, as the capability table in :mod:`lalm_fast.ops.backends` lists). They are plain
+padded or packed) and ``compress`` (compress.py: spans and means in every mode, in one to
+three launches, as the capability table in :mod:`lalm_fast.ops.backends` lists). They are plain
 launchers: ``lalm_fast.ops.kernel_ops`` registers every backend's kernels as the same
 ``torch.library`` ops, on a GPU and under ``TRITON_INTERPRET=1`` alike.
 

@@ -1,8 +1,9 @@
-"""Segmentation + segment means: the triton backend's ``compress`` for the detection modes.
+"""Spans + span means in one call: the triton backend's ``compress``, every mode.
 
-``compress(x, lengths, mode, param, min_len, max_len, num_out)`` (mode peak, threshold or
-rate, any ``min_len`` / ``max_len``) returns ``(values [R, S, D], starts [R, S], ends [R, S],
-counts [R])`` with ``S = num_out``:
+``compress(x, lengths, mode, param, min_len, max_len, num_out, boundaries)`` returns
+``(values [R, S, D], starts [R, S], ends [R, S], counts [R])`` with ``S = num_out``.
+
+Detection modes (peak, threshold, rate; any ``min_len`` / ``max_len``):
 
 - segment starts are those of ``detect_boundaries`` on the boundary scores (frame 0 when
   ``lengths[r] > 0``); ``ends[s]`` is the next start (or ``L`` for the last segment);
@@ -10,6 +11,14 @@ counts [R])`` with ``S = num_out``:
 - if a sample has more than ``num_out`` segments, the last output row absorbs the rest
   (its end is ``L``); ``counts[r] = min(#segments, num_out)``;
 - rows ``s >= counts[r]`` have ``starts = ends = L`` and zero values.
+
+Given mode (``segment_pool`` with a start mask): the same spans from ``boundaries``, by
+``_start_scan_kernel``; two launches. Uniform and downsample modes (``param = k``):
+windows ``[s k, min(s k + k, L))`` or ``[s k, s k + 1)``, computed inside the span-mean
+kernel (``span_mean.window_mean``), which writes the spans and ``counts = min(ceil(L / k),
+num_out)`` too; one launch (two when long windows split). Segment-ids and offsets modes
+(``boundaries`` holds the ids ``[B, T]`` or offsets ``[B, S+1]``): ``segment_spans.py``
+writes the spans, then the means; two launches. No torch op builds spans on the way.
 
 Reference: ``reference.boundary_scores`` + ``_detect.starts_from_scores`` +
 ``reference.span_mean``.
@@ -19,7 +28,7 @@ Three launches, two passes over ``x`` (plus a pass over the ``[R, T]`` scores):
 1. ``boundary_scores`` reads ``x`` once (its ``x[t-1]`` reads hit L1/L2) and writes scores.
 2. ``detect_boundaries.detect_spans`` (one program per row, no ``x`` traffic) detects and
    writes ``starts``/``ends``/``counts`` directly. Rows longer than its limit
-   (``detect_boundaries.MAX_FRAMES``) use ``_threshold_spans_kernel`` (threshold mode without
+   (``detect_boundaries.MAX_FRAMES``) use ``_start_scan_kernel`` (threshold mode without
    min_len / max_len: a scan over ``T`` tiles with a carried count, any ``T``) or the torch
    reference.
 3. ``span_mean`` reads ``x`` again and writes the means.
@@ -42,15 +51,18 @@ from lalm_fast.ops.modes import Mode
 from ._common import check_float, next_pow2, tl, triton
 from .boundary_scores import boundary_scores
 from .detect_boundaries import detect_spans, fits
-from .span_mean import span_mean
+from .segment_spans import segment_spans
+from .span_mean import span_mean, window_mean
 
 
 @triton.jit(do_not_specialize=["T", "NUM_OUT"])
-def _threshold_spans_kernel(
-    scores_ptr, lengths_ptr, starts_ptr, ends_ptr, counts_ptr,
+def _start_scan_kernel(
+    flags_ptr, lengths_ptr, starts_ptr, ends_ptr, counts_ptr,
     T, NUM_OUT, threshold,
-    BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, GIVEN: tl.constexpr,
 ):
+    """Spans of the segments that start where ``scores > threshold`` (or, ``GIVEN``, where
+    the caller's bool mask is set), frame 0 always, one program per row scanning T tiles."""
     r = tl.program_id(0).to(tl.int64)
     length = tl.load(lengths_ptr + r)
     srow = starts_ptr + r * NUM_OUT
@@ -58,9 +70,12 @@ def _threshold_spans_kernel(
     carry = tl.zeros((), dtype=tl.int64)
     for t0 in range(0, T, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
-        sc = tl.load(scores_ptr + r * T + t, mask=t < T, other=0.0)
+        if GIVEN:
+            opens = tl.load(flags_ptr + r * T + t, mask=t < T, other=0) != 0
+        else:
+            opens = tl.load(flags_ptr + r * T + t, mask=t < T, other=0.0) > threshold
         # (t == 0) & (t < length), not (length > 0): the interpreter mis-types bool scalar & bool block
-        flag = (t < length) & ((t == 0) | (sc > threshold))
+        flag = (t < length) & ((t == 0) | opens)
         f = flag.to(tl.int64)
         ids = tl.cumsum(f, axis=0) + carry - 1  # output row of the segment starting at t
         tl.store(srow + ids, t, mask=flag & (ids < NUM_OUT))
@@ -80,44 +95,54 @@ def _threshold_spans_kernel(
     tl.store(counts_ptr + r + one, nvalid + one)
 
 
-def _threshold_spans(scores, lengths, threshold: float, num_out: int):
-    rows, frames = scores.shape
-    index = dict(dtype=torch.int64, device=scores.device)
+def _scan_spans(flags, lengths, threshold: float, num_out: int, given: bool):
+    """``(starts, ends, counts)`` from scores above ``threshold`` or from a given start mask."""
+    rows, frames = flags.shape
+    index = dict(dtype=torch.int64, device=flags.device)
     starts, ends = torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index)
     counts = torch.empty((rows,), **index)
     if rows == 0:
         return starts, ends, counts
     block_t = max(16, min(1024, next_pow2(frames)))
     block_s = max(16, min(1024, next_pow2(num_out)))
-    _threshold_spans_kernel[(rows,)](
-        scores, lengths, starts, ends, counts, frames, num_out, float(threshold),
-        BLOCK_T=block_t, BLOCK_S=block_s, num_warps=4,
+    _start_scan_kernel[(rows,)](
+        flags, lengths, starts, ends, counts, frames, num_out, float(threshold),
+        BLOCK_T=block_t, BLOCK_S=block_s, GIVEN=given, num_warps=4,
     )
     return starts, ends, counts
 
 
 def supports(mode: int, min_len: int, max_len: int) -> bool:
-    """The detection modes, with any ``min_len`` / ``max_len``."""
-    return Mode(mode).detects and min_len >= 1 and max_len >= 0
+    """Every mode; ``min_len`` / ``max_len`` (any values) act in the detection modes only."""
+    return min_len >= 1 and max_len >= 0
 
 
 def _spans(scores, lengths, mode: int, param: float, min_len: int, max_len: int, num_out: int):
     if not fits(scores.shape[1]) and mode == Mode.THRESHOLD and min_len <= 1 and max_len == 0:
-        return _threshold_spans(scores, lengths, param, num_out)  # tiled over T: any length
+        return _scan_spans(scores, lengths, param, num_out, given=False)  # tiled over T: any length
     return detect_spans(scores, lengths, mode, param, min_len, max_len, num_out)
 
 
 def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, min_len: int, max_len: int,
              num_out: int, boundaries=None):
-    """``(values, starts, ends, counts)`` of detected segments; see the module docstring.
-    No host sync; output sizes from ``num_out``."""
-    if not supports(mode, min_len, max_len) or boundaries is not None:
-        raise ValueError(f"the triton compress covers the detection modes only (peak, threshold, rate; got "
-                         f"mode={mode}, min_len={min_len}, max_len={max_len})")
+    """``(values, starts, ends, counts)``; see the module docstring. No host sync; output
+    sizes from ``num_out``."""
+    mode = Mode(mode)
+    if not supports(mode, min_len, max_len) or mode.takes_segments != (boundaries is not None):
+        raise ValueError(f"the triton compress needs min_len >= 1, max_len >= 0 and boundaries in modes GIVEN, "
+                         f"SEGMENT_IDS and OFFSETS only (got mode={mode.name}, min_len={min_len}, max_len={max_len})")
     check_float("x", x)
     num_out = int(num_out)
     if num_out < 1:
         raise ValueError(f"num_out must be >= 1, got {num_out}")
-    scores = boundary_scores(x, lengths)
-    starts, ends, counts = _spans(scores, lengths, mode, param, min_len, max_len, num_out)
+    if mode in (Mode.UNIFORM, Mode.DOWNSAMPLE):  # one launch: spans from arithmetic inside the kernel
+        k = int(param)
+        return window_mean(x, lengths, k, 1 if mode == Mode.DOWNSAMPLE else k, num_out)
+    if mode == Mode.GIVEN:
+        mask = boundaries if boundaries.is_contiguous() else boundaries.contiguous()  # the scan reads rows of T
+        starts, ends, counts = _scan_spans(mask, lengths, 0.0, num_out, given=True)
+    elif mode.takes_segments:  # ids or offsets: a binary search / clamp per output row
+        starts, ends, counts = segment_spans(boundaries, lengths, x.shape[1], num_out, mode == Mode.SEGMENT_IDS)
+    else:
+        starts, ends, counts = _spans(boundary_scores(x, lengths), lengths, mode, param, min_len, max_len, num_out)
     return span_mean(x, starts, ends), starts, ends, counts

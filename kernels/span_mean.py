@@ -36,13 +36,32 @@ from ._common import acc_is_fp64, check_float, fixed_config, length_bucket, next
 # --------------------------------------------------------------------------- kernels
 
 
-@triton.jit(do_not_specialize=["R", "S", "NSPLIT", "LEN_BUCKET"])
+@triton.jit
+def _window_spans(lengths_ptr, starts_ptr, ends_ptr, counts_ptr, r, s, smask, sb, T, S, K, WIDTH):
+    """Spans of windows ``[s K, min(s K + WIDTH, L))`` (``(L, L)`` past L), computed rather
+    than loaded; one program per row block writes them (and ``counts``) for the backward
+    and the caller, so no torch op has to build them."""
+    length = tl.minimum(tl.maximum(tl.load(lengths_ptr + r), 0), T)  # unchecked lengths stay in the row
+    st = tl.minimum(s.to(tl.int64) * K, length)
+    en = tl.minimum(st + WIDTH, length)
+    if tl.program_id(1) == 0:
+        if tl.program_id(2) == 0:  # the first feature block of the first split: one writer per span
+            tl.store(starts_ptr + r * S + s, st, mask=smask)
+            tl.store(ends_ptr + r * S + s, en, mask=smask)
+            if sb == 0:
+                one = tl.zeros((1,), dtype=tl.int64)  # 1-element vectors: scalar stores are not portable
+                tl.store(counts_ptr + r + one, one + tl.minimum((length + K - 1) // K, S))
+    return st, en
+
+
+@triton.jit(do_not_specialize=["R", "S", "NSPLIT", "LEN_BUCKET", "T", "K", "WIDTH"])
 def _span_mean_fwd_kernel(
     x_ptr, starts_ptr, ends_ptr, out_ptr, ws_ptr,
     R, S, D, stride_xr, stride_xt,
     NSPLIT, LEN_BUCKET,
+    lengths_ptr, counts_ptr, T, K, WIDTH,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr,
-    SPLIT: tl.constexpr, ACC_FP64: tl.constexpr,
+    SPLIT: tl.constexpr, ACC_FP64: tl.constexpr, WINDOWS: tl.constexpr,
 ):
     pid0 = tl.program_id(0)
     num_sb = tl.cdiv(S, BLOCK_S)
@@ -52,8 +71,11 @@ def _span_mean_fwd_kernel(
 
     s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < S
-    st = tl.load(starts_ptr + r * S + s, mask=smask, other=0)
-    en = tl.load(ends_ptr + r * S + s, mask=smask, other=0)
+    if WINDOWS:  # uniform_pool / downsample: spans written here, not read
+        st, en = _window_spans(lengths_ptr, starts_ptr, ends_ptr, counts_ptr, r, s, smask, sb, T, S, K, WIDTH)
+    else:
+        st = tl.load(starts_ptr + r * S + s, mask=smask, other=0)
+        en = tl.load(ends_ptr + r * S + s, mask=smask, other=0)
     ln = en - st
     max_len = tl.max(ln, axis=0)
 
@@ -201,39 +223,70 @@ def _fixed_bwd_config(dim: int, bucket: int) -> dict:
 # --------------------------------------------------------------------------- launchers
 
 
-def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, *, nsplit: int | None = None) -> torch.Tensor:
-    """``[R, S, D]`` means of ``x[r, starts[r, s]:ends[r, s]]`` (0 for an empty span).
-    ``nsplit`` overrides how many programs share a long span (tests of the split path)."""
-    check_float("x", x)
+def _launch_fwd(x, starts, ends, out, nsplit, windows=None):
+    """The forward launch (plus the combine for split spans). ``windows``:
+    ``(lengths, counts, k, width)`` makes the kernel compute the spans and write them to
+    ``starts`` / ``ends`` and ``counts``, instead of reading them."""
     rows, frames, dim = x.shape
     spans = starts.shape[1]
-    out = torch.empty((rows, spans, dim), dtype=x.dtype, device=x.device)
-    if rows == 0 or spans == 0 or dim == 0:
-        return out
     bucket = length_bucket(frames, spans)
     nsplit = num_splits(bucket) if nsplit is None else int(nsplit)
     split = nsplit > 1
     fp64 = acc_is_fp64(x.dtype)
     acc_dtype = torch.float64 if fp64 else torch.float32
     ws = torch.empty((nsplit, rows, spans, dim), dtype=acc_dtype, device=x.device) if split else out
-    args = (x, starts, ends, out, ws, rows, spans, dim, x.stride(0), x.stride(1), nsplit, bucket)
+    lengths, counts, k, width = windows if windows is not None else (starts, starts, 1, 1)
+    args = (x, starts, ends, out, ws, rows, spans, dim, x.stride(0), x.stride(1), nsplit, bucket,
+            lengths, counts, frames, k, width)
+    flags = dict(SPLIT=split, ACC_FP64=fp64, WINDOWS=windows is not None)
+
+    def feature_blocks(meta):  # at least one, so that D = 0 still writes the window spans
+        return max(1, triton.cdiv(dim, meta["BLOCK_D"]))
+
     if fixed_config():
         cfg = _fixed_fwd_config(dim, bucket)
-        grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), triton.cdiv(dim, cfg["BLOCK_D"]), nsplit)
-        _span_mean_fwd_kernel[grid](*args, SPLIT=split, ACC_FP64=fp64, **cfg)
+        grid = (rows * triton.cdiv(spans, cfg["BLOCK_S"]), feature_blocks(cfg), nsplit)
+        _span_mean_fwd_kernel[grid](*args, **flags, **cfg)
     else:
         def grid(meta):
-            return (rows * triton.cdiv(spans, meta["BLOCK_S"]), triton.cdiv(dim, meta["BLOCK_D"]), nsplit)
+            return (rows * triton.cdiv(spans, meta["BLOCK_S"]), feature_blocks(meta), nsplit)
 
-        _span_mean_fwd_tuned[grid](*args, SPLIT=split, ACC_FP64=fp64)
-    if split:
+        _span_mean_fwd_tuned[grid](*args, **flags)
+    if split:  # reads the spans the forward launch wrote (same stream: ordered)
         block_d = max(16, min(256, next_pow2(dim)))
         grid = (triton.cdiv(rows * spans, 4), triton.cdiv(dim, block_d))
         _span_mean_combine_kernel[grid](
             ws, starts, ends, out, rows * spans, dim, nsplit,
             BLOCK_RS=4, BLOCK_D=block_d, ACC_FP64=fp64, num_warps=4,
         )
+
+
+def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, *, nsplit: int | None = None) -> torch.Tensor:
+    """``[R, S, D]`` means of ``x[r, starts[r, s]:ends[r, s]]`` (0 for an empty span).
+    ``nsplit`` overrides how many programs share a long span (tests of the split path)."""
+    check_float("x", x)
+    rows, _, dim = x.shape
+    out = torch.empty((rows, starts.shape[1], dim), dtype=x.dtype, device=x.device)
+    if rows and starts.shape[1] and dim:
+        _launch_fwd(x, starts, ends, out, nsplit)
     return out
+
+
+def window_mean(x: torch.Tensor, lengths: torch.Tensor, k: int, width: int, num_out: int, *,
+                nsplit: int | None = None):
+    """``(values, starts, ends, counts)`` of the windows ``[s k, min(s k + width, L))``,
+    ``s < num_out`` (uniform_pool: ``width = k``; downsample: 1): the spans are computed in
+    the kernel, one launch (two for split spans), the same sums as :func:`span_mean` on them.
+    ``counts = min(ceil(L / k), num_out)``."""
+    check_float("x", x)
+    rows, _, dim = x.shape
+    index = dict(dtype=torch.int64, device=x.device)
+    out = torch.empty((rows, num_out, dim), dtype=x.dtype, device=x.device)
+    starts, ends = torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index)
+    counts = torch.empty((rows,), **index)
+    if rows and num_out:
+        _launch_fwd(x, starts, ends, out, nsplit, windows=(lengths, counts, int(k), int(width)))
+    return out, starts, ends, counts
 
 
 def span_mean_backward(grad: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, num_frames: int, *,

@@ -365,3 +365,108 @@ def test_public_segment_compress_every_mode_on_triton(triton_kernels, kwargs):
     assert torch.equal(got.spans, torch.stack([starts, ends], -1))
     assert torch.equal(got.lengths, mask.sum(1).clamp(max=num_out))
     torch.testing.assert_close(got.values, ref.span_mean(x, starts, ends), **TOL[torch.float32])
+
+
+# --------------------------------------------------------------------------- issue 15: fewer launches
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode,k", [(Mode.UNIFORM, 4), (Mode.DOWNSAMPLE, 3), (Mode.UNIFORM, 300)],
+                         ids=["uniform4", "downsample3", "uniform300-split"])
+def test_window_compress_equals_span_mean_on_built_spans(triton_kernels, config_mode, dtype, mode, k):
+    """uniform_pool / downsample on triton: one launch computes the windows in the kernel and
+    writes values, spans and counts; the values equal span_mean on the spans built with torch
+    ops bit for bit (same kernel body, same config), k=300 through the split-and-combine path."""
+    _skip_autotune_except_bf16(config_mode, dtype)
+    x, lengths, _, _ = make_case(4, 1500, 1280, "random", dtype)
+    num_out = -(-1500 // k)
+    from lalm_fast.ops import _spans
+
+    starts, ends = _spans.every_kth_spans(lengths, 1500, k, mode == Mode.DOWNSAMPLE)
+    values, got_starts, got_ends, counts = triton_kernels.compress(x, lengths, int(mode), float(k), 1, 0, num_out)
+    assert torch.equal(got_starts, starts) and torch.equal(got_ends, ends)
+    assert torch.equal(counts, (lengths + k - 1) // k)
+    assert torch.equal(values, triton_kernels.span_mean(x, starts, ends))
+    torch.testing.assert_close(values, ref.span_mean(x, starts, ends), **TOL[dtype])
+
+
+def test_given_compress_equals_the_start_mask_path(triton_kernels):
+    """segment_pool from a start mask on triton: the start-scan kernel's spans (surplus merged
+    into the last row) equal _spans.spans_from_starts, and the means follow bit for bit."""
+    from lalm_fast.ops import _spans
+    from lalm_fast.ops._inputs import Grid
+
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(5, 1500, 256, generator=gen).to(torch.bfloat16).cuda()
+    lengths = torch.tensor([1500, 0, 1, 777, 1499]).cuda()
+    mask = (torch.rand(5, 1500, generator=gen) < 0.2).cuda()
+    grid = Grid(x, lengths, False, None)
+    for num_out in (1, 200, 1500):
+        got = triton_kernels.compress(x, lengths, int(Mode.GIVEN), 1.0, 1, 0, num_out, mask)
+        is_start = _spans.force_sample_starts(grid, mask)
+        starts, ends = _spans.spans_from_starts(grid, is_start, num_out)
+        assert torch.equal(got[1], starts) and torch.equal(got[2], ends)
+        assert torch.equal(got[3], _spans.segment_counts(grid, is_start, num_out))
+        assert torch.equal(got[0], triton_kernels.span_mean(x, starts, ends))
+
+
+@pytest.mark.parametrize("op", ["uniform_pool", "downsample", "segment_pool"])
+def test_public_fused_ops_backward_and_cuda_graph(triton_kernels, op):
+    """The spans the kernels write feed span_mean_backward (gradient equals the reference),
+    and the one- or two-launch path captures into a CUDA graph."""
+    ops = _module("lalm_fast.ops")
+    gen = torch.Generator().manual_seed(16)
+    x = torch.randn(3, 300, 256, generator=gen).cuda().requires_grad_(True)
+    lengths = torch.tensor([300, 0, 131]).cuda()
+    mask = (torch.rand(3, 300, generator=gen) < 0.3).cuda()
+
+    def call(backend, inp):
+        if op == "segment_pool":
+            return ops.segment_pool(inp, lengths, mask, max_segments=120, backend=backend)
+        return getattr(ops, op)(inp, lengths, 4, backend=backend)
+
+    got, want = call("triton", x), call("torch", x)
+    torch.testing.assert_close(got.values, want.values, **TOL[torch.float32])
+    assert torch.equal(got.spans, want.spans) and torch.equal(got.lengths, want.lengths)
+    g = torch.randn_like(got.values)
+    (gx,) = torch.autograd.grad(got.values, x, g)
+    (wx,) = torch.autograd.grad(want.values, x, g)
+    torch.testing.assert_close(gx, wx, **TOL[torch.float32])
+
+    static = x.detach().clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            call("triton", static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call("triton", static)
+    static.copy_(torch.randn_like(static))
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out.values, call("torch", static).values, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("segments", ["ids", "offsets"])
+def test_segment_ids_and_offsets_compress_on_triton(triton_kernels, segments):
+    """segment_pool from ids or offsets on triton: segment_spans.py writes the spans (binary
+    search / clamp), equal to the torch-built ones; the means follow bit for bit."""
+    ops = _module("lalm_fast.ops")
+    from lalm_fast.ops._inputs import Grid
+
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(4, 1500, 256, generator=gen).to(torch.bfloat16).cuda()
+    lengths = torch.tensor([1500, 0, 1, 777]).cuda()
+    grid = Grid(x, lengths, False, None)
+    if segments == "ids":
+        segs = torch.sort(torch.randint(0, 600, (4, 1500), generator=gen), dim=1).values.cuda()
+        num_out, mode = 400, Mode.SEGMENT_IDS
+        starts, ends, counts = ops._segment_id_spans(grid, segs, num_out)
+    else:
+        segs = torch.sort(torch.randint(0, 1600, (4, 301), generator=gen), dim=1).values.cuda()
+        num_out, mode = 300, Mode.OFFSETS
+        starts, ends, counts = ops._offset_spans(grid, segs)
+    got = triton_kernels.compress(x, lengths, int(mode), 1.0, 1, 0, num_out, segs)
+    assert torch.equal(got[1], starts) and torch.equal(got[2], ends) and torch.equal(got[3], counts)
+    assert torch.equal(got[0], triton_kernels.span_mean(x, starts, ends))

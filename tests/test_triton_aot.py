@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent(
     bd = importlib.import_module("lalm_fast.kernels.boundary_scores")
     sg = importlib.import_module("lalm_fast.kernels.compress")
     dk = importlib.import_module("lalm_fast.kernels.detect_boundaries")
+    ss = importlib.import_module("lalm_fast.kernels.segment_spans")
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(cuobjdump):
@@ -93,7 +94,8 @@ SCRIPT = textwrap.dedent(
         fp64 = dt == "fp64"
         fwd_sig = lambda: {"x_ptr": f"*{dt}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                            "ws_ptr": f"*{acc}:16", "R": "i32", "S": "i32", "D": "i32:16", "stride_xr": "i32:16",
-                           "stride_xt": "i32:16", "NSPLIT": "i32", "LEN_BUCKET": "i32"}
+                           "stride_xt": "i32:16", "NSPLIT": "i32", "LEN_BUCKET": "i32", "lengths_ptr": "*i64:16",
+                           "counts_ptr": "*i64:16", "T": "i32", "K": "i32", "WIDTH": "i32"}
         bwd_sig = lambda: {"grad_ptr": f"*{dt}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                            "S": "i32", "T": "i32", "D": "i32:16", "NSPLIT": "i32", "LEN_BUCKET": "i32"}
         fwd_cfgs = [sp._fixed_fwd_config(D, bucket), sp._fixed_fwd_config(D, 256)]
@@ -106,8 +108,9 @@ SCRIPT = textwrap.dedent(
         for cfg in fwd_cfgs:
             cfg = dict(cfg); w = cfg.pop("num_warps")
             for split in (False, True):
-                compile_one(f"span_mean_fwd[{dt}]", sp._span_mean_fwd_kernel, fwd_sig(),
-                            {**cfg, "SPLIT": split, "ACC_FP64": fp64}, w)
+                for windows in (False, True):  # spans loaded, or computed (uniform_pool, downsample)
+                    compile_one(f"span_mean_fwd[{dt}{',windows' if windows else ''}]", sp._span_mean_fwd_kernel,
+                                fwd_sig(), {**cfg, "SPLIT": split, "ACC_FP64": fp64, "WINDOWS": windows}, w)
         compile_one(f"span_mean_combine[{dt}]", sp._span_mean_combine_kernel,
                     {"ws_ptr": f"*{acc}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                      "RS": "i32", "D": "i32:16", "NSPLIT": "i32"},
@@ -122,10 +125,20 @@ SCRIPT = textwrap.dedent(
                          "D": "i32:16", "stride_xr": "i32:16", "stride_xt": "i32:16"},
                         {**cfg, "EPS": bd.COSINE_EPS, "ACC_FP64": fp64}, w)
     for acc in ("fp32", "fp64"):
-        compile_one(f"threshold_spans[{acc}]", sg._threshold_spans_kernel,
-                    {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
+        compile_one(f"start_scan[{acc}]", sg._start_scan_kernel,
+                    {"flags_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
                      "counts_ptr": "*i64:16", "T": "i32", "NUM_OUT": "i32", "threshold": "fp32"},
-                    {"BLOCK_T": 1024, "BLOCK_S": 512}, 4)
+                    {"BLOCK_T": 1024, "BLOCK_S": 512, "GIVEN": False}, 4)
+    compile_one("start_scan[given]", sg._start_scan_kernel,  # segment_pool from a start mask
+                {"flags_ptr": "*i1", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
+                 "counts_ptr": "*i64:16", "T": "i32", "NUM_OUT": "i32", "threshold": "fp32"},
+                {"BLOCK_T": 1024, "BLOCK_S": 512, "GIVEN": True}, 4)
+    for segs, from_ids in (("i64", True), ("i32", True), ("i64", False)):  # segment_pool ids / offsets
+        compile_one(f"segment_spans[{'ids' if from_ids else 'offsets'},{segs}]", ss._segment_spans_kernel,
+                    {"segs_ptr": f"*{segs}:16", "lengths_ptr": "*i64:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16",
+                     "counts_ptr": "*i64:16", "S": "i32", "T": "i32", "stride_r": "i32", "stride_t": "i32",
+                     "STEPS": "i32"},
+                    {"BLOCK_S": 256, "FROM_IDS": from_ids}, 4)
     # detection: every mode at T=1500 (BLOCK_T 2048), the limit (4096) in the costliest modes,
     # the spans epilogue (compress) and packed input; the launcher's num_warps for each size
     import triton.language as tl

@@ -8,7 +8,7 @@ or neither for all-valid) or packed input (``x [N, D]`` with ``cu_seqlens [B+1]`
 Each op checks its input into a :class:`~lalm_fast.ops._inputs.Grid`, then either hands the
 whole job to one backend kernel (``kernel_ops.compress``, where ``backends.compresses``) or
 builds ``(starts, ends)`` spans and calls ``kernel_ops.span_mean``. ``docs/architecture.md``
-traces each path.
+traces each path; on triton every padded op takes the first route (issue 15).
 """
 
 from __future__ import annotations
@@ -160,19 +160,30 @@ def _output_rows(grid: Grid, max_segments: Optional[int], count_segments) -> int
     return min(max(count_segments(), 1), grid.num_frames)
 
 
-def _segment_id_spans(grid: Grid, ids, max_segments: Optional[int]):
-    """Spans and counts of sorted per-frame segment ids (pytorch_scatter's ``segment_coo``)."""
+def _check_segment_ids(grid: Grid, ids) -> None:
     if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise TypeError("segment_ids must be an integer tensor [B, T]")
     if tuple(ids.shape) != tuple(grid.x.shape[:2]) or ids.device != grid.x.device:
         raise ValueError(f"segment_ids must have shape {list(grid.x.shape[:2])} on {grid.x.device}, "
                          f"got {list(ids.shape)} on {ids.device}")
-    valid = grid.valid()
-    ids = torch.where(valid, ids.long(), torch.iinfo(torch.long).max)
-    if should_check_values(ids):
+    if should_check_values(ids):  # reads the data: CPU tensors only (LALM_FAST_CHECK=1 anywhere)
+        ids = torch.where(grid.valid(), ids.long(), torch.iinfo(torch.long).max)
         if bool((ids < 0).any()) or bool((ids[:, 1:] < ids[:, :-1]).any()):
             raise ValueError("segment_ids must be >= 0 and non-decreasing along time within each sample")
-    num_out = _output_rows(grid, max_segments, lambda: int(torch.where(valid, ids, -1).max()) + 1 if ids.numel() else 0)
+
+
+def _segment_id_rows(grid: Grid, ids, max_segments: Optional[int]) -> int:
+    def count():  # the largest valid id + 1 (CPU eager only: no device sync)
+        return int(torch.where(grid.valid(), ids.long(), -1).max()) + 1 if ids.numel() else 0
+
+    return _output_rows(grid, max_segments, count)
+
+
+def _segment_id_spans(grid: Grid, ids, num_out: int):
+    """Spans and counts of sorted per-frame segment ids (pytorch_scatter's ``segment_coo``),
+    for the backends without a segment-ids ``compress``."""
+    valid = grid.valid()
+    ids = torch.where(valid, ids.long(), torch.iinfo(torch.long).max)
     # Ids at or past the last row merge into it; capping them there (padding one above) keeps
     # the order and leaves no id near the int64 limit, where `last_id + 1` would overflow.
     ids = ids.clamp(max=num_out)
@@ -185,19 +196,22 @@ def _segment_id_spans(grid: Grid, ids, max_segments: Optional[int]):
     return starts, ends, (last_id + 1).clamp(0, num_out)
 
 
-def _offset_spans(grid: Grid, offsets):
-    """Spans and counts of CSR offsets ``[B, S+1]`` (pytorch_scatter's ``segment_csr``)."""
+def _check_offsets(grid: Grid, offsets) -> None:
     if not isinstance(offsets, torch.Tensor) or offsets.dtype.is_floating_point or offsets.dtype == torch.bool:
         raise TypeError("offsets must be an integer tensor [B, S+1]")
     if offsets.dim() != 2 or offsets.shape[0] != grid.num_samples or offsets.shape[1] < 1:
         raise ValueError(f"offsets must have shape [B={grid.num_samples}, S+1], got {list(offsets.shape)}")
     if offsets.device != grid.x.device:
         raise ValueError(f"offsets is on {offsets.device} but x is on {grid.x.device}")
-    offsets = offsets.long()
-    if should_check_values(offsets) and offsets.numel():
+    if should_check_values(offsets) and offsets.numel():  # reads the data: CPU tensors only
         if bool((offsets[:, 1:] < offsets[:, :-1]).any()) or bool((offsets < 0).any()):
             raise ValueError("offsets must be >= 0 and non-decreasing along each row")
-    bounded = torch.minimum(offsets, grid.lengths[:, None])  # clamped to the sample: padding is never read
+
+
+def _offset_spans(grid: Grid, offsets):
+    """Spans and counts of CSR offsets ``[B, S+1]`` (pytorch_scatter's ``segment_csr``), for
+    the backends without an offsets ``compress``."""
+    bounded = torch.minimum(offsets.long(), grid.lengths[:, None])  # clamped to the sample: padding is never read
     starts, ends = bounded[:, :-1].contiguous(), bounded[:, 1:].contiguous()
     return starts, ends, torch.full_like(grid.lengths, starts.shape[1])
 
@@ -209,6 +223,20 @@ def _check_boundaries(grid: Grid, boundaries) -> None:
     if tuple(boundaries.shape) != mask_shape or boundaries.device != grid.x.device:
         raise ValueError(f"boundaries must have shape {list(mask_shape)} on {grid.x.device}, "
                          f"got {list(boundaries.shape)} on {boundaries.device}")
+
+
+def _pool_ids_or_offsets(grid: Grid, name: str, ids, offsets, max_segments: Optional[int]) -> CompressedAudio:
+    if offsets is not None:
+        _check_offsets(grid, offsets)
+        mode, segments, num_out = Mode.OFFSETS, offsets, offsets.shape[1] - 1
+    else:
+        _check_segment_ids(grid, ids)
+        mode, segments, num_out = Mode.SEGMENT_IDS, ids, _segment_id_rows(grid, ids, max_segments)
+    if _fused(grid, name, mode, num_out):  # the spans from one kernel, then the means
+        return _compress(grid, mode, 1.0, num_out, name, boundaries=segments)
+    starts, ends, counts = (_offset_spans(grid, offsets) if offsets is not None
+                            else _segment_id_spans(grid, ids, num_out))
+    return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
 
 
 def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=None,
@@ -232,9 +260,7 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     if grid.packed and boundaries is None:
         raise ValueError(f"{given[0]} needs padded input; for packed input pass a boundaries mask [N]")
     if boundaries is None:
-        starts, ends, counts = (_offset_spans(grid, offsets) if offsets is not None
-                                else _segment_id_spans(grid, segment_ids, max_segments))
-        return _spans.assemble(grid, kernel_ops.span_mean(grid.x, starts, ends, name), starts, ends, counts)
+        return _pool_ids_or_offsets(grid, name, segment_ids, offsets, max_segments)
     _check_boundaries(grid, boundaries)
     num_out = _output_rows(grid, max_segments, lambda: _spans.most_segments(grid, boundaries))
     if _fused(grid, name, Mode.GIVEN, num_out):

@@ -47,10 +47,11 @@ class Capabilities:
 
 
 CAPABILITIES = {
-    "triton": Capabilities("cuda", detect=True, compress_modes=frozenset({Mode.PEAK, Mode.THRESHOLD, Mode.RATE}),
-                           compress_rules=True, detect_packed=True),
+    "triton": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True,
+                           detect_packed=True),
     "cuda": Capabilities("cuda", detect=False, compress_modes=frozenset(), compress_rules=False),
-    "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
+    "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
+                        compress_rules=True),
     "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
 }
 _AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}

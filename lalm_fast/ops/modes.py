@@ -15,6 +15,13 @@ class Mode(enum.IntEnum):
     UNIFORM = 3     # windows of k frames (param = k)
     DOWNSAMPLE = 4  # the first frame of each window of k frames (param = k)
     GIVEN = 5       # the segments a caller's start mask opens
+    SEGMENT_IDS = 6  # the segments of sorted per-frame ids (the segment tensor: ids [B, T])
+    OFFSETS = 7     # CSR offsets (the segment tensor: offsets [B, S+1])
+
+    @property
+    def takes_segments(self) -> bool:
+        """Whether compress reads the caller's segment tensor (its ``boundaries`` argument)."""
+        return self in (Mode.GIVEN, Mode.SEGMENT_IDS, Mode.OFFSETS)
 
     @property
     def detects(self) -> bool:
