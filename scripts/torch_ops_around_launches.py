@@ -49,11 +49,13 @@ def _kind(frame) -> str | None:
     """Where an aten op comes from, from the Python stack: None for the op's own internals."""
     kind = None
     while frame is not None:
-        path, name = frame.f_code.co_filename, frame.f_code.co_name
+        # By module name, not file path: kernels/ is installed as lalm_fast.kernels from a
+        # top-level folder, so its files' paths need not contain "lalm_fast".
+        module, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
         if name.startswith(CHECKS):
             return "checks"
-        if kind is None and "lalm_fast" in path:
-            kind = "launcher" if f"{os.sep}kernels{os.sep}" in path else "ops"
+        if kind is None and (module == "lalm_fast" or module.startswith("lalm_fast.")):
+            kind = "launcher" if module.startswith("lalm_fast.kernels") else "ops"
         frame = frame.f_back
     return kind
 

@@ -160,6 +160,6 @@ def test_lalm_fast_eval_scores_a_committed_style_adapter_as_the_track_did(dry_ru
 def test_lalm_fast_eval_rejects_nonpositive_counts(option, capsys):
     from lalm_fast import cli
 
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["eval", "--model", "m", "--manifest", "m.jsonl", *option])
-    assert exit_info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    assert cli.main(["eval", "--model", "m", "--manifest", "m.jsonl", *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lalm-fast eval: error:") and "must be >= 1" in err and "\n" not in err
