@@ -1,4 +1,4 @@
-"""Training config and CLI validation (issue 17, case 8 and part 3): every setting is checked
+"""Training config and CLI validation: every setting is checked
 when the config is read, with one line naming the file and the key; resume skips a checkpoint
 that fails its checksum."""
 

@@ -1,4 +1,4 @@
-"""Regression tests of issue 17: thirteen inputs that broke the op contract, one test each
+"""Regression tests: thirteen inputs that broke the op contract, one test each
 (``test_case_NN_...``), plus the smaller findings that came with them."""
 
 import math

@@ -1,5 +1,5 @@
 """Differential fuzz suite: every public op on every backend that runs on CPU, against the
-contract and against each other (issue 17).
+contract and against each other.
 
 Inputs are padded, masked, packed (with trailing rows past ``cu_seqlens[-1]``) or all-valid;
 every dtype; empty batches, empty samples and ``T = 0``; NaN, +-Inf and huge values in valid

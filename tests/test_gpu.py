@@ -367,7 +367,7 @@ def test_public_segment_compress_every_mode_on_triton(triton_kernels, kwargs):
     torch.testing.assert_close(got.values, ref.span_mean(x, starts, ends), **TOL[torch.float32])
 
 
-# --------------------------------------------------------------------------- issue 15: fewer launches
+# --------------------------------------------------------------------------- fewer launches
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode,k", [(Mode.UNIFORM, 4), (Mode.DOWNSAMPLE, 3), (Mode.UNIFORM, 300)],

@@ -54,7 +54,7 @@ BUDGET = {
     "detect_boundaries": (2, 2),
     "segment_pool ids": (2, 2),
     "segment_pool offsets": (2, 2),
-    # not converted (issue 15 deliverable 2, still open):
+    # not converted yet (spans still built with torch ops):
     "uniform_pool packed": (1, 128),
     "downsample packed": (1, 127),
     "boundary_scores normalize": (1, 47),
@@ -73,7 +73,7 @@ def test_torch_ops_around_launches(name):
 
 
 def _composed(x, lengths, k, single_frame):
-    """Today's path before issue 15: spans from torch ops, then the span-mean kernel."""
+    """The older path: spans from torch ops, then the span-mean kernel."""
     starts, ends = _spans.every_kth_spans(lengths, x.shape[1], k, single_frame)
     return K.span_mean(x, starts, ends), starts, ends, ((lengths + k - 1) // k).clamp(max=starts.shape[1])
 

@@ -253,7 +253,7 @@ def test_threshold_compress(dtype, threshold, num_out):
 
 @pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.name)
 def test_compress_wants_segments_in_segment_modes_only(mode):
-    # every mode runs on triton (issue 15); a segment tensor belongs to the segment modes alone
+    # every mode runs on triton; a segment tensor belongs to the segment modes alone
     x = torch.zeros(2, 4, 3)
     wrong = None if mode.takes_segments else torch.zeros(2, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="boundaries in modes GIVEN, SEGMENT_IDS and OFFSETS only"):
@@ -380,7 +380,7 @@ def test_segment_compress_threshold_uses_the_fused_kernel(monkeypatch):
     assert backends.compresses("triton", Mode.THRESHOLD)
     assert backends.compresses("triton", Mode.THRESHOLD, min_len=2, max_len=5)
     assert backends.compresses("triton", Mode.RATE) and backends.compresses("triton", Mode.PEAK)
-    assert all(backends.compresses("triton", mode) for mode in Mode)  # issue 15: every mode
+    assert all(backends.compresses("triton", mode) for mode in Mode)  # every mode
     calls = []
     real = kernels.compress
     monkeypatch.setattr(kernels, "compress", lambda *a, **k: calls.append(1) or real(*a, **k))

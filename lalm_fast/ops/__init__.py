@@ -8,7 +8,7 @@ or neither for all-valid) or packed input (``x [N, D]`` with ``cu_seqlens [B+1]`
 Each op checks its input into a :class:`~lalm_fast.ops._inputs.Grid`, then either hands the
 whole job to one backend kernel (``kernel_ops.compress``, where ``backends.compresses``) or
 builds ``(starts, ends)`` spans and calls ``kernel_ops.span_mean``. ``docs/architecture.md``
-traces each path; on triton every padded op takes the first route (issue 15).
+traces each path; on triton every padded op takes the first route.
 """
 
 from __future__ import annotations
