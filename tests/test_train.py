@@ -75,6 +75,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, cache):
     assert (tmp_path / "resumed" / training.FEATURE_CACHE).is_dir() == cache
 
 
+def test_a_time_budget_stops_at_a_checkpoint_and_the_next_call_continues_the_same_run(tmp_path):
+    def config(name):
+        c = tiny_config(tmp_path / name, total_steps=5, grad_accum=1)
+        c.data.train, c.run.save_every = "synthetic:8", 0  # no periodic checkpoint: the stop must write one
+        return c
+
+    straight = train(config("straight"))
+    first = train(config("pieces"), stop_after_seconds=0.0)  # stops after its first step
+    assert first.step == 1 and first.final_dir is None
+    assert latest_checkpoint(tmp_path / "pieces").name == "step-00000001"
+    rest = train(config("pieces"), resume=True)
+    assert rest.step == 5 and rest.final_dir is not None
+    assert first.losses + rest.losses == straight.losses
+    for name, value in weights(tmp_path / "straight").items():
+        assert torch.equal(value, weights(tmp_path / "pieces")[name]), name
+    log = [json.loads(line) for line in (tmp_path / "pieces" / loop.TRAIN_LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in log] == [round(x, 5) for x in straight.losses]
+
+
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, total_steps=6, grad_accum=1)
     config.run.save_every, config.run.keep_last = 2, 1

@@ -12,6 +12,7 @@ import torch
 
 from lalm_fast.data import read_manifest
 from lalm_fast.evaluate.metrics import EvalReport, audio_tokens_per_second, bleu, wer
+from lalm_fast.evaluate.repetition import guarded_wer
 from lalm_fast.training.config import DataSpec, saved_spec
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, is_translation
 from lalm_fast.training.models import load_trained
@@ -75,6 +76,9 @@ def decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optio
         pairs = [(r, h) for r, h, k in zip(references, hypotheses, kinds) if k == kind]
         if pairs:
             result[kind] = score([r for r, _ in pairs], [h for _, h in pairs])
+    if "wer" in result:
+        asr = [(r, h) for r, h, k in zip(references, hypotheses, kinds) if k == "wer"]
+        result["wer_guarded"] = guarded_wer([r for r, _ in asr], [h for _, h in asr])[0]
     result["samples"] = [{"reference": r, "hypothesis": h} for r, h in list(zip(references, hypotheses))[:4]]
     result["decoded"] = [{"id": i, "reference": r, "hypothesis": h} for i, r, h in zip(ids, references, hypotheses)]
     for row, count in zip(result["decoded"], counts):

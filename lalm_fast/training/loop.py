@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,7 +19,9 @@ from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
 from lalm_fast.training.models import build_model
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TRAIN_LOG", "TrainResult", "train"]
+
+TRAIN_LOG = "train_log.jsonl"   # one line per optimizer step: step, loss, lr, seconds
 
 
 def _optimizer(model, spec: OptimSpec) -> torch.optim.Optimizer:
@@ -70,9 +73,15 @@ class _Stream:
         return indices
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optional[float] = None) -> TrainResult:
     """Train per ``config``; with ``resume``, continue from the newest complete checkpoint in
-    ``config.run.output_dir`` (same data order and RNG, so the same result as one run)."""
+    ``config.run.output_dir`` (same data order and RNG, so the same result as one run).
+
+    ``stop_after_seconds``: stop at the first optimizer step that ends past this wall time, save a
+    checkpoint there and return (no ``final/``, no closing evaluation); a later ``resume`` goes on
+    with the same schedule, as if the run had not stopped. Every step's loss, learning rate and
+    seconds are appended to ``<output_dir>/train_log.jsonl`` (a resumed run may repeat steps
+    written after its checkpoint: readers keep the last line per step)."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -109,7 +118,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             json.dump(config.to_dict(), handle, indent=2)
     stream = _Stream(train_set, config.data, run.seed, accelerator.process_index, accelerator.num_processes)
     loop = _Loop(config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir)
-    loop.run(position)
+    finished = loop.run(position, stop_after_seconds)
+    if not finished:
+        loop.save(position)
+        return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
     return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
 
@@ -137,26 +149,35 @@ class _Loop:
         self.output_dir, self.checkpoints = output_dir, output_dir / "checkpoints"
         self.losses: list[float] = []
         self.evals: list[dict] = []
+        self.saved_step: Optional[int] = None
 
-    def run(self, position: Position) -> None:
+    def run(self, position: Position, stop_after_seconds: Optional[float] = None) -> bool:
+        """Steps until ``total_steps`` (returns True) or until ``stop_after_seconds`` have passed (False)."""
         from tqdm.auto import tqdm
 
-        total = self.config.optim.total_steps
+        total, started = self.config.optim.total_steps, time.perf_counter()
         bar = tqdm(total=total, initial=position.step, desc="train",
                    disable=not (self.config.run.progress and self.accelerator.is_main_process))
         saved = Position(**asdict(position))
         try:
             while position.step < total:
                 trial = Position(**asdict(position))
+                step_started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
                 loss = self._step(trial)
                 position.__dict__.update(asdict(trial))  # only a completed step moves the position
                 self.losses.append(loss)
+                self._log({"step": position.step, "loss": round(loss, 5), "lr": lr,
+                           "seconds": round(time.perf_counter() - step_started, 3)})
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 self._periodic(position)
+                if stop_after_seconds is not None and time.perf_counter() - started > stop_after_seconds \
+                        and position.step < total:
+                    return False
+            return True
         except BaseException:
             if position.step > saved.step:
-                self._save(position)
+                self.save(position)
             raise
         finally:
             bar.close()
@@ -186,12 +207,17 @@ class _Loop:
         position.step += 1
         return total
 
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / TRAIN_LOG, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
     def _periodic(self, position: Position) -> None:
         run, step = self.config.run, position.step
         if run.eval_every and step % run.eval_every == 0 and self.eval_set is not None:
             self._evaluate(step)
         if run.save_every and step % run.save_every == 0:
-            self._save(position)
+            self.save(position)
 
     def _evaluate(self, step: int) -> dict:
         from lalm_fast.evaluate.model import evaluate_model  # lalm_fast.evaluate.model imports this package
@@ -204,7 +230,10 @@ class _Loop:
                 handle.write(json.dumps(record) + "\n")
         return record
 
-    def _save(self, position: Position) -> None:
+    def save(self, position: Position) -> None:
+        if position.step == self.saved_step:
+            return
+        self.saved_step = position.step
         if self.accelerator.is_main_process:
             save_checkpoint(self.checkpoints, position, self.accelerator.unwrap_model(self.model), self.optimizer,
                             self.scheduler, self.config.run.keep_last)
@@ -212,7 +241,7 @@ class _Loop:
 
     def save_final(self, position: Position) -> Optional[Path]:
         """Last checkpoint, last evaluation, and ``final/`` (projector + LoRA + how to rebuild the bases)."""
-        self._save(position)
+        self.save(position)
         if self.eval_set is not None and not (self.evals and self.evals[-1]["step"] == position.step):
             self._evaluate(position.step)
         if not self.accelerator.is_main_process:
@@ -228,6 +257,8 @@ def _metric_summary(result: dict) -> dict:
     summary = {}
     if "wer" in result:
         summary["wer"] = result["wer"].wer
+    if "wer_guarded" in result:
+        summary["wer_guarded"] = result["wer_guarded"].wer
     if "bleu" in result:
         summary["bleu"] = result["bleu"].score
     if result.get("samples"):
