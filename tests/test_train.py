@@ -95,6 +95,39 @@ def test_a_time_budget_stops_at_a_checkpoint_and_the_next_call_continues_the_sam
     assert [r["loss"] for r in log] == [round(x, 5) for x in straight.losses]
 
 
+@pytest.mark.parametrize("train_lora", [True, False])
+def test_init_from_starts_from_a_trained_model_with_a_new_compressor(tmp_path, train_lora):
+    base = tiny_config(tmp_path / "base", total_steps=2)
+    base.data.train = "synthetic:8"
+    base_dir = train(base).final_dir
+    adapted = tiny_config(tmp_path / "adapted", total_steps=2)
+    adapted.data.train, adapted.model.lora, adapted.align.ctc_steps = "synthetic:8", None, 0
+    adapted.model.init_from, adapted.model.train_lora, adapted.model.compressor = str(base_dir), train_lora, "uniform:3"
+    adapted.check()
+    start = build_model(adapted.model)
+    assert start.config.compressor == {"kind": "uniform", "k": 3}
+    saved = load_file(base_dir / "projector.safetensors")
+    assert all(torch.equal(start.projector.state_dict()[name], value) for name, value in saved.items())
+    lora_before = {n: p.detach().clone() for n, p in start.named_parameters() if "lora_" in n}
+    assert lora_before and all(p.requires_grad == train_lora for n, p in start.named_parameters() if "lora_" in n)
+    final = train(adapted).final_dir
+    model, spec = training.load_trained(final)
+    assert spec.compressor == "uniform:3" and model.config.compressor == {"kind": "uniform", "k": 3}
+    lora_after = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert all(torch.equal(lora_before[n], lora_after[n]) for n in lora_before) == (not train_lora)
+    assert not torch.equal(model.projector.state_dict()["0.weight"], saved["0.weight"])
+
+
+def test_init_from_rules(tmp_path):
+    config = tiny_config(tmp_path)
+    config.model.train_lora = False
+    with pytest.raises(ValueError, match="train_lora.*needs model.init_from"):
+        config.check()
+    config.model.train_lora, config.model.init_from = True, str(tmp_path)
+    with pytest.raises(ValueError, match="init_from.*AudioLM.save_pretrained"):
+        config.check()
+
+
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, total_steps=6, grad_accum=1)
     config.run.save_every, config.run.keep_last = 2, 1

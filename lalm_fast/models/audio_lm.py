@@ -153,6 +153,11 @@ class AudioLM(nn.Module):
             self.encoder.eval()
         return self
 
+    def set_compressor(self, spec: Union[AudioCompressor, str, dict, None]) -> None:
+        """Replace the compressor (compression inserted into a trained model); saved with the model."""
+        self.compressor = build_compressor(spec)
+        self.config.compressor = self.compressor.config()
+
     @property
     def has_lora(self) -> bool:
         return isinstance(self.lm, PeftModel)

@@ -35,6 +35,11 @@ class ModelSpec:
     mel_bins: int = 80                      # 128 for Whisper large-v3
     lm_dtype: str = "float32"
     seed: int = 0                           # builds the projector (and tiny-random weights)
+    init_from: Optional[str] = None         # start from a model saved by AudioLM.save_pretrained (a run's
+                                            # final/): its prompts, projector and LoRA, with this spec's
+                                            # compressor (compression inserted into a trained model);
+                                            # projector and lora must then be left as saved (null lora)
+    train_lora: bool = True                 # false: the LoRA stays as loaded, only the projector trains
 
 
 @dataclass
@@ -138,6 +143,17 @@ class TrainConfig:
                 settings.check({key: value}, {key: settings.existing_file}, where)
         for key, value in (("model.encoder", self.model.encoder), ("model.lm", self.model.lm)):
             settings.check({key: value}, {key: _local_model}, where)
+        if not self.model.train_lora and self.model.init_from is None:
+            raise SettingError(where, "model.train_lora", "false needs model.init_from: a fresh LoRA that never "
+                                                          "trains does nothing")
+        if self.model.init_from is not None:
+            settings.check({"model.init_from": self.model.init_from}, {"model.init_from": _saved_audio_lm}, where)
+            if self.model.lora is not None:
+                raise SettingError(where, "model.lora", "must be null with model.init_from: the LoRA comes from "
+                                                        "the saved model")
+            if self.align.ctc_steps:
+                raise SettingError(where, "align.ctc_steps", "must be 0 with model.init_from: a warm-up would "
+                                                             "re-align the trained projector")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +176,14 @@ def _local_model(value) -> Optional[str]:
     return f"must be {TINY_RANDOM!r}, 'packaged:NAME' or a local model folder; {value!r} is not a folder here"
 
 
+def _saved_audio_lm(value) -> Optional[str]:
+    from lalm_fast.models.audio_lm import CONFIG_FILE
+
+    if not os.path.isfile(os.path.join(value, CONFIG_FILE)):
+        return f"must be a folder written by AudioLM.save_pretrained (with {CONFIG_FILE}), got {value!r}"
+    return None
+
+
 def _compressor(value) -> Optional[str]:
     from lalm_fast.nn import build_compressor  # torch: only once a config names a compressor
 
@@ -178,7 +202,8 @@ _OPTIONAL_DICT = optional(_DICT)
 RULES: dict[str, dict[str, settings.Rule]] = {
     "model": {"encoder": text, "lm": text, "compressor": _compressor, "projector": _DICT, "lora": _OPTIONAL_DICT,
               "prompts": _OPTIONAL_DICT, "freeze_encoder": _BOOL, "window_seconds": number(0), "mel_bins": integer(1),
-              "lm_dtype": choice("float32", "float16", "bfloat16"), "seed": integer(0)},
+              "lm_dtype": choice("float32", "float16", "bfloat16"), "seed": integer(0),
+              "init_from": optional(text), "train_lora": _BOOL},
     "data": {"train": _synthetic_or_file, "eval": optional(_synthetic_or_file),
              "task": lambda v: None if isinstance(v, (str, dict)) else f"must be a string or an object, got {v!r}",
              "batch_size": optional(integer(1)), "max_frames": optional(number(0)), "skip_bad": _BOOL,

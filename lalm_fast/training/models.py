@@ -12,11 +12,16 @@ __all__ = ["build_model", "load_encoder", "load_trained"]
 
 
 def build_model(spec: ModelSpec):
-    """An AudioLM from the spec's sources, with a fresh projector (and LoRA when asked)."""
+    """An AudioLM from the spec's sources, with a fresh projector (and LoRA when asked), or with
+    the projector and LoRA of ``spec.init_from`` and the spec's compressor."""
     from lalm_fast.models import AudioLM, AudioLMConfig, MLPProjector
     from lalm_fast.models.tiny import PROMPTS
 
     encoder, lm, tokenizer = _load_bases(spec)
+    if spec.init_from is not None:
+        model = AudioLM.from_pretrained(spec.init_from, encoder, lm, tokenizer, is_trainable=spec.train_lora)
+        model.set_compressor(spec.compressor)
+        return model
     torch.manual_seed(spec.seed)
     width = lm.get_input_embeddings().embedding_dim
     projector = MLPProjector(encoder.config.d_model, width, **spec.projector)
