@@ -47,6 +47,7 @@ TRACKS = ("whisper", "lalm")
 WHISPER_TITLE = "1. Compression inside a pretrained model: Whisper tiny.en + decoder LoRA"
 LALM_TITLE = "2. An audio LLM at several audio-token rates (Whisper encoder + SmolLM2-135M)"
 PREFILL_CLIPS = 8               # clips timed one at a time for the prefill column
+LALM_UTTERANCES = 40            # per task, by default: seven configurations x 80 decodes fit the demo's 10 minutes
 
 
 class DemoError(ValueError):
@@ -246,6 +247,8 @@ def measure_lalm(adapters: str | os.PathLike = DEFAULT_ADAPTERS, *, utterances: 
     started = time.perf_counter()
     folder = find_adapters(adapters)
     run, names = read_run(folder, configurations)
+    if utterances is None:  # the first of the run's test utterances (its report scores them all)
+        utterances = min(LALM_UTTERANCES, *(len(ids) for ids in run["test_ids"].values()))
     data_dir = Path(data) if data else default_data_dir(run["seed"])
     sets = held_out_sets(run, data_dir, utterances, progress)
     with tempfile.TemporaryDirectory(prefix="lalm-demo-cache-") as cache_root:
@@ -307,7 +310,7 @@ def _threads() -> int:
 
 
 def markdown(result: dict) -> str:
-    from lalm_fast.reproduce import format_number as cell
+    from lalm_fast.lalm_report import format_number as cell
 
     rows = result["rows"]
     groups = sorted({g for row in rows for g in row["wer_groups"]})
@@ -360,7 +363,7 @@ def write_outputs(out: Path, result: dict) -> None:
 
 
 def _plot_lalm(path: Path, lalm: dict) -> None:
-    from lalm_fast.reproduce import plot_quality
+    from lalm_fast.lalm_report import plot_quality
 
     model_rows = [row for row in lalm["rows"] if row["lora"] is not None]
     baseline = next((row for row in lalm["rows"] if row["lora"] is None), None)
@@ -389,7 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"the adapters/ folder of a `lalm-fast reproduce` run (default {DEFAULT_ADAPTERS})")
     parser.add_argument("--configs", help="comma-separated subset of the LALM run's configurations")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"where demo.md/json and the plots go (default {DEFAULT_OUT})")
-    parser.add_argument("--utterances", type=int, help="test utterances per task (default: each run's own count)")
+    parser.add_argument("--utterances", type=int, help="test utterances per task (default: the Whisper run's own "
+                        f"count; the first {LALM_UTTERANCES} of the LALM run's)")
     parser.add_argument("--data", help="folder for the synthesised test sets (default ~/.cache/lalm-fast/...)")
     parser.add_argument("--no-baseline", action="store_true", help="skip Whisper as shipped")
     parser.add_argument("--no-progress", action="store_true")

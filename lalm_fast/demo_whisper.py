@@ -90,7 +90,7 @@ def _shipped_whisper(clips: list, source: str, progress: bool) -> dict:
 
 
 def markdown(result: dict) -> str:
-    from lalm_fast.reproduce import format_number, format_percent
+    from lalm_fast.lalm_report import format_number, format_percent
 
     rows = result["rows"]
     groups = sorted({g for row in rows for g in row["wer_groups"]})

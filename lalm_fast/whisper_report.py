@@ -11,7 +11,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Optional
 
-from lalm_fast.reproduce import format_number, format_percent
+from lalm_fast.lalm_report import format_number, format_percent
 
 __all__ = ["summarise", "check_targets", "write_report", "plot_wer", "export_adapters", "FAMILIES"]
 

@@ -4,6 +4,7 @@ the asset tier on the committed adapters with the packaged models."""
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from safetensors.torch import load_file  # noqa: E402
 from lalm_fast import cli, demo, reproduce as rep  # noqa: E402
 from lalm_fast.data import read_manifest, write_manifest  # noqa: E402
 from lalm_fast.data.files import atomic_directory  # noqa: E402
+from lalm_fast.lalm_report import ADAPTER_RUN_FILE, ADAPTERS  # noqa: E402
 
 TWO = ["uniform-x2", "uniform-x3-projector-only"]
 
@@ -25,22 +27,19 @@ TWO = ["uniform-x2", "uniform-x3-projector-only"]
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dry")
-    report = rep.reproduce(out, "tiny", configurations=["frame-50hz", *TWO])
+    report = rep.reproduce(out, "tiny", configurations=[rep.BASE.name, *TWO])
     return out, report
 
 
 def test_reproduce_exports_float16_adapters_with_their_run(dry_run):
     out, report = dry_run
-    adapters = out / rep.ADAPTERS
-    run = json.loads((adapters / rep.ADAPTER_RUN_FILE).read_text())
-    assert run["configurations"] == ["frame-50hz", *TWO]
+    adapters = out / ADAPTERS
+    run = json.loads((adapters / ADAPTER_RUN_FILE).read_text())
+    assert run["configurations"] == [rep.BASE.name, *TWO]
     assert run["test_ids"]["asr"] == [u.id for u in read_manifest(report["data"]["asr"])]
-    for name in run["configurations"]:
-        final = out / "runs" / name / "final"
+    for row in report["configurations"]:
+        name, final = row["configuration"], Path(row["model_dir"])
         for weights in ("projector.safetensors", "adapter_model.safetensors"):
-            if not (final / weights).exists():
-                assert name.endswith("projector-only") and weights.startswith("adapter")
-                continue
             full, half = load_file(final / weights), load_file(adapters / name / weights)
             assert full.keys() == half.keys()
             for key, tensor in half.items():
@@ -51,17 +50,17 @@ def test_reproduce_exports_float16_adapters_with_their_run(dry_run):
 
 def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_path):
     out, report = dry_run
-    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / rep.ADAPTERS, data=out / "data",
+    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / ADAPTERS, data=out / "data",
                            progress=False)["lalm"]
     rows = {row["configuration"]: row for row in result["rows"]}
-    assert list(rows) == ["frame-50hz", *TWO]  # no Whisper row: the encoder is not a packaged Whisper
+    assert list(rows) == [rep.BASE.name, *TWO]  # no Whisper row: the encoder is not a packaged Whisper
     for row in rows.values():
         assert 0 <= row["wer"] and 0 <= row["bleu"] <= 100
         # end-to-end = the shared encoder time (a few ms for tone clips: may round to 0) + this decoding
         assert row["prefill_ms"] > 0 and row["end_to_end_seconds"] > row["detail"]["decode_seconds"] * 0.99 > 0
         assert row["end_to_end_seconds"] >= result["encode_seconds"] >= 0
         assert row["audio_tokens_per_second"] > 0
-    assert rows["frame-50hz"]["audio_tokens_per_second"] > rows["uniform-x2"]["audio_tokens_per_second"]
+    assert rows[rep.BASE.name]["audio_tokens_per_second"] > rows["uniform-x2"]["audio_tokens_per_second"]
     # the demo decodes the run's own test clips with the float16 export: the same tokens/s as at training
     trained = {row["configuration"]: row for row in report["configurations"]}
     for name, row in rows.items():
@@ -76,7 +75,7 @@ def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_pat
 
 def test_demo_subset_and_fewer_utterances(dry_run, tmp_path):
     out, _ = dry_run
-    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / rep.ADAPTERS, data=out / "data",
+    result = demo.run_demo(tmp_path, tracks=["lalm"], adapters=out / ADAPTERS, data=out / "data",
                            configurations=TWO[:1], utterances=2, progress=False)["lalm"]
     assert [row["configuration"] for row in result["rows"]] == TWO[:1]
     assert result["utterances"] == {"asr": 2, "st": 2}
@@ -96,7 +95,7 @@ def whisper_dry_run(dry_run, tmp_path_factory):
 def test_demo_shows_the_whisper_track_first(dry_run, whisper_dry_run, tmp_path):
     lalm_out, _ = dry_run
     whisper_out, report = whisper_dry_run
-    result = demo.run_demo(tmp_path, adapters=lalm_out / rep.ADAPTERS, whisper_adapters=whisper_out / "adapters",
+    result = demo.run_demo(tmp_path, adapters=lalm_out / ADAPTERS, whisper_adapters=whisper_out / "adapters",
                            data=lalm_out / "data", progress=False)
     rows = result["whisper_track"]["rows"]
     assert [row["configuration"] for row in rows] == ["none", "uniform-x2", "segment-rate2"]  # no shipped row:
@@ -138,7 +137,7 @@ def test_demo_refuses_a_test_set_that_is_not_the_runs(dry_run, tmp_path):
         utts = read_manifest(out / "data" / f"{task}_test.jsonl")
         write_manifest(data / f"{task}_test.jsonl", list(reversed(utts)))
     with pytest.raises(demo.DemoError, match="not the one the run evaluated"):
-        demo.run_demo(tmp_path / "demo", tracks=["lalm"], adapters=out / rep.ADAPTERS, data=data, progress=False)
+        demo.run_demo(tmp_path / "demo", tracks=["lalm"], adapters=out / ADAPTERS, data=data, progress=False)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -154,7 +153,7 @@ def test_bad_arguments_give_one_clear_error_line(dry_run, tmp_path, capsys, argv
     out, _ = dry_run
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     (tmp_path / "taken.txt").write_text("a file, not a folder")
-    base = ["demo", "--tracks", "lalm", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"),
+    base = ["demo", "--tracks", "lalm", "--adapters", str(out / ADAPTERS), "--data", str(out / "data"),
             "--out", str(tmp_path), "--no-progress"]
     assert cli.main(base + argv) == 2
     err = capsys.readouterr().err.strip()
@@ -165,7 +164,7 @@ def test_demo_without_adapters_of_a_configuration(dry_run, tmp_path):
     out, _ = dry_run
     broken = tmp_path / "adapters"
     broken.mkdir()
-    (broken / rep.ADAPTER_RUN_FILE).write_text((out / rep.ADAPTERS / rep.ADAPTER_RUN_FILE).read_text())
+    (broken / ADAPTER_RUN_FILE).write_text((out / ADAPTERS / ADAPTER_RUN_FILE).read_text())
     with pytest.raises(demo.DemoError, match="incomplete"):
         demo.run_demo(tmp_path / "demo", tracks=["lalm"], adapters=broken, data=out / "data", progress=False)
 
@@ -198,7 +197,7 @@ def test_a_missing_packaged_model_is_one_line_naming_its_install_command(dry_run
 
     monkeypatch.setattr(training, "load_encoder", missing)
     out, _ = dry_run
-    argv = ["demo", "--tracks", "lalm", "--adapters", str(out / rep.ADAPTERS), "--data", str(out / "data"),
+    argv = ["demo", "--tracks", "lalm", "--adapters", str(out / ADAPTERS), "--data", str(out / "data"),
             "--out", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()

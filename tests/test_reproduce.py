@@ -11,6 +11,8 @@ pytest.importorskip("peft")
 pytest.importorskip("soundfile")
 pytest.importorskip("matplotlib")
 
+from safetensors.torch import load_file  # noqa: E402
+
 from lalm_fast import cli, reproduce as rep  # noqa: E402
 from lalm_fast import training  # noqa: E402
 from lalm_fast.training import TrainConfig, ctc_warmup, normalize_target  # noqa: E402
@@ -22,16 +24,31 @@ TWO = ["uniform-x2", "uniform-x3-projector-only"]
 def test_dry_run_writes_the_report_for_every_configuration(tmp_path):
     report = rep.reproduce(tmp_path, "tiny")
     names = [row["configuration"] for row in report["configurations"]]
-    assert names == [c.name for c in rep.CONFIGURATIONS]
+    assert names == [c.name for c in rep.CONFIGURATIONS] and names[0] == rep.BASE.name
     for row in report["configurations"]:
-        assert row["wer"] >= 0 and row["bleu"] >= 0 and row["audio_tokens_per_second"] > 0
-        assert row["ctc_warmup"]["steps"] == rep.PRESETS["tiny"].ctc_steps
+        assert row["wer"] >= 0 and row["wer_guarded"] >= 0 and row["bleu"] >= 0 and row["audio_tokens_per_second"] > 0
+        assert row["base_step"] == rep.PRESETS["tiny"].base_steps
+        if row["configuration"] != rep.BASE.name:
+            assert row["adapt_steps"] == rep.PRESETS["tiny"].adapt_steps and row["zero_shot"]["wer"] >= 0
+            assert row["adapt_cpu_minutes"] >= 0
     rates = {row["configuration"]: row["audio_tokens_per_second"] for row in report["configurations"]}
-    assert rates["frame-50hz"] > rates["uniform-x2"] > rates["uniform-x3"] > rates["uniform-x4"]
-    for name in ("report.md", "report.json", "report.png"):
+    assert rates[rep.BASE.name] > rates["uniform-x2"] > rates["uniform-x3"] > rates["uniform-x4"]
+    assert rates["uniform-x3"] == rates["downsample-x3"] == rates["uniform-x3-projector-only"]
+    for name in ("report.md", "report.json", "report.png", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| frame-50hz | none | yes |" in (tmp_path / "report.md").read_text()
-    assert json.loads((tmp_path / "report.json").read_text())["preset"] == "tiny"
+    assert "| base-25hz | uniform:2 | - |" in (tmp_path / "report.md").read_text()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["preset"] == "tiny" and saved["base"]["finished"] and saved["base"]["evaluations"]
+
+
+def test_the_base_warm_up_trains_once_and_the_adapted_models_start_from_the_base(tmp_path):
+    report = rep.reproduce(tmp_path, "tiny", configurations=["uniform-x3-projector-only"])
+    row = report["configurations"][0]
+    base = load_file(tmp_path / "runs" / rep.BASE.name / "final" / "adapter_model.safetensors")
+    adapted = load_file(tmp_path / "runs" / row["configuration"] / "final" / "adapter_model.safetensors")
+    assert base.keys() == adapted.keys()
+    assert all(torch.equal(base[k], adapted[k]) for k in base)  # projector only: the base's LoRA, untouched
+    assert (tmp_path / "runs" / rep.BASE.name / training.CTC_WARMUP / "warmup.json").exists()
 
 
 def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, monkeypatch):
@@ -39,15 +56,33 @@ def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, m
     calls = []
     original = training.train
 
-    def counting(config, resume=False):
+    def counting(config, resume=False, **options):
         calls.append(config.run.output_dir)
-        return original(config, resume)
+        return original(config, resume, **options)
 
     monkeypatch.setattr(training, "train", counting)
     report = rep.reproduce(tmp_path, "tiny", configurations=TWO)
-    assert [os.path.basename(c) for c in calls] == [TWO[1]]  # the finished one was not trained again
+    assert [os.path.basename(c) for c in calls] == [TWO[1]]  # neither the base nor the finished one trained again
     assert [row["configuration"] for row in report["configurations"]] == TWO
     assert report["configurations"][1]["lora"] is False
+
+
+def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_path):
+    tiny = 1e-9  # minutes: every call stops after one base step
+    first = rep.reproduce(tmp_path, "tiny", configurations=TWO[:1], base_minutes=tiny)
+    assert first["base"]["step"] == 1 and not first["base"]["finished"]
+    assert first["configurations"][0]["base_step"] == 1
+    assert first["configurations"][0]["model_dir"].endswith(os.path.join(TWO[0], "final"))
+    assert rep.reproduce(tmp_path, "tiny", base_minutes=tiny, base_only=True)["step"] == 2
+    second = rep.reproduce(tmp_path, "tiny", configurations=TWO[:1])  # no budget: the schedule's end
+    assert second["base"]["step"] == rep.PRESETS["tiny"].base_steps and second["base"]["finished"]
+    assert second["configurations"][0]["base_step"] == rep.PRESETS["tiny"].base_steps  # redone from the new base
+    straight = tmp_path / "straight"
+    rep.reproduce(straight, "tiny", base_only=True)
+    for name in ("projector.safetensors", "adapter_model.safetensors"):
+        pieces = load_file(tmp_path / "runs" / rep.BASE.name / "final" / name)
+        whole = load_file(straight / "runs" / rep.BASE.name / "final" / name)
+        assert all(torch.equal(pieces[k], whole[k]) for k in whole)
 
 
 def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
@@ -97,6 +132,8 @@ def test_normalize_target():
     (["--dry-run", "--configs", "uniform-x9"], "unknown configuration(s) ['uniform-x9']"),
     (["--dry-run", "--encoder", "/no/such/folder"], "--encoder '/no/such/folder' is not a local checkpoint"),
     (["--dry-run", "--steps", "0"], "--steps must be >= 1"),
+    (["--dry-run", "--base-minutes", "0"], "--base-minutes must be > 0"),
+    (["--track", "whisper", "--dry-run", "--base-only"], "--base-only apply to the lalm track only"),
     (["--dry-run", "--jobs", "0"], "--jobs must be >= 1"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
@@ -113,14 +150,3 @@ def test_two_worker_processes_give_the_same_report_as_one(tmp_path):
         assert a["configuration"] == b["configuration"]
         assert a["audio_tokens_per_second"] == b["audio_tokens_per_second"]
         assert a["asr_loss"] == pytest.approx(b["asr_loss"], rel=1e-3)
-
-
-def test_configurations_that_differ_only_in_lora_share_one_ctc_warmup(tmp_path, capsys):
-    names = ["uniform-x3", "uniform-x3-projector-only"]
-    report = rep.reproduce(tmp_path, "tiny", configurations=names, jobs=1)
-    assert "uniform-x3-projector-only: CTC warm-up copied from uniform-x3" in capsys.readouterr().out
-    warmups = [(tmp_path / "runs" / name / training.CTC_WARMUP / "projector.safetensors").read_bytes()
-               for name in names]
-    assert warmups[0] == warmups[1]
-    assert [row["ctc_warmup"]["loss_last"] for row in report["configurations"]][0] == \
-        report["configurations"][1]["ctc_warmup"]["loss_last"]

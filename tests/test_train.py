@@ -85,6 +85,9 @@ def test_a_time_budget_stops_at_a_checkpoint_and_the_next_call_continues_the_sam
     first = train(config("pieces"), stop_after_seconds=0.0)  # stops after its first step
     assert first.step == 1 and first.final_dir is None
     assert latest_checkpoint(tmp_path / "pieces").name == "step-00000001"
+    partial, _ = training.load_trained(tmp_path / "pieces" / loop.LATEST)
+    assert torch.equal(partial.projector.state_dict()["0.weight"],
+                       weights(tmp_path / "pieces")["projector.0.weight"])
     rest = train(config("pieces"), resume=True)
     assert rest.step == 5 and rest.final_dir is not None
     assert first.losses + rest.losses == straight.losses

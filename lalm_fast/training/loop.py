@@ -19,9 +19,10 @@ from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
 from lalm_fast.training.models import build_model
 
-__all__ = ["TRAIN_LOG", "TrainResult", "train"]
+__all__ = ["LATEST", "TRAIN_LOG", "TrainResult", "train"]
 
 TRAIN_LOG = "train_log.jsonl"   # one line per optimizer step: step, loss, lr, seconds
+LATEST = "latest"               # the model where a time budget stopped the run (final/ once the schedule ends)
 
 
 def _optimizer(model, spec: OptimSpec) -> torch.optim.Optimizer:
@@ -78,7 +79,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     ``config.run.output_dir`` (same data order and RNG, so the same result as one run).
 
     ``stop_after_seconds``: stop at the first optimizer step that ends past this wall time, save a
-    checkpoint there and return (no ``final/``, no closing evaluation); a later ``resume`` goes on
+    checkpoint there and the model as ``latest/`` (the layout of ``final/``, which is written only
+    when the schedule ends), and return without a closing evaluation; a later ``resume`` goes on
     with the same schedule, as if the run had not stopped. Every step's loss, learning rate and
     seconds are appended to ``<output_dir>/train_log.jsonl`` (a resumed run may repeat steps
     written after its checkpoint: readers keep the last line per step)."""
@@ -121,6 +123,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     finished = loop.run(position, stop_after_seconds)
     if not finished:
         loop.save(position)
+        loop.save_model(output_dir / LATEST)
         return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
     return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
@@ -244,13 +247,16 @@ class _Loop:
         self.save(position)
         if self.eval_set is not None and not (self.evals and self.evals[-1]["step"] == position.step):
             self._evaluate(position.step)
+        return self.save_model(self.output_dir / "final")
+
+    def save_model(self, folder: Path) -> Optional[Path]:
+        """The model as :func:`~lalm_fast.training.load_trained` reads it (projector + LoRA + how to rebuild the bases)."""
         if not self.accelerator.is_main_process:
             return None
-        final = self.output_dir / "final"
-        self.accelerator.unwrap_model(self.model).save_pretrained(final)
-        with atomic_write(final / TRAIN_SPEC_FILE) as handle:
+        self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+        with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
             json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
-        return final
+        return folder
 
 
 def _metric_summary(result: dict) -> dict:

@@ -1,0 +1,168 @@
+"""The LALM track's report: ``report.md`` / ``.json`` / ``.png``, the base's learning curve, and the
+committed form of the trained weights (``adapters/``, what ``lalm-fast demo`` loads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "export_adapters", "format_number", "format_percent",
+           "plot_quality"]
+
+
+def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: dict) -> dict:
+    """``report.json`` (settings, rows, base, baseline), ``report.md`` (the tables) and ``report.png``."""
+    from lalm_fast.data.files import atomic_write
+
+    report = {"preset": preset_name, "settings": asdict(preset), "cuts": preset.cuts, "configurations": rows,
+              **extra}
+    with atomic_write(out / "report.json") as handle:
+        json.dump(report, handle, indent=2, default=str)
+    with atomic_write(out / "report.md") as handle:
+        handle.write("\n".join(_markdown(report, rows, preset_name, preset)))
+    baseline = extra.get("whisper_baseline")
+    plot_quality(out / "report.png", rows, baseline_wer=baseline["wer"] if baseline else None,
+                 baseline_label="Whisper tiny.en (own decoder)")
+    return report
+
+
+def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[str]:
+    base, baseline = report.get("base") or {}, report.get("whisper_baseline")
+    lines = [f"# lalm-fast reproduce ({preset_name})", ""]
+    if preset.cuts:
+        lines += [f"What `{preset_name}` cuts: {preset.cuts}.", ""]
+    if base:
+        lines += [f"Base: `{base.get('compressor')}` ({base.get('rate')}), step {base['step']} of "
+                  f"{base['total_steps']}{'' if base['finished'] else ' (schedule not finished yet)'}; every other "
+                  f"configuration starts from it and adapts for {preset.adapt_steps} steps.", ""]
+    groups = sorted({g for row in rows for g in row.get("wer_groups") or {}})
+    lines += ["| configuration | compressor | adapts | audio tokens/s | WER % | guarded | BLEU | zero-shot WER % "
+              "(guarded) | zero-shot BLEU | adapt CPU-min |" + "".join(f" WER % {g} |" for g in groups),
+              "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(groups)]
+    for row in rows:
+        zero = row.get("zero_shot") or {}
+        adapts = "-" if not row.get("adapt_steps") else "projector + LoRA" if row["lora"] else "projector"
+        lines.append(
+            f"| {row['configuration']} | {row['compressor']} | {adapts} | "
+            f"{format_number(row['audio_tokens_per_second'], 2)} | {format_percent(row['wer'])} | "
+            f"{format_percent(row.get('wer_guarded'))} | {format_number(row['bleu'], 2)} | "
+            f"{format_percent(zero.get('wer'))} ({format_percent(zero.get('wer_guarded'))}) | "
+            f"{format_number(zero.get('bleu'), 2)} | {format_number(row.get('adapt_cpu_minutes'), 1)} |"
+            + "".join(f" {format_percent((row.get('wer_groups') or {}).get(g))} |" for g in groups))
+    if baseline:
+        lines += ["", f"Whisper tiny.en's own decoder on the same ASR test utterances: "
+                      f"**{100 * baseline['wer']:.1f}% WER** ({100 * baseline['wer_guarded']:.1f}% guarded)"
+                      + "".join(f"; {g} {format_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
+                      + "."]
+    lines += ["", "WER: corpus-level on normalised text (lalm_fast.evaluate.normalize_english); guarded: after the "
+              "repetition guard (lalm_fast.evaluate.repetition). "
+              f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}. Adapt CPU-min: CPU time of the "
+              "adaptation (all threads of its process), what compressing the base costs.", ""]
+    if (report.get("curve_plot")):
+        lines += [f"Learning curve of the base: `{report['curve_plot']}`.", ""]
+    return lines
+
+
+def format_number(value: Optional[float], digits: int, scale: float = 1.0) -> str:
+    """A report cell: ``value * scale`` with ``digits`` decimals, or "-" when there is none."""
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def format_percent(fraction: Optional[float]) -> str:
+    return format_number(fraction, 1, 100)
+
+
+def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = None, baseline_label: str = "") -> None:
+    """WER and BLEU against audio tokens per second, one point per configuration (``rows``: dicts with
+    configuration, audio_tokens_per_second, wer, bleu, lora); ``baseline_wer`` as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, key, scale, label in ((left, "wer", 100, "WER % (lower is better)"),
+                                    (right, "bleu", 1, "BLEU (higher is better)")):
+        seen: dict[float, int] = {}  # configurations at the same rate: labels stacked, not on top of each other
+        for row in rows:
+            marker = "o" if row["lora"] else "s"
+            x = row["audio_tokens_per_second"]
+            axis.scatter(x, row[key] * scale, marker=marker)
+            stacked = seen[round(x, 1)] = seen.get(round(x, 1), -1) + 1
+            axis.annotate(row["configuration"], (x, row[key] * scale), fontsize=7, textcoords="offset points",
+                          xytext=(4, 4 - 9 * stacked))
+        if key == "wer" and baseline_wer is not None:
+            axis.axhline(baseline_wer * scale, linestyle="--", color="gray", label=baseline_label)
+            axis.legend(fontsize=7)
+        axis.set_xscale("log")
+        # The rates lie inside one decade, where a log axis has no labelled ticks: label the rates.
+        axis.set_xticks(sorted({round(row["audio_tokens_per_second"], 1) for row in rows}))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.tick_params(axis="x", labelsize=7)
+        axis.set_xlabel("audio tokens per second")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    fig.suptitle("circles: projector + LoRA, squares: projector only")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+ADAPTERS = "adapters"           # <out>/adapters/: what `lalm-fast demo` loads (small enough to commit)
+ADAPTER_RUN_FILE = "run.json"   # <out>/adapters/run.json: how they were made and how they scored
+_WEIGHT_FILES = ("projector.safetensors", "adapter_model.safetensors")
+_CONFIG_FILES = ("audio_lm_config.json", "adapter_config.json", "lalm_train.json")
+
+
+def export_adapters(out: Path, report: dict) -> Path:
+    """Copy every configuration's trained projector and LoRA adapter into ``out/adapters/<name>/`` as
+    float16 safetensors (a few MB each), with its config files and its report row (``metrics.json``),
+    plus ``run.json``: the preset, seed, model sources, the test utterance ids the run scored and the
+    Whisper baseline. Written to a staging folder and moved in whole (replacing an earlier export
+    only once complete), so a reader never sees half an export."""
+    from safetensors.torch import load_file, save_file
+
+    from lalm_fast.data import read_manifest
+    from lalm_fast.data.files import atomic_directory
+
+    with atomic_directory(out / ADAPTERS, replace_existing=True) as staging:
+        for row in report["configurations"]:
+            final, target = Path(row["model_dir"]), staging / row["configuration"]
+            target.mkdir()
+            for name in _WEIGHT_FILES:
+                if (final / name).exists():
+                    half = {k: v.half().contiguous() if v.is_floating_point() else v
+                            for k, v in load_file(final / name).items()}
+                    save_file(half, target / name)
+            for name in _CONFIG_FILES:
+                if (final / name).exists():
+                    (target / name).write_bytes((final / name).read_bytes())
+            _relative_init_from(target / "lalm_train.json")
+            (target / "metrics.json").write_text(json.dumps(row, indent=2, default=str))
+        run = {"made_by": f"lalm-fast reproduce (preset {report['preset']})", "preset": report["preset"],
+               "settings": report["settings"], "seed": report["seed"], "encoder": report["encoder"],
+               "lm": report["lm"], "weights_dtype": "float16",
+               "test_ids": {task: [u.id for u in read_manifest(report["data"][task])] for task in ("asr", "st")},
+               "n_test": (report.get("dataset") or {}).get("n_test"),
+               "whisper_baseline": report.get("whisper_baseline"),
+               "configurations": [row["configuration"] for row in report["configurations"]]}
+        (staging / ADAPTER_RUN_FILE).write_text(json.dumps(run, indent=2, default=str))
+    return out / ADAPTERS
+
+
+def _relative_init_from(spec_file: Path) -> None:
+    """An adapted model names its base by a path on the training machine; in the export the base is a
+    sibling folder."""
+    from lalm_fast.lalm_track import BASE_RUN
+
+    spec = json.loads(spec_file.read_text())
+    if spec["model"].get("init_from"):
+        spec["model"]["init_from"] = f"../{BASE_RUN}"
+        spec_file.write_text(json.dumps(spec, indent=2))
