@@ -9,20 +9,33 @@ final model reproduces the final evaluation's loss.
 """
 
 import json
+import os
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+pytest.importorskip("soundfile")
+
+from safetensors.torch import load_file  # noqa: E402
 
 import lalm_fast.integrations as li  # noqa: E402
+from lalm_fast import cli  # noqa: E402
 from lalm_fast.integrations import native_lm  # noqa: E402
 from lalm_fast.integrations.native_lm import TRAINABLE_MODEL_TYPES, NativeAudioLM  # noqa: E402
 from lalm_fast.integrations.lora import lora_module_names  # noqa: E402
+from lalm_fast.models.tiny import WORDS as TINY_WORDS  # noqa: E402
+from lalm_fast.settings import SettingError  # noqa: E402
+from lalm_fast.training import TrainConfig, latest_checkpoint, load_trained, loop, train  # noqa: E402
+from tests import hf_tiny  # noqa: E402
 from tests.hf_tiny import CASES, waveforms  # noqa: E402
 
 TARGETS = ["yes it is", "no", "say it again"]
+# The synthetic clips' transcripts (lalm_fast.training.make_synthetic) use these words.
+WORDS = hf_tiny.WORDS + [w for w in TINY_WORDS[5:] if w not in hf_tiny.WORDS]
+EOS = "<|endoftext|>"
 READS_AUDIO_PADDING = ("fun_asr_nano", "granite_speech", "granite_speech_plus")
 
 
@@ -183,3 +196,146 @@ def test_a_builtin_adapter_is_merged_before_the_new_lora():
     with torch.no_grad():
         got = model.model(**batch).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# -- lalm-fast train on saved folders ------------------------------------------------------------------------------
+
+
+def save_qwen2_audio(folder):
+    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+                              WhisperFeatureExtractor)
+    tokenizer = hf_tiny.tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", EOS], words=WORDS, eos_token=EOS)
+    torch.manual_seed(0)
+    config = Qwen2AudioConfig(audio_config=dict(model_type="qwen2_audio_encoder", **hf_tiny._whisper_encoder()),
+                              text_config=hf_tiny.text_config("qwen2", vocab_size=len(tokenizer), bos_token_id=None,
+                                                              eos_token_id=tokenizer.eos_token_id),
+                              audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
+    extractor = WhisperFeatureExtractor(feature_size=hf_tiny.MEL, chunk_length=1)     # a 1 s window
+    Qwen2AudioProcessor(extractor, tokenizer).save_pretrained(folder)
+    return str(folder)
+
+
+def save_audioflamingo3(folder):
+    from transformers import (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor,
+                              WhisperFeatureExtractor)
+    tokenizer = hf_tiny.tokenizer(["<sound>", EOS], words=WORDS, eos_token=EOS)
+    torch.manual_seed(0)
+    config = AudioFlamingo3Config(audio_config=hf_tiny._whisper_encoder(),
+                                  text_config=hf_tiny.text_config(vocab_size=len(tokenizer), bos_token_id=None,
+                                                                  eos_token_id=tokenizer.eos_token_id),
+                                  audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"))
+    AudioFlamingo3ForConditionalGeneration(config).save_pretrained(folder)
+    extractor = WhisperFeatureExtractor(feature_size=hf_tiny.MEL, chunk_length=1)
+    AudioFlamingo3Processor(extractor, tokenizer, audio_token="<sound>").save_pretrained(folder)
+    return str(folder)
+
+
+FOLDERS = {"qwen2_audio": save_qwen2_audio, "audioflamingo3": save_audioflamingo3}
+
+
+def native_config(base, output_dir, **changes):
+    data = {"model": {"native": base, "compressor": "uniform:2", "lora": {"r": 4, "alpha": 8, "dropout": 0.2},
+                      "window_seconds": 1.0},
+            "data": {"train": "synthetic:8", "eval": "synthetic:4", "batch_size": 4, "eval_generate": 4,
+                     "max_new_tokens": 4},
+            "optim": {"lr": 0.01, "total_steps": 6, "grad_accum": 2, "warmup_steps": 1},
+            "run": {"output_dir": str(output_dir), "eval_every": 0, "save_every": 2, "progress": False}}
+    for key, value in changes.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return data
+
+
+@pytest.mark.parametrize("model_type", sorted(FOLDERS))
+def test_train_resume_exactly_and_evaluate(model_type, tmp_path, monkeypatch):
+    base = FOLDERS[model_type](tmp_path / "base")
+
+    def config(name):
+        return TrainConfig.from_dict(native_config(base, tmp_path / name))
+
+    straight = train(config("straight"))
+    assert straight.step == 6 and straight.evals and straight.final_dir is not None
+
+    original = loop._Loop._periodic
+
+    def interrupt_after_step_3(self, position):
+        original(self, position)
+        if position.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Loop, "_periodic", interrupt_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("resumed"))
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000003"
+    monkeypatch.setattr(loop._Loop, "_periodic", original)
+    resumed = train(config("resumed"), resume=True)
+
+    assert resumed.losses == straight.losses[3:]
+    expected = load_file(latest_checkpoint(tmp_path / "straight") / "trainable.safetensors")
+    got = load_file(latest_checkpoint(tmp_path / "resumed") / "trainable.safetensors")
+    assert expected.keys() == got.keys() and all("lora_" in name for name in got)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert not (tmp_path / "straight" / "feature_cache").exists()          # the native tower ran every step
+
+    # The final folder reloads (base from the recorded folder) and scores as the run's last evaluation did.
+    model, spec = load_trained(straight.final_dir)
+    assert isinstance(model, NativeAudioLM) and spec.native == base
+    manifest = tmp_path / "straight" / "synthetic" / "manifest.jsonl"      # the 4 eval clips, written last
+    assert cli.main(["eval", "--model", str(straight.final_dir), "--manifest", str(manifest),
+                     "--out", str(tmp_path / "eval")]) == 0
+    row = json.loads((tmp_path / "eval" / "eval.json").read_text())["rows"][0]
+    assert row["name"].startswith(base) and abs(row["extra"]["loss"] - straight.evals[-1]["loss"]) < 1e-4
+    predictions = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 4 and all(json.loads(line)["audio_tokens"] >= 1 for line in predictions)
+
+
+def test_native_config_errors_name_the_key(tmp_path, capsys):
+    base = save_qwen2_audio(tmp_path / "base")
+    voxtral = tmp_path / "voxtral"
+    voxtral.mkdir()
+    (voxtral / "config.json").write_text(json.dumps({"model_type": "voxtral"}))
+    capsys.readouterr()                                   # save_pretrained's progress bars
+    cases = [
+        ({"model.native": str(voxtral)}, "model.native is a 'voxtral' model; native training supports model types"),
+        ({"model.native": str(tmp_path / "nothing")}, "model.native must be a local transformers model folder"),
+        ({"model.lora": None}, "model.lora must be set with model.native"),
+        ({"model.freeze_encoder": False}, "model.freeze_encoder must be true with model.native"),
+        ({"data.cache": True}, "data.cache must be false or null with model.native"),
+    ]
+    for changes, words in cases:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(native_config(base, tmp_path / "run", **changes)))
+        with pytest.raises(SettingError, match=words.replace("(", r"\(")):
+            TrainConfig.from_file(path)
+        assert cli.main(["train", "--config", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err
+    data = native_config(base, tmp_path / "run")
+    data["align"] = {"ctc_steps": 10}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(SettingError, match="align.ctc_steps must be 0 with model.native"):
+        TrainConfig.from_file(tmp_path / "config.json")
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.mark.parametrize("name, model_type", [("qwen2-audio-7b-lora.json", "qwen2_audio"),
+                                              ("granite-speech-lora.json", "granite_speech")])
+def test_gpu_templates_parse(name, model_type, tmp_path):
+    """The GPU templates parse and pass every check once their /path/to/ placeholders name real paths."""
+    data = json.loads(open(os.path.join(CONFIGS, name)).read())
+    assert data["run"]["mixed_precision"] == "bf16" and data["model"]["lm_dtype"] == "bfloat16"
+    native = tmp_path / "model"
+    native.mkdir()
+    (native / "config.json").write_text(json.dumps({"model_type": model_type}))
+    data["model"]["native"] = str(native)
+    for key in ("train", "eval"):
+        (tmp_path / f"{key}.jsonl").write_text("")
+        data["data"][key] = str(tmp_path / f"{key}.jsonl")
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    config = TrainConfig.from_file(path)
+    assert config.model.native == str(native) and config.model.lora["r"] >= 8
