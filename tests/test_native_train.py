@@ -73,7 +73,7 @@ def test_labels_loss_batching_lora_and_generate(model_type, tmp_path):
         valid = inputs.attention_mask[row].bool()
         assert not valid[:valid.sum()].logical_not().any()            # right padding
         ids, labels = inputs.input_ids[row][valid].tolist(), inputs.labels[row][valid].tolist()
-        expected = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        expected = tokenizer(target, add_special_tokens=False)["input_ids"] + [model.end_token_id]
         assert ids[-len(expected):] == expected
         assert labels == [-100] * (len(ids) - len(expected)) + expected
         assert (inputs.labels[row][~valid] == -100).all()
@@ -146,8 +146,21 @@ def test_prompt_uses_the_chat_template_and_a_system_message():
     assert text.startswith("<|im_start|>system\nsay yes<|im_end|>\n<|im_start|>user\n")
     assert "what is <|audio_bos|><|AUDIO|><|audio_eos|> this<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
+    assert model.end_token_id == model.tokenizer.eos_token_id       # <|im_end|> is not a token of this vocabulary
     _, plain = native("audioflamingo3")                      # no chat template: the prompt text itself
     assert plain.prompt_text("transcribe") == "<sound> Transcribe the audio."
+
+
+def test_targets_end_with_the_token_that_ends_an_assistant_turn():
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    specials = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    tokenizer = hf_tiny.tokenizer(specials, eos_token="<|endoftext|>")
+    processor = Qwen2AudioProcessor(WhisperFeatureExtractor(feature_size=hf_tiny.MEL, chunk_length=1), tokenizer)
+    model = NativeAudioLM(CASES["qwen2_audio"].model(), processor, "uniform:2", lora={"r": 2})
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert model.end_token_id == im_end != tokenizer.eos_token_id
+    assert model.target_ids("yes no") == tokenizer("yes no", add_special_tokens=False)["input_ids"] + [im_end]
 
 
 def test_bad_inputs_raise_one_clear_error():

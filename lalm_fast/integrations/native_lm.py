@@ -11,9 +11,9 @@ interface :mod:`lalm_fast.training` and :mod:`lalm_fast.evaluate` use for :class
 Each sample is the model's own prompt (its chat template, when the processor or tokenizer has one, around a
 user turn holding the model's audio marker and the task's instruction), written by the model's own processor
 patched with :func:`lalm_fast.integrations.patch_processor`, so the placeholder count of every audio is the
-compressor's; the target's tokens and eos follow. Labels are the target ids, -100 elsewhere. The model runs
-its own audio tower each step (frozen; no feature cache) and :func:`lalm_fast.integrations.apply_compression`
-compresses its tokens.
+compressor's; the target's tokens and the end of the turn follow. Labels are the target ids, -100 elsewhere.
+The model runs its own audio tower each step (frozen; no feature cache) and
+:func:`lalm_fast.integrations.apply_compression` compresses its tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from jinja2 import TemplateError
 from peft import PeftModel, get_peft_model
 from torch import nn
 
@@ -154,6 +155,7 @@ class NativeAudioLM(nn.Module):
         self.prompts = {**DEFAULT_PROMPTS, **prompts}
         check_templates(self.prompts, AUDIO_PLACEHOLDER)
         self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
+        self.end_token_id = self._turn_end()
         self.lora = None
         if isinstance(model, PeftModel):
             if lora is not None:
@@ -225,8 +227,27 @@ class NativeAudioLM(nn.Module):
                              f"{found} times, not once: {content[:300]!r}")
         return content
 
+    def _turn_end(self) -> int:
+        """The token that ends an assistant turn in the chat template (``<|im_end|>`` for Qwen2-Audio-Instruct),
+        else the tokenizer's eos: what a target ends with, so the model learns to stop as its template does."""
+        eos = self.tokenizer.eos_token_id
+        if not self.chat_template:
+            return eos
+        probe = "lalm fast probe"
+        messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}]
+        try:
+            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False)
+        except (TemplateError, ValueError, TypeError, KeyError):  # a template refusing this conversation: eos
+            return eos
+        if probe not in text:
+            return eos
+        tail = self.tokenizer(text[text.rindex(probe) + len(probe):], add_special_tokens=False)["input_ids"]
+        special = set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id}
+        return tail[0] if tail and tail[0] in special else eos
+
     def target_ids(self, target: str) -> list[int]:
-        return self.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        """A target's token ids as the model is trained on them: the text's tokens, then :attr:`end_token_id`."""
+        return self.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.end_token_id]
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         param = next(self.model.parameters())
@@ -236,7 +257,7 @@ class NativeAudioLM(nn.Module):
     def build_inputs(self, waveforms, sample_lengths=None, tasks="transcribe", prompts=None,
                      targets: Optional[Sequence[str]] = None, padding_side: str = "right") -> dict:
         """The model's keyword arguments for a batch: the processor's audio inputs, ``input_ids`` (prompt, then
-        target and eos) padded on ``padding_side``, ``attention_mask`` and, with ``targets``, ``labels``."""
+        target and its end token) padded on ``padding_side``, ``attention_mask`` and, with ``targets``, ``labels``."""
         audios = _waveform_list(waveforms, sample_lengths)
         batch = len(audios)
         tasks, prompts = as_list(tasks, batch, "tasks"), as_list(prompts, batch, "prompts")
@@ -292,8 +313,9 @@ class NativeAudioLM(nn.Module):
                  **generate_kwargs: Any) -> list[str]:
         """Decoded text per sample, greedy unless ``generate_kwargs`` say otherwise."""
         batch = self.build_inputs(waveforms, sample_lengths, tasks, prompts, padding_side="left")
-        options = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id,
-                   "eos_token_id": self.tokenizer.eos_token_id, **generate_kwargs}
+        stop = list(dict.fromkeys([self.end_token_id, self.tokenizer.eos_token_id]))
+        options = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": stop,
+                   **generate_kwargs}
         ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **options)
         return self.tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
