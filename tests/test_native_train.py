@@ -108,8 +108,9 @@ def test_labels_loss_batching_lora_and_generate(model_type, tmp_path):
     assert trainable and all("lora_" in name and ".language_model." in name for name in trainable)
     assert all(p.grad is not None for p in trainable.values())
     assert all("language_model" in name for name in lora_module_names(model.model))
-    assert model.model.training is False or not any(m.training for n, m in model.model.named_modules()
-                                                    if "audio" in n.split(".")[-1])
+    lm = next(n for n, _ in model.model.named_modules() if n.endswith(".language_model"))
+    modes = {n: m.training for n, m in model.model.named_modules()}
+    assert all(training == (n == lm or n.startswith(lm + ".")) for n, training in modes.items())  # tower: eval
 
     model.eval()
     texts = model.generate(waves, max_new_tokens=3)
@@ -182,6 +183,8 @@ def test_bad_inputs_raise_one_clear_error():
     _, model = native("qwen2_audio")
     with pytest.raises(ValueError, match="exactly once"):
         model.prompt_text(prompt="no audio here")
+    with pytest.raises(ValueError, match="prompts.system needs a chat template"):
+        native("audioflamingo3", prompts={"system": "be brief"})
     with pytest.raises(ValueError, match=r"2 sample_lengths for 3 waveforms"):
         model(waveforms(case.seconds), [10, 10])
     with pytest.raises(ValueError, match="waveforms must be \\[batch, samples\\]"):
@@ -316,6 +319,7 @@ def test_native_config_errors_name_the_key(tmp_path, capsys):
         ({"model.lora": None}, "model.lora must be set with model.native"),
         ({"model.freeze_encoder": False}, "model.freeze_encoder must be true with model.native"),
         ({"data.cache": True}, "data.cache must be false or null with model.native"),
+        ({"model.compressor": "unifrom:2"}, "model.compressor is not a valid compressor"),
     ]
     for changes, words in cases:
         path = tmp_path / "config.json"

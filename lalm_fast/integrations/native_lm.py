@@ -132,7 +132,7 @@ class NativeAudioLM(nn.Module):
     ``{"r", "alpha", "dropout", "target_modules", "scope"}`` plus any ``LoraConfig`` option. ``prompts``: task
     templates with ``<audio>`` (the defaults: :data:`~lalm_fast.models.prompts.DEFAULT_PROMPTS`) and
     optionally ``"system"``, a system message for the chat template (Granite's template writes today's date
-    when none is given, which would change the prompts from day to day).
+    into its default system message, which would change the prompts from day to day).
     """
 
     def __init__(self, model: nn.Module, processor, compressor: Union[str, dict, AudioCompressor],
@@ -155,6 +155,8 @@ class NativeAudioLM(nn.Module):
         self.prompts = {**DEFAULT_PROMPTS, **prompts}
         check_templates(self.prompts, AUDIO_PLACEHOLDER)
         self.chat_template = getattr(processor, "chat_template", None) or self.tokenizer.chat_template
+        if self.system and not self.chat_template:
+            raise ValueError("prompts.system needs a chat template to put it in, and this processor has none")
         self.end_token_id = self._turn_end()
         self.lora = None
         if isinstance(model, PeftModel):
@@ -194,10 +196,11 @@ class NativeAudioLM(nn.Module):
         return isinstance(self.model, PeftModel)
 
     def _language_model(self) -> nn.Module:
+        scope = (self.lora or {}).get("scope", "language_model")
         for name, module in self.model.named_modules():
-            if name.split(".")[-1] == "language_model":
+            if name.split(".")[-1] == scope:
                 return module
-        raise TypeError(f"{type(self.model).__name__} has no language_model submodule")
+        raise TypeError(f"{type(self.model).__name__} has no {scope} submodule")
 
     def train(self, mode: bool = True) -> "NativeAudioLM":
         # The frozen audio tower and projector stay in eval mode (no dropout): only the language model,
