@@ -320,6 +320,7 @@ def test_native_config_errors_name_the_key(tmp_path, capsys):
         ({"model.freeze_encoder": False}, "model.freeze_encoder must be true with model.native"),
         ({"data.cache": True}, "data.cache must be false or null with model.native"),
         ({"model.compressor": "unifrom:2"}, "model.compressor is not a valid compressor"),
+        ({"model.init_from": str(tmp_path)}, "model.init_from must be null with model.native"),
     ]
     for changes, words in cases:
         path = tmp_path / "config.json"
