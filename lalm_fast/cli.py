@@ -73,7 +73,8 @@ def _info() -> int:
 
 
 def _train(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lalm-fast train", description="train an AudioLM (docs/training.md)")
+    parser = argparse.ArgumentParser(prog="lalm-fast train", description="train an AudioLM, or LoRA on a native "
+                                     "transformers audio LLM (model.native; docs/training.md)")
     parser.add_argument("--config", required=True, help="JSON (or YAML) config, e.g. configs/tiny.json")
     parser.add_argument("--output-dir", help="overrides run.output_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")

@@ -20,14 +20,14 @@ WORDS = ["what", "is", "this", "say", "it", "again", "yes", "no"]
 MEL = 8
 
 
-def tokenizer(specials: list[str], padding_side: str = "left", named: dict | None = None,
+def tokenizer(specials: list[str], padding_side: str = "left", named: dict | None = None, words: list[str] = WORDS,
               **special_tokens) -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then WORDS.
+    """A whitespace word-level tokenizer: ``<pad>``, ``<unk>``, ``specials`` (kept whole), then ``words``.
 
     ``named`` ({"audio_token": "<|audio_pad|>", ...}) become tokenizer attributes, as processors
     that read ``tokenizer.audio_token`` expect.
     """
-    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *specials, *WORDS])}
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", *specials, *words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     extra = {"extra_special_tokens": named} if named else {"additional_special_tokens": specials}

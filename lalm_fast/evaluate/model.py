@@ -1,4 +1,5 @@
-"""Scoring a trained :class:`~lalm_fast.models.AudioLM` on a dataset: loss, and WER / BLEU of greedy
+"""Scoring a trained :class:`~lalm_fast.models.AudioLM` (or a
+:class:`~lalm_fast.integrations.native_lm.NativeAudioLM`) on a dataset: loss, and WER / BLEU of greedy
 decoding; what periodic evaluation during training and ``lalm-fast eval`` run."""
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def decode_metrics(model, dataset: Dataset, data_spec: DataSpec, generate: Optio
 @torch.no_grad()
 def _audio_token_counts(model, dataset: Dataset, audio: torch.Tensor, lengths: torch.Tensor) -> list[int]:
     inputs = audio_inputs(dataset, audio, lengths)
+    if getattr(dataset, "native", False):
+        return model.audio_token_counts(**inputs).tolist()
     if dataset.cached:
         return model.compress_states(inputs["encoder_states"], inputs["encoder_lengths"]).lengths.tolist()
     return model.encode_audio(inputs["input_features"], inputs["frame_lengths"]).lengths.tolist()
@@ -117,7 +120,7 @@ def evaluate_to_files(model_dir: str | os.PathLike, manifest: str | os.PathLike,
     result = evaluate_model(model, dataset, data_spec, len(dataset.utterances) if generate is None else generate,
                             count_tokens=True)
     report = EvalReport(f"{Path(manifest).name}: {model_dir}")
-    report.add(f"{spec.encoder} + {spec.lm}, {model.compressor!r}",
+    report.add(f"{spec.native or f'{spec.encoder} + {spec.lm}'}, {model.compressor!r}",
                audio_tokens_per_second=result["audio_tokens_per_second"], wer=result.get("wer"),
                bleu=result.get("bleu"), loss=round(result["loss"], 4), skipped=dataset.loader.skips.total)
     out_dir = Path(out_dir)

@@ -14,12 +14,17 @@ Model-specific modules:
   cross-attention masks, a decoder-only LoRA preset);
 - :mod:`lalm_fast.integrations.lora`: peft LoRA scoped to the language model, adapters saved
   together with the compressor config;
+- :mod:`lalm_fast.integrations.native_lm`: :class:`NativeAudioLM`, a native model compressed and with LoRA
+  on its language model, behind the interface ``lalm_fast.training`` (``model.native``) and
+  ``lalm_fast.evaluate`` use;
+- :mod:`lalm_fast.integrations.serving`: ``audio_embeds``, each audio's compressed embeddings in the
+  language model's hidden space, for serving engines that take precomputed audio embeddings;
 - :mod:`lalm_fast.integrations.long_audio`: model-agnostic 30 s windowing (torch only), a re-export
   of :mod:`lalm_fast.long_audio`.
 
-Submodules are not imported here: ``qwen2_audio``, ``whisper`` and ``lora`` need transformers / peft, which
-the rest of lalm_fast does not. The generic functions below import nothing from transformers:
-adapters find their modules by class name.
+Submodules are not imported here: ``qwen2_audio``, ``whisper``, ``lora``, ``native_lm`` and ``serving`` need
+transformers / peft, which the rest of lalm_fast does not. The generic functions below import nothing from
+transformers: adapters find their modules by class name.
 """
 
 from lalm_fast.integrations.native import (adapter_for, apply_compression, compression, expand_inputs,  # noqa: F401

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import pad_sequence
 from lalm_fast.integrations._patching import PATCH_ATTR, ForwardPatch, applied_patch, patch_of
 from lalm_fast.integrations._placeholders import (check_placeholder_runs, expand_audio_placeholders,
                                                   expand_token_types)
-from lalm_fast.nn import AudioCompressor
+from lalm_fast.nn import AudioCompressor, CompressedAudio
 
 _PROCESSOR_ATTR = "_lalm_fast_compression"
 # input_ids of the patched forward running in this thread / task: {id(inner): input_ids}.
@@ -131,12 +131,16 @@ class Adapter:
 
     def audio_lengths(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """Compressed tokens per audio for ``batch`` (runs the encoder once)."""
+        return self.compressed_tokens(model, batch).lengths
+
+    @torch.no_grad()
+    def compressed_tokens(self, model: nn.Module, batch: dict) -> CompressedAudio:
+        """The compressed audio tokens of ``batch``, one row per audio (per encoder row for a windowed
+        processor): ``values [N, S, D]``, valid ``lengths [N]``; what the model puts onto its placeholders."""
         inner = self.inner(model)
-        applied_patch(inner, "apply_compression(model, compressor) first")
+        patch = applied_patch(inner, "apply_compression(model, compressor) first")
         args = _bound_args(inner, (), {name: batch[name] for name in self.audio_inputs if batch.get(name) is not None})
-        with torch.no_grad():
-            original = applied_patch(inner).original_features
-            return _compress(inner, original(**self.native_args(inner, args)), args)[1]
+        return _compressed(inner, patch.original_features(**self.native_args(inner, args)), args)[0]
 
     def expand_inputs(self, model: nn.Module, batch: dict, labels=None, padding_side=None) -> dict:
         """``batch`` with every audio's placeholder run expanded to its compressed count."""
@@ -241,15 +245,21 @@ def _compressed_features(self, *args, **kwargs):
     return output
 
 
-def _compress(inner: nn.Module, output, args: dict):
+def _compressed(inner: nn.Module, output, args: dict) -> tuple[CompressedAudio, torch.Tensor]:
+    """The original hook's ``output`` split per audio and compressed, and each audio's native count."""
     patch = applied_patch(inner)
     padded, native = patch.adapter.split(inner, output, args)
     out = patch.compressor(padded, native)
     if out.values.shape[-1] != padded.shape[-1]:
         raise ValueError(f"compressor {patch.compressor.config()} changed the feature size from {padded.shape[-1]} "
                          f"to {out.values.shape[-1]}; the language model expects {padded.shape[-1]}")
+    return out, native
+
+
+def _compress(inner: nn.Module, output, args: dict):
+    out, native = _compressed(inner, output, args)
     mask = out.mask().bool()
-    return patch.adapter.join(output, out.values, out.lengths, mask), out.lengths, native
+    return applied_patch(inner).adapter.join(output, out.values, out.lengths, mask), out.lengths, native
 
 
 def _check(inner: nn.Module, input_ids: torch.Tensor, lengths: torch.Tensor, native: torch.Tensor) -> None:

@@ -245,13 +245,13 @@ class GraniteSpeech(Adapter):
                              "GraniteSpeechFeatureExtractor writes it")
         return features[:, :mask.shape[1]], lengths
 
-    def audio_lengths(self, model, batch):
+    @torch.no_grad()
+    def compressed_tokens(self, model, batch):
         inner = self.inner(model)
         patch = applied_patch(inner, "apply_compression(model, compressor) first")
-        with torch.no_grad():
-            features = inner.get_audio_features(batch["input_features"].to(inner.dtype), return_dict=True).pooler_output
-            padded, native = self.split_features(features, batch.get("input_features_mask"))
-            return patch.compressor(padded, native).lengths
+        features = inner.get_audio_features(batch["input_features"].to(inner.dtype), return_dict=True).pooler_output
+        padded, native = self.split_features(features, batch.get("input_features_mask"))
+        return patch.compressor(padded, native)
 
 
 class GraniteSpeechPlus(GraniteSpeech):
@@ -295,10 +295,10 @@ class Qwen2Audio(Adapter):
     def compressor_of(self, model):
         return self._module().inner_model(model).__dict__["_lalm_fast_compression"].compressor
 
-    def audio_lengths(self, model, batch):
-        with torch.no_grad():
-            audio = self._module().get_audio_features(model, batch["input_features"], batch["feature_attention_mask"])
-        return audio.lengths
+    @torch.no_grad()
+    def compressed_tokens(self, model, batch):
+        """Projected tokens (Qwen2-Audio compresses before its projector)."""
+        return self._module().get_audio_features(model, batch["input_features"], batch["feature_attention_mask"])
 
     def expand_inputs(self, model, batch, labels=None, padding_side=None):
         qa = self._module()

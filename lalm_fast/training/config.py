@@ -24,16 +24,20 @@ TRAIN_SPEC_FILE = "lalm_train.json"
 
 @dataclass
 class ModelSpec:
+    native: Optional[str] = None            # a local transformers audio-LLM folder (Qwen2-Audio, Granite Speech,
+                                            # ...): trains LoRA on its language model with its own audio tower and
+                                            # projector (frozen); encoder, lm, projector and mel_bins are unused
     encoder: str = TINY_RANDOM              # "packaged:tiny.en", a local HF folder, or tiny-random
     lm: str = TINY_RANDOM                   # "packaged:smollm2-135m", a local HF folder, or tiny-random
     compressor: Any = "uniform:4"
     projector: dict = field(default_factory=lambda: {"layers": 2})   # MLPProjector options besides dims
-    lora: Optional[dict] = None             # AudioLM.add_lora options, e.g. {"r": 8}
-    prompts: Optional[dict] = None          # None: the tiny prompts for tiny-random, else the defaults
+    lora: Optional[dict] = None             # AudioLM.add_lora options, e.g. {"r": 8}; native: also "scope"
+    prompts: Optional[dict] = None          # None: the tiny prompts for tiny-random, else the defaults;
+                                            # native: also "system", a system message for the chat template
     freeze_encoder: bool = True
     window_seconds: float = 30.0            # encoder input window; clips must fit
     mel_bins: int = 80                      # 128 for Whisper large-v3
-    lm_dtype: str = "float32"
+    lm_dtype: str = "float32"               # native: the dtype the whole model is loaded in
     seed: int = 0                           # builds the projector (and tiny-random weights)
     init_from: Optional[str] = None         # start from a model saved by AudioLM.save_pretrained (a run's
                                             # final/): its prompts, projector and LoRA, with this spec's
@@ -143,6 +147,8 @@ class TrainConfig:
                 settings.check({key: value}, {key: settings.existing_file}, where)
         for key, value in (("model.encoder", self.model.encoder), ("model.lm", self.model.lm)):
             settings.check({key: value}, {key: _local_model}, where)
+        if self.model.native is not None:
+            self._check_native(where)
         if not self.model.train_lora and self.model.init_from is None:
             raise SettingError(where, "model.train_lora", "false needs model.init_from: a fresh LoRA that never "
                                                           "trains does nothing")
@@ -154,6 +160,26 @@ class TrainConfig:
             if self.align.ctc_steps:
                 raise SettingError(where, "align.ctc_steps", "must be 0 with model.init_from: a warm-up would "
                                                              "re-align the trained projector")
+
+    def _check_native(self, where: str) -> None:
+        """What a native model needs: LoRA to train, its own frozen tower, no cache of Whisper encoder states."""
+        problems = [
+            ("model.lora", self.model.lora is None,
+             "must be set with model.native: the LoRA on the native model's language model is what trains"),
+            ("model.train_lora", not self.model.train_lora,
+             "must be true with model.native: the LoRA is all that trains"),
+            ("model.init_from", self.model.init_from is not None,
+             "must be null with model.native: it starts an AudioLM from a saved one"),
+            ("model.freeze_encoder", not self.model.freeze_encoder,
+             "must be true with model.native: the native audio tower stays frozen"),
+            ("data.cache", bool(self.data.cache),
+             "must be false or null with model.native: the native audio tower runs every step (no feature cache)"),
+            ("align.ctc_steps", self.align.ctc_steps > 0,
+             "must be 0 with model.native: the CTC warm-up trains an AudioLM projector, which a native model has not"),
+        ]
+        for key, bad, problem in problems:
+            if bad:
+                raise SettingError(where, key, problem)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,6 +210,28 @@ def _saved_audio_lm(value) -> Optional[str]:
     return None
 
 
+def _native_folder(value) -> Optional[str]:
+    """A local transformers folder whose config.json names a model type the native training path supports."""
+    problem = text(value)
+    if problem:
+        return problem
+    path = Path(value) / "config.json"
+    if not path.is_file():
+        return f"must be a local transformers model folder (with config.json); {value!r} is not one here"
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"names a folder whose config.json cannot be read ({exc})"
+    from lalm_fast.integrations.native_lm import TRAINABLE_MODEL_TYPES  # transformers: only for a native model
+
+    if not isinstance(model_type, str):
+        return f"names a folder whose config.json has no model_type ({path})"
+    if model_type not in TRAINABLE_MODEL_TYPES:
+        return (f"is a {model_type!r} model; native training supports model types {', '.join(TRAINABLE_MODEL_TYPES)} "
+                "(docs/training.md)")
+    return None
+
+
 def _compressor(value) -> Optional[str]:
     from lalm_fast.nn import build_compressor  # torch: only once a config names a compressor
 
@@ -200,7 +248,8 @@ _OPTIONAL_DICT = optional(_DICT)
 
 #: The type and range of every setting, checked when a config is read (a test keeps it complete).
 RULES: dict[str, dict[str, settings.Rule]] = {
-    "model": {"encoder": text, "lm": text, "compressor": _compressor, "projector": _DICT, "lora": _OPTIONAL_DICT,
+    "model": {"native": optional(_native_folder), "encoder": text, "lm": text, "compressor": _compressor,
+              "projector": _DICT, "lora": _OPTIONAL_DICT,
               "prompts": _OPTIONAL_DICT, "freeze_encoder": _BOOL, "window_seconds": number(0), "mel_bins": integer(1),
               "lm_dtype": choice("float32", "float16", "bfloat16"), "seed": integer(0),
               "init_from": optional(text), "train_lora": _BOOL},

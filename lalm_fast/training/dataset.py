@@ -18,8 +18,8 @@ from lalm_fast.data.errors import AudioError
 from lalm_fast.training.config import SYNTHETIC, TINY_RANDOM, DataSpec, ModelSpec
 
 __all__ = ["AUTO_TASK", "FEATURE_CACHE", "LANGUAGE_NAMES", "Batch", "Dataset", "audio_inputs", "encoder_identity",
-           "epoch_batches", "feature_cache", "is_translation", "make_synthetic", "normalize_target", "open_dataset",
-           "uses_cache"]
+           "epoch_batches", "feature_cache", "is_translation", "make_synthetic", "native_sampling_rate",
+           "normalize_target", "open_dataset", "uses_cache"]
 
 FEATURE_CACHE = "feature_cache" # default cache folder inside the run's output_dir
 AUTO_TASK = "auto"              # data.task: per utterance, from its lang pair (see Dataset.task_of)
@@ -40,7 +40,12 @@ class Dataset:
                  cache: Optional[FeatureCache] = None, encode=None):
         self.window, self.mel_bins, self.task = model_spec.window_seconds, model_spec.mel_bins, data_spec.task
         self.normalize = data_spec.normalize_targets
-        self.loader = UtteranceLoader(max_seconds=self.window, skip_bad=data_spec.skip_bad,
+        # A native model takes waveforms at its own processor's rate; AudioLM takes 16 kHz log-mel.
+        self.native = bool(model_spec.native)
+        rate = native_sampling_rate(model_spec.native) if self.native else 16000
+        if self.native and cache is not None:
+            raise ValueError("a native model (model.native) runs its own audio tower: no feature cache")
+        self.loader = UtteranceLoader(sample_rate=rate, max_seconds=self.window, skip_bad=data_spec.skip_bad,
                                       require_translation=is_translation(self.task))
         checked = [(utt, self.loader.guarded(self._duration, utt)) for utt in utterances]
         self.utterances = [utt for utt, seconds in checked if seconds is not None]
@@ -70,14 +75,20 @@ class Dataset:
 
     def load(self, indices: list[int]):
         """``(features, mel_frames, targets, seconds)`` of the loadable ones among ``indices``; None if none is.
-        With a cache: ``(encoder_states [B, T, D] float16, encoder_frames, targets, seconds)``;
-        :func:`audio_inputs` names them for the model."""
+        With a cache: ``(encoder_states [B, T, D] float16, encoder_frames, targets, seconds)``; for a native
+        model: ``(waveforms [B, samples] float32, samples, targets, seconds)``. :func:`audio_inputs` names them
+        for the model."""
         if self.cache is not None:
             return self._load_cached(indices)
         loaded = [(i, self.loader.guarded(self.loader.load, self.utterances[i])) for i in indices]
         loaded = [(i, audio) for i, audio in loaded if audio is not None]
         if not loaded:
             return None
+        if self.native:
+            waves = [torch.from_numpy(np.asarray(audio, dtype=np.float32)) for _, audio in loaded]
+            lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+            return self._batch([i for i, _ in loaded], torch.nn.utils.rnn.pad_sequence(waves, batch_first=True),
+                               lengths)
         features, encoder_frames = log_mel([audio for _, audio in loaded], self.window, self.mel_bins)
         # AudioLM counts input (mel) frames; 2 per encoder frame.
         return self._batch([i for i, _ in loaded], features, encoder_frames * 2)
@@ -144,7 +155,9 @@ def is_translation(task: Any) -> bool:
 
 
 def audio_inputs(dataset: Dataset, audio: torch.Tensor, lengths: torch.Tensor) -> dict:
-    """The AudioLM keyword arguments for the first two items of ``dataset.load(...)``."""
+    """The model's keyword arguments for the first two items of ``dataset.load(...)``."""
+    if getattr(dataset, "native", False):
+        return {"waveforms": audio, "sample_lengths": lengths}
     if dataset.cached:
         return {"encoder_states": audio, "encoder_lengths": lengths}
     return {"input_features": audio, "frame_lengths": lengths}
@@ -160,12 +173,33 @@ def open_dataset(source: str, model_spec: ModelSpec, data_spec: DataSpec, run_di
 
 
 def uses_cache(model_spec: ModelSpec, data_spec: DataSpec) -> bool:
-    """Whether a run caches encoder outputs: ``data.cache``, by default on for a frozen encoder."""
+    """Whether a run caches encoder outputs: ``data.cache``, by default on for a frozen encoder (never for a
+    native model, whose own audio tower runs every step)."""
+    if model_spec.native:
+        if data_spec.cache:
+            raise ValueError("data.cache needs an AudioLM encoder: a native model (model.native) runs its own audio "
+                             "tower every step")
+        return False
     if data_spec.cache is None:
         return model_spec.freeze_encoder
     if data_spec.cache and not model_spec.freeze_encoder:
         raise ValueError("data.cache needs model.freeze_encoder: a trained encoder's outputs change every step")
     return bool(data_spec.cache)
+
+
+def native_sampling_rate(folder: str | Path) -> int:
+    """The sampling rate a native model's processor expects, read from the folder's processor config
+    (``processor_config.json`` or ``preprocessor_config.json``) without loading transformers."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text(encoding="utf-8"))
+        for part in (record, record.get("feature_extractor"), record.get("audio_processor")):
+            if isinstance(part, dict) and isinstance(part.get("sampling_rate"), int):
+                return part["sampling_rate"]
+    raise ValueError(f"{folder} has no processor config with a sampling_rate (processor_config.json or "
+                     "preprocessor_config.json): save the processor with save_pretrained into the model folder")
 
 
 def encoder_identity(spec: ModelSpec) -> str:

@@ -13,7 +13,14 @@ __all__ = ["build_model", "load_encoder", "load_trained"]
 
 def build_model(spec: ModelSpec):
     """An AudioLM from the spec's sources, with a fresh projector (and LoRA when asked), or with
-    the projector and LoRA of ``spec.init_from`` and the spec's compressor."""
+    the projector and LoRA of ``spec.init_from`` and the spec's compressor; with ``spec.native`` a
+    :class:`~lalm_fast.integrations.native_lm.NativeAudioLM` (the native model compressed, LoRA on its
+    language model, drawn from ``spec.seed``)."""
+    if spec.native:
+        from lalm_fast.integrations.native_lm import NativeAudioLM
+
+        return NativeAudioLM.from_folder(spec.native, spec.compressor, lora=spec.lora, prompts=spec.prompts,
+                                         dtype=spec.lm_dtype, seed=spec.seed)
     from lalm_fast.models import AudioLM, AudioLMConfig, MLPProjector
     from lalm_fast.models.tiny import PROMPTS
 
@@ -40,6 +47,10 @@ def load_trained(directory: str | os.PathLike, is_trainable: bool = False):
     from lalm_fast.models import AudioLM
 
     spec = saved_spec(directory, "model")
+    if spec.native:
+        from lalm_fast.integrations.native_lm import NativeAudioLM
+
+        return NativeAudioLM.from_pretrained(directory, is_trainable=is_trainable, dtype=spec.lm_dtype), spec
     encoder, lm, tokenizer = _load_bases(spec)
     return AudioLM.from_pretrained(directory, encoder, lm, tokenizer, is_trainable=is_trainable), spec
 
@@ -48,6 +59,8 @@ def load_encoder(spec: ModelSpec):
     """The spec's (frozen) audio encoder alone; tiny-random weights are seeded by ``spec.seed``."""
     from lalm_fast.models import pretrained, tiny
 
+    if spec.native:
+        raise ValueError("a native model (model.native) has no separate Whisper encoder to load")
     if spec.encoder == TINY_RANDOM:
         torch.manual_seed(spec.seed)
         return tiny.tiny_encoder(mel_bins=spec.mel_bins, mel_frames=round(spec.window_seconds * 100))
