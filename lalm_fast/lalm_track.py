@@ -27,12 +27,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BASE_RUN", "SCORES", "base_config", "train_base", "adapt_config", "run_configuration", "score_model",
+__all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_config", "train_base", "adapt_config", "run_configuration", "score_model",
            "read_curve", "plot_curve", "fill_cache"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it was adapted from
 SCORES = "scores"           # <out>/scores/<configuration>.json: its report row
+CURVE = "curve.json"        # <out>/curve.json: the base's learning curve (read_curve)
 
 
 # ----- training configs ---------------------------------------------------------------------------
@@ -84,15 +85,22 @@ def adapt_config(configuration, preset, paths: dict, out: Path, encoder: str, lm
 
 
 def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
-               minutes: Optional[float] = None) -> dict:
+               minutes: Optional[float] = None, continue_from: Optional[Path] = None) -> dict:
     """Train or continue the base for about ``minutes`` of LM steps (None: to the end of its schedule).
-    Returns ``{"dir": final/ or latest/, "step", "total_steps", "finished"}``."""
+    ``continue_from``: a committed run (``adapters/base-25hz`` and ``curve.json``) to go on from when
+    this run has no checkpoint of its own (:func:`seed_from_export`).
+    Returns ``{"dir": final/ or latest/, "step", "total_steps", "finished", "position"}``."""
     from lalm_fast.training import latest_checkpoint, train
     from lalm_fast.training.loop import LATEST
 
     config = base_config(preset, paths, out, encoder, lm, seed)
     run_dir = Path(config.run.output_dir)
-    if not (run_dir / "final" / "lalm_train.json").exists():
+    if continue_from is not None and latest_checkpoint(run_dir) is None:
+        seed_from_export(Path(continue_from), config)
+    if minutes == 0:  # use the base as it stands
+        if latest_checkpoint(run_dir) is None:
+            raise ValueError(f"no base to use as it stands: {run_dir} has no checkpoint (train it first)")
+    elif not (run_dir / "final" / "lalm_train.json").exists():
         started, cpu = time.perf_counter(), time.process_time()
         result = train(config, resume=True, stop_after_seconds=None if minutes is None else 60 * minutes)
         _append_jsonl(run_dir / "sessions.jsonl", {
@@ -101,10 +109,63 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
             "cpu_seconds": round(time.process_time() - cpu, 1)})
     final = run_dir / "final"
     finished = (final / "lalm_train.json").exists()
-    folder = final if finished else run_dir / LATEST
     checkpoint = latest_checkpoint(run_dir)
-    step = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-    return {"dir": str(folder), "step": step, "total_steps": config.optim.total_steps, "finished": finished}
+    folder = final if finished else _export(config, checkpoint, run_dir / LATEST)
+    position = _position(checkpoint) if checkpoint else {"step": 0, "epoch": 0, "batch": 0}
+    return {"dir": str(folder), "step": position["step"], "total_steps": config.optim.total_steps,
+            "finished": finished, "position": position}
+
+
+def has_base(out: Path) -> bool:
+    """Whether ``out`` holds a base checkpoint to go on from."""
+    from lalm_fast.training import latest_checkpoint
+
+    return latest_checkpoint(out / "runs" / BASE_RUN) is not None
+
+
+def _export(config, checkpoint: Path, folder: Path) -> Path:
+    """The model of ``checkpoint`` as a loadable folder (a stopped run writes one itself, a killed one not)."""
+    from safetensors.torch import load_file
+
+    from lalm_fast.data.files import atomic_write
+    from lalm_fast.training import TRAIN_SPEC_FILE, build_model
+
+    model = build_model(config.model)
+    model.load_state_dict(load_file(checkpoint / "trainable.safetensors"), strict=False)
+    model.save_pretrained(folder)
+    with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
+        json.dump({"model": asdict(config.model), "data": asdict(config.data)}, handle, indent=2)
+    return folder
+
+
+def _position(checkpoint: Path) -> dict:
+    from dataclasses import fields
+
+    from lalm_fast.training.checkpoint import STEP_FILE, Position
+
+    record = json.loads((checkpoint / STEP_FILE).read_text())
+    return {f.name: record[f.name] for f in fields(Position)}
+
+
+def seed_from_export(committed: Path, config) -> None:
+    """Start ``config``'s run from a committed base (float16 weights, the data position and the
+    learning curve of ``committed``): a checkpoint at that step (:func:`~lalm_fast.training.loop.seed_checkpoint`:
+    the same schedule and data order, optimiser moments from zero) and the curve so far."""
+    from lalm_fast.training.checkpoint import Position
+    from lalm_fast.training.loop import TRAIN_LOG, seed_checkpoint
+
+    weights = committed / "adapters" / BASE_RUN
+    if not (weights / "metrics.json").is_file() or not (committed / CURVE).is_file():
+        raise ValueError(f"{committed} is not a committed LALM-track run (needs adapters/{BASE_RUN}/ and {CURVE})")
+    position = json.loads((weights / "metrics.json").read_text())["base_position"]
+    run_dir = Path(config.run.output_dir)
+    seed_checkpoint(config, weights, Position(**position))
+    curve = json.loads((committed / CURVE).read_text())
+    for name, records in ((TRAIN_LOG, curve["train"]), ("metrics.jsonl", curve["eval"])):
+        with open(run_dir / name, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= position["step"])
+    print(f"== {BASE_RUN}: continuing from {committed} at step {position['step']} (optimiser moments restart)",
+          flush=True)
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -195,7 +256,8 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
             return stored
     model, spec = load_trained(base["dir"])
     metrics: dict[str, Any] = {"configuration": configuration.name, "compressor": configuration.compressor,
-                               "lora": configuration.lora, "base_step": base["step"]}
+                               "lora": configuration.lora, "base_step": base["step"],
+                               "base_position": base["position"]}
     if configuration.name == BASE_RUN:
         print(f"== {BASE_RUN}: scoring the base (step {base['step']})", flush=True)
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))

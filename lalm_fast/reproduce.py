@@ -173,7 +173,8 @@ def _tiny_corpora(folder: Path, seed: int) -> None:
 def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str] = None,
               encoder: Optional[str] = None, lm: Optional[str] = None, configurations: Optional[Sequence[str]] = None,
               adapt_steps: Optional[int] = None, ctc_steps: Optional[int] = None, seed: int = 0,
-              jobs: Optional[int] = None, base_minutes: Optional[float] = None, base_only: bool = False) -> dict:
+              jobs: Optional[int] = None, base_minutes: Optional[float] = None, base_only: bool = False,
+              continue_from: Optional[str] = None) -> dict:
     """Run the recipe into ``out``; returns the report dict (also in ``out/report.json``), or with
     ``base_only`` the base's state (``{"dir", "step", "total_steps", "finished"}``) once it has trained."""
     from lalm_fast import lalm_track
@@ -185,8 +186,8 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
                      ctc_steps=chosen.ctc_steps if ctc_steps is None else ctc_steps)
     if chosen.adapt_steps < 1 or chosen.ctc_steps < 0:
         raise ReproduceError(f"--steps must be >= 1 and --ctc-steps >= 0, got {chosen.adapt_steps} and {chosen.ctc_steps}")
-    if base_minutes is not None and not base_minutes > 0:
-        raise ReproduceError(f"--base-minutes must be > 0, got {base_minutes}")
+    if base_minutes is not None and not base_minutes >= 0:
+        raise ReproduceError(f"--base-minutes must be >= 0 (0: the base as it stands), got {base_minutes}")
     jobs = chosen.jobs if jobs is None else jobs
     if jobs < 1:
         raise ReproduceError(f"--jobs must be >= 1, got {jobs}")
@@ -207,7 +208,10 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
     lalm_track.fill_cache(chosen, paths, out, encoder, seed)
     print(f"== {BASE_RUN}: training{'' if base_minutes is None else f' for about {base_minutes:g} minutes'}",
           flush=True)
-    base = lalm_track.train_base(chosen, paths, out, encoder, lm, seed, base_minutes)
+    if base_minutes == 0 and not continue_from and not lalm_track.has_base(out):
+        raise ReproduceError(f"--base-minutes 0 uses the base as it stands, but {out} has no base checkpoint yet")
+    base = lalm_track.train_base(chosen, paths, out, encoder, lm, seed, base_minutes,
+                                 Path(continue_from) if continue_from else None)
     print(f"== {BASE_RUN}: step {base['step']} of {base['total_steps']}", flush=True)
     if base_only:
         return base
@@ -220,6 +224,7 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
                                       "evaluations": curve["eval"]}}
     if chosen.whisper_baseline and encoder == "packaged:tiny.en":
         extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"])
+    (out / lalm_track.CURVE).write_text(json.dumps(curve))
     lalm_track.plot_curve(out / "curve.png", curve, (extra.get("whisper_baseline") or {}).get("wer"))
     extra["curve_plot"] = "curve.png"
     extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
@@ -297,8 +302,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "LoRA steps); overrides the preset")
     parser.add_argument("--ctc-steps", type=int, help="CTC warm-up steps of the base (0 = none)")
     parser.add_argument("--base-minutes", type=float, help="train the base for about this many minutes of LM steps, "
-                        "then go on from where it stands (a later call continues its schedule)")
+                        "then go on from where it stands (a later call continues its schedule); 0: no more "
+                        "base training")
     parser.add_argument("--base-only", action="store_true", help="train the base and stop (no configurations)")
+    parser.add_argument("--continue-from", help="a committed run (e.g. results/lalm-track-cpu) whose base this run "
+                        "goes on from when OUT has no base checkpoint yet (float16 weights: close to, not equal to, "
+                        "the uninterrupted run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, help="configurations trained at once, 1 thread each (quick: 2)")
     parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3, segment-rate3 and segment-rate3-min2 "
@@ -314,7 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reproduce(out, preset, data=args.data, encoder=args.encoder, lm=args.lm,
                   configurations=args.configs.split(",") if args.configs else None, adapt_steps=args.steps,
                   ctc_steps=args.ctc_steps, seed=args.seed, jobs=args.jobs, base_minutes=args.base_minutes,
-                  base_only=args.base_only)
+                  base_only=args.base_only, continue_from=args.continue_from)
     except ReproduceError as error:
         print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
         return 2
@@ -326,7 +335,8 @@ def _whisper_main(args) -> int:
 
     unsupported = [flag for flag, value in (("--encoder", args.encoder), ("--lm", args.lm), ("--ctc-steps",
                    args.ctc_steps), ("--jobs", args.jobs), ("--base-minutes", args.base_minutes),
-                   ("--base-only", args.base_only or None)) if value is not None]
+                   ("--base-only", args.base_only or None), ("--continue-from", args.continue_from))
+                   if value is not None]
     if unsupported:
         raise ReproduceError(f"{', '.join(unsupported)} apply to the lalm track only")
     preset = "tiny" if args.dry_run else "quick"

@@ -85,6 +85,23 @@ def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_
         assert all(torch.equal(pieces[k], whole[k]) for k in whole)
 
 
+def test_a_new_run_continues_a_committed_base_from_its_float16_export(tmp_path):
+    committed = tmp_path / "committed"
+    rep.reproduce(committed, "tiny", configurations=[rep.BASE.name], base_minutes=1e-9)  # stops after step 1
+    exported = json.loads((committed / "adapters" / rep.BASE.name / "metrics.json").read_text())
+    assert exported["base_position"]["step"] == 1
+    fresh = tmp_path / "fresh"
+    base = rep.reproduce(fresh, "tiny", continue_from=str(committed), base_only=True)
+    assert base["step"] == rep.PRESETS["tiny"].base_steps and base["finished"]
+    curve = json.loads((committed / "curve.json").read_text())["train"]
+    log = [json.loads(line) for line in (fresh / "runs" / rep.BASE.name / "train_log.jsonl").read_text().splitlines()]
+    assert log[0] == curve[0] and [r["step"] for r in log] == [1, 2, 3, 4]  # the committed step, then its own
+    seeded = training.latest_checkpoint(fresh / "runs" / rep.BASE.name)
+    assert seeded is not None and not (fresh / "runs" / rep.BASE.name / training.CTC_WARMUP).exists()
+    with pytest.raises(ValueError, match="not a committed LALM-track run"):
+        rep.reproduce(tmp_path / "other", "tiny", continue_from=str(tmp_path), base_only=True)
+
+
 def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
     config = TrainConfig.from_file(TINY, output_dir=str(tmp_path), progress=False)
     config.data.train, config.data.batch_size = "synthetic:4", 4  # one fixed batch
@@ -132,7 +149,8 @@ def test_normalize_target():
     (["--dry-run", "--configs", "uniform-x9"], "unknown configuration(s) ['uniform-x9']"),
     (["--dry-run", "--encoder", "/no/such/folder"], "--encoder '/no/such/folder' is not a local checkpoint"),
     (["--dry-run", "--steps", "0"], "--steps must be >= 1"),
-    (["--dry-run", "--base-minutes", "0"], "--base-minutes must be > 0"),
+    (["--dry-run", "--base-minutes", "-1"], "--base-minutes must be >= 0"),
+    (["--dry-run", "--base-minutes", "0"], "has no base checkpoint yet"),
     (["--track", "whisper", "--dry-run", "--base-only"], "--base-only apply to the lalm track only"),
     (["--dry-run", "--jobs", "0"], "--jobs must be >= 1"),
     (["--bogus"], "unrecognized arguments: --bogus"),

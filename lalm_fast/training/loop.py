@@ -19,7 +19,7 @@ from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
 from lalm_fast.training.models import build_model
 
-__all__ = ["LATEST", "TRAIN_LOG", "TrainResult", "train"]
+__all__ = ["LATEST", "TRAIN_LOG", "TrainResult", "seed_checkpoint", "train"]
 
 TRAIN_LOG = "train_log.jsonl"   # one line per optimizer step: step, loss, lr, seconds
 LATEST = "latest"               # the model where a time budget stopped the run (final/ once the schedule ends)
@@ -127,6 +127,37 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
         return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
     return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
+
+
+def seed_checkpoint(config: TrainConfig, weights: Path, position: Position) -> Path:
+    """A checkpoint at ``position`` in ``config.run.output_dir`` from saved weights alone (a folder
+    written by ``AudioLM.save_pretrained``, e.g. a float16 export), for a run whose own checkpoints
+    are gone. ``train(config, resume=True)`` then continues with the same schedule and data order;
+    the optimizer's moments start from zero (the export has none), so the continuation is close to,
+    not equal to, the uninterrupted run."""
+    import warnings
+
+    from transformers import get_cosine_schedule_with_warmup
+
+    from lalm_fast.models import AudioLM
+    from lalm_fast.training.models import load_bases
+
+    encoder, lm, tokenizer = load_bases(config.model)
+    model = AudioLM.from_pretrained(weights, encoder, lm, tokenizer, is_trainable=True)
+    if config.model.compressor is not None:
+        model.set_compressor(config.model.compressor)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()  # a float16 export trains on in float32
+    optimizer = _optimizer(model, config.optim)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.optim.warmup_steps, config.optim.total_steps)
+    with warnings.catch_warnings():  # stepping the schedule without optimizer steps is the point here
+        warnings.simplefilter("ignore")
+        for _ in range(position.step):
+            scheduler.step()
+    torch.manual_seed(config.run.seed + position.step)
+    return save_checkpoint(Path(config.run.output_dir) / "checkpoints", position, model, optimizer, scheduler,
+                           config.run.keep_last)
 
 
 def _fresh_start(seed: int) -> Position:

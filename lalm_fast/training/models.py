@@ -8,7 +8,7 @@ import torch
 
 from lalm_fast.training.config import TINY_RANDOM, ModelSpec, saved_spec
 
-__all__ = ["build_model", "load_encoder", "load_trained"]
+__all__ = ["build_model", "load_bases", "load_encoder", "load_trained"]
 
 
 def build_model(spec: ModelSpec):
@@ -24,7 +24,7 @@ def build_model(spec: ModelSpec):
     from lalm_fast.models import AudioLM, AudioLMConfig, MLPProjector
     from lalm_fast.models.tiny import PROMPTS
 
-    encoder, lm, tokenizer = _load_bases(spec)
+    encoder, lm, tokenizer = load_bases(spec)
     if spec.init_from is not None:
         model = AudioLM.from_pretrained(spec.init_from, encoder, lm, tokenizer, is_trainable=spec.train_lora)
         model.set_compressor(spec.compressor)
@@ -51,7 +51,7 @@ def load_trained(directory: str | os.PathLike, is_trainable: bool = False):
         from lalm_fast.integrations.native_lm import NativeAudioLM
 
         return NativeAudioLM.from_pretrained(directory, is_trainable=is_trainable, dtype=spec.lm_dtype), spec
-    encoder, lm, tokenizer = _load_bases(spec)
+    encoder, lm, tokenizer = load_bases(spec)
     return AudioLM.from_pretrained(directory, encoder, lm, tokenizer, is_trainable=is_trainable), spec
 
 
@@ -67,7 +67,7 @@ def load_encoder(spec: ModelSpec):
     return pretrained.load_whisper_encoder(spec.encoder, spec.window_seconds)
 
 
-def _load_bases(spec: ModelSpec):
+def load_bases(spec: ModelSpec):
     """(encoder, lm, tokenizer). tiny-random parts are seeded so a reload rebuilds the same weights."""
     from lalm_fast.models import pretrained, tiny
 
