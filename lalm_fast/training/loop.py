@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +51,12 @@ class TrainResult:
 
 
 class _Stream:
-    """Micro-batches in a fixed order: this process's share of each epoch's batches, epoch after epoch."""
+    """Micro-batches in a fixed order: the epochs' batch plans one after another, one global sequence
+    whatever the number of processes. ``Position`` (epoch, batch) is the next micro-batch of it that no
+    process has read; each read hands process ``rank`` the ``rank``-th micro-batch from there and moves the
+    position on by ``world``. So ``world`` processes accumulating ``grad_accum`` micro-batches each read in an
+    optimizer step exactly the ``world * grad_accum`` micro-batches that one process accumulating that many
+    reads, and a checkpoint's position means the same to any number of processes."""
 
     def __init__(self, dataset: Dataset, data_spec: DataSpec, seed: int, rank: int, world: int):
         self.dataset, self.data_spec, self.seed, self.rank, self.world = dataset, data_spec, seed, rank, world
@@ -58,19 +64,22 @@ class _Stream:
 
     def _plan(self, epoch: int) -> list[list[int]]:
         if epoch not in self._plans:
-            batches = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
-            usable = len(batches) // self.world * self.world  # every process takes the same number of steps
-            if usable == 0:
-                raise ValueError(f"{len(batches)} batch(es) per epoch cannot be shared by {self.world} processes")
-            self._plans = {epoch: batches[self.rank:usable:self.world]}
+            self._plans = {e: plan for e, plan in self._plans.items() if e >= epoch - 1}  # a step spans few epochs
+            self._plans[epoch] = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
         return self._plans[epoch]
 
+    def _locate(self, epoch: int, batch: int) -> tuple[int, int]:
+        """``(epoch, batch)`` with ``batch`` counted on past the end of its epoch, as a batch of a later epoch."""
+        while batch >= len(self._plan(epoch)):
+            batch -= len(self._plan(epoch))
+            epoch += 1
+        return epoch, batch
+
     def next(self, position: Position) -> list[int]:
-        """The micro-batch at ``position`` (advanced in place)."""
-        if position.batch >= len(self._plan(position.epoch)):
-            position.epoch, position.batch = position.epoch + 1, 0
-        indices = self._plan(position.epoch)[position.batch]
-        position.batch += 1
+        """This process's micro-batch at ``position``; moves ``position`` past every process's (in place)."""
+        epoch, batch = self._locate(position.epoch, position.batch + self.rank)
+        indices = self._plan(epoch)[batch]
+        position.epoch, position.batch = self._locate(position.epoch, position.batch + self.world)
         return indices
 
 
@@ -84,13 +93,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     with the same schedule, as if the run had not stopped. Every step's loss, learning rate and
     seconds are appended to ``<output_dir>/train_log.jsonl`` (a resumed run may repeat steps
     written after its checkpoint: readers keep the last line per step)."""
-    from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
     config.check()  # code may have changed settings since the config was read
     run, optim = config.run, config.optim
     output_dir = Path(run.output_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
+    accelerator = _accelerator(_mixed_precision(run.mixed_precision))
     model = build_model(config.model)
     optimizer = _optimizer(model, optim)
     scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, optim.total_steps)
@@ -127,6 +135,29 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
         return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
     return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
+
+
+# Where launchers put the number of processes they started (torchrun / accelerate launch, MPI).
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _launched_processes() -> int:
+    return max(int(os.environ.get(name) or 1) for name in _WORLD_SIZE_VARIABLES)
+
+
+def _accelerator(mixed_precision: str):
+    """The run's Accelerator. Several processes on a machine without an accelerator device get a gloo
+    process group: accelerate forms one on the CPU only when told to use the CPU, and otherwise each process
+    launched by ``torchrun`` / ``accelerate launch --multi_gpu`` would train alone into the same output_dir."""
+    from accelerate import Accelerator
+
+    launched = _launched_processes()
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=launched > 1 and not has_device)
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"{launched} processes were launched, but accelerate formed a group of "
+                           f"{accelerator.num_processes}: each would train alone into the same output_dir")
+    return accelerator
 
 
 def _fresh_start(seed: int) -> Position:
