@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,8 @@ import torch
 
 from lalm_fast.data import SkipReport, whisper_encode_fn
 from lalm_fast.data.files import atomic_write
-from lalm_fast.training.checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+from lalm_fast.training.checkpoint import (Position, checkpoint_record, latest_checkpoint, load_checkpoint,
+                                           process_seed, rng_state, save_checkpoint)
 from lalm_fast.training.config import TRAIN_SPEC_FILE, DataSpec, OptimSpec, TrainConfig
 from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
@@ -119,14 +121,23 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     checkpoint = latest_checkpoint(output_dir) if resume else None
     warmup = None
     if config.align.ctc_steps > 0 and checkpoint is None:
-        warmup = ctc_warmup(core, train_set, config, output_dir,
-                            progress=run.progress and accelerator.is_main_process)
-    position = load_checkpoint(checkpoint, core, optimizer, scheduler) if checkpoint else _fresh_start(run.seed)
+        # The main process runs the warm-up and saves it; the others load what it saved (the same projector,
+        # and no two processes writing one folder).
+        with accelerator.main_process_first():
+            warmup = ctc_warmup(core, train_set, config, output_dir,
+                                progress=run.progress and accelerator.is_main_process)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if checkpoint is not None:
+        _check_global_batch(checkpoint, world, optim.grad_accum)
+        position = load_checkpoint(checkpoint, core, optimizer, scheduler, rank, run.seed)
+    else:
+        torch.manual_seed(process_seed(run.seed, rank))  # dropout draws: the run's seed, and per process
+        position = Position()
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(output_dir / "config.json") as handle:
             json.dump(config.to_dict(), handle, indent=2)
-    stream = _Stream(train_set, config.data, run.seed, accelerator.process_index, accelerator.num_processes)
+    stream = _Stream(train_set, config.data, run.seed, rank, world)
     loop = _Loop(config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir)
     finished = loop.run(position, stop_after_seconds)
     if not finished:
@@ -160,9 +171,17 @@ def _accelerator(mixed_precision: str):
     return accelerator
 
 
-def _fresh_start(seed: int) -> Position:
-    torch.manual_seed(seed)  # dropout draws start from the run's seed, as a resume restores them
-    return Position()
+def _check_global_batch(checkpoint: Path, processes: int, grad_accum: int) -> None:
+    """Warn when a resume changes the micro-batches per optimizer step (processes x grad_accum)."""
+    record = checkpoint_record(checkpoint)
+    if "processes" not in record:
+        return  # written before checkpoints recorded it
+    before, now = record["processes"] * record["grad_accum"], processes * grad_accum
+    if before != now:
+        warnings.warn(f"{checkpoint} was written by {record['processes']} process(es) x grad_accum "
+                      f"{record['grad_accum']} = {before} micro-batches per step; resuming with {processes} x "
+                      f"{grad_accum} = {now} changes the global batch (keep processes x grad_accum to continue the "
+                      "same run)", stacklevel=3)
 
 
 def _mixed_precision(setting: str) -> str:
@@ -184,6 +203,7 @@ class _Loop:
         self.losses: list[float] = []
         self.evals: list[dict] = []
         self.saved_step: Optional[int] = None
+        self.spare = None  # the last micro-batch this process loaded (see _step)
 
     def run(self, position: Position, stop_after_seconds: Optional[float] = None) -> bool:
         """Steps until ``total_steps`` (returns True) or until ``stop_after_seconds`` have passed (False)."""
@@ -205,34 +225,52 @@ class _Loop:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 self._periodic(position)
-                if stop_after_seconds is not None and time.perf_counter() - started > stop_after_seconds \
-                        and position.step < total:
+                if stop_after_seconds is not None and position.step < total \
+                        and self._anyone(time.perf_counter() - started > stop_after_seconds):
                     return False
             return True
         except BaseException:
             if position.step > saved.step:
-                self.save(position)
+                # Alone: the other processes may be anywhere (an error here need not be theirs), so no
+                # collective call; the main process writes what it has, its own RNG state included.
+                self.save(position, together=False)
             raise
         finally:
             bar.close()
 
+    def _anyone(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in any process (all processes must call this together)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum") > 0)
+
     def _step(self, position: Position) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``."""
-        model, accum = self.model, self.config.optim.grad_accum
+        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``. The loss (and the
+        gradient) is the mean over the step's micro-batches, of all processes, of each one's mean over its target
+        tokens: the same for any split of those micro-batches between processes."""
+        model, accum, several = self.model, self.config.optim.grad_accum, self.accelerator.num_processes > 1
         model.train()
         total = 0.0
         for micro in range(accum):
-            batch = self.stream.dataset.load(self.stream.next(position))
-            if batch is None:
-                continue  # every utterance of this micro-batch was skipped (counted) under skip_bad
+            last = micro == accum - 1
+            batch, weight = self.stream.dataset.load(self.stream.next(position)), 1.0
+            if batch is None:  # every utterance of this micro-batch was skipped (counted) under skip_bad
+                if not (several and last):
+                    continue
+                # Every process must take part in the gradient all-reduce of the last backward pass: this one
+                # does so with a zero-weighted loss on a micro-batch it has already learnt from.
+                batch, weight = self.spare or self._any_batch(), 0.0
+            self.spare = batch
             audio, lengths, targets, _ = batch
             inputs = audio_inputs(self.stream.dataset, audio, lengths)
             # Gradients are all-reduced only on the last micro-batch.
-            sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(model)
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
             with sync:
-                loss = model(**inputs, tasks=batch.tasks, targets=targets).loss / accum
+                loss = model(**inputs, tasks=batch.tasks, targets=targets).loss * (weight / accum)
                 self.accelerator.backward(loss)
             total += loss.item()
+        if several:  # the step's loss over every process's micro-batches, as one process accumulating them all
+            total = self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item()
         if self.config.optim.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
         self.optimizer.step()
@@ -264,14 +302,29 @@ class _Loop:
                 handle.write(json.dumps(record) + "\n")
         return record
 
-    def save(self, position: Position) -> None:
+    def _any_batch(self):
+        """The first loadable micro-batch of the epoch's plan (a bad file in it is counted again)."""
+        for indices in self.stream._plan(0):
+            batch = self.stream.dataset.load(indices)
+            if batch is not None:
+                return batch
+        raise ValueError("no micro-batch of the training data can be loaded")
+
+    def save(self, position: Position, together: bool = True) -> None:
+        """A checkpoint at ``position``, written by the main process. ``together``: every process calls this
+        at the same step (each one's RNG state is saved, then all wait for the writing)."""
+        from accelerate.utils import gather_object
+
         if position.step == self.saved_step:
             return
         self.saved_step = position.step
+        states = gather_object([rng_state()]) if together and self.accelerator.num_processes > 1 else [rng_state()]
         if self.accelerator.is_main_process:
+            layout = {"processes": self.accelerator.num_processes, "grad_accum": self.config.optim.grad_accum}
             save_checkpoint(self.checkpoints, position, self.accelerator.unwrap_model(self.model), self.optimizer,
-                            self.scheduler, self.config.run.keep_last)
-        self.accelerator.wait_for_everyone()
+                            self.scheduler, self.config.run.keep_last, rng_states=states, layout=layout)
+        if together:
+            self.accelerator.wait_for_everyone()
 
     def save_final(self, position: Position) -> Optional[Path]:
         """Last checkpoint, last evaluation, and ``final/`` (projector + LoRA + how to rebuild the bases)."""
@@ -282,12 +335,12 @@ class _Loop:
 
     def save_model(self, folder: Path) -> Optional[Path]:
         """The model as :func:`~lalm_fast.training.load_trained` reads it (projector + LoRA + how to rebuild the bases)."""
-        if not self.accelerator.is_main_process:
-            return None
-        self.accelerator.unwrap_model(self.model).save_pretrained(folder)
-        with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
-            json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
-        return folder
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+            with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
+                json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
+        self.accelerator.wait_for_everyone()  # no process returns before the model is there
+        return folder if self.accelerator.is_main_process else None
 
 
 def _metric_summary(result: dict) -> dict:
