@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
@@ -46,7 +47,7 @@ class TrainResult:
     step: int
     losses: list[float]                     # training loss of each optimizer step run in this call
     evals: list[dict]
-    skips: SkipReport
+    skips: SkipReport                       # utterances skipped under data.skip_bad, by all processes
     final_dir: Optional[Path]
     output_dir: Path
     warmup: Optional[dict] = None           # ctc_warmup's summary when it ran (or was loaded) in this call
@@ -118,6 +119,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
         train_set = open_dataset(config.data.train, config.model, config.data, output_dir, cache, encode)
         eval_set = (open_dataset(config.data.eval, config.model, config.data, output_dir, cache, encode)
                     if config.data.eval else None)
+    found_before = copy.deepcopy(train_set.loader.skips)  # by every process, in the checks before training
     checkpoint = latest_checkpoint(output_dir) if resume else None
     warmup = None
     if config.align.ctc_steps > 0 and checkpoint is None:
@@ -143,9 +145,26 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     if not finished:
         loop.save(position)
         loop.save_model(output_dir / LATEST)
-        return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
+        skips = _all_skips(accelerator, found_before, train_set.loader.skips)
+        return TrainResult(position.step, loop.losses, loop.evals, skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
-    return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
+    skips = _all_skips(accelerator, found_before, train_set.loader.skips)
+    return TrainResult(position.step, loop.losses, loop.evals, skips, final_dir, output_dir, warmup)
+
+
+def _all_skips(accelerator, before: SkipReport, skips: SkipReport) -> SkipReport:
+    """The utterances skipped: ``before`` training (found by every process alike), then while loading
+    micro-batches (each process counts those of the micro-batches it read; ``skips`` holds both)."""
+    if accelerator.num_processes == 1:
+        return skips
+    from accelerate.utils import gather_object
+
+    total = copy.deepcopy(before)
+    for report in gather_object([skips]):
+        total.counts.update(report.counts - before.counts)
+        new = report.examples[len(before.examples):]
+        total.examples += new[:max(0, total.max_examples - len(total.examples))]
+    return total
 
 
 # Where launchers put the number of processes they started (torchrun / accelerate launch, MPI).
@@ -253,13 +272,14 @@ class _Loop:
         total = 0.0
         for micro in range(accum):
             last = micro == accum - 1
-            batch, weight = self.stream.dataset.load(self.stream.next(position)), 1.0
+            indices = self.stream.next(position)
+            batch, weight = self.stream.dataset.load(indices), 1.0
             if batch is None:  # every utterance of this micro-batch was skipped (counted) under skip_bad
                 if not (several and last):
                     continue
                 # Every process must take part in the gradient all-reduce of the last backward pass: this one
                 # does so with a zero-weighted loss on a micro-batch it has already learnt from.
-                batch, weight = self.spare or self._any_batch(), 0.0
+                batch, weight = self.spare or self._any_batch(avoid=indices), 0.0
             self.spare = batch
             audio, lengths, targets, _ = batch
             inputs = audio_inputs(self.stream.dataset, audio, lengths)
@@ -302,10 +322,11 @@ class _Loop:
                 handle.write(json.dumps(record) + "\n")
         return record
 
-    def _any_batch(self):
-        """The first loadable micro-batch of the epoch's plan (a bad file in it is counted again)."""
+    def _any_batch(self, avoid: list[int]):
+        """The first loadable micro-batch of the first epoch's plan without the utterances of ``avoid`` (which
+        were just skipped and counted; another bad file on the way is counted again)."""
         for indices in self.stream._plan(0):
-            batch = self.stream.dataset.load(indices)
+            batch = None if set(indices) & set(avoid) else self.stream.dataset.load(indices)
             if batch is not None:
                 return batch
         raise ValueError("no micro-batch of the training data can be loaded")
