@@ -4,9 +4,10 @@ processes), for an AudioLM and a native Qwen2-Audio; resuming with another proce
 
 The unit-tier tests check the pieces in one process: the shared data stream, per-process RNG seeds and states
 in checkpoints, the warning when a resume changes the global batch. The ``slow`` ones launch real processes
-(tiny random models, synthetic clips, six steps, six launches) and compare the trainable weights:
+(tiny random models, synthetic clips, a few steps, eight launches) and compare the trainable weights:
 the target is a max abs difference under 1e-5 (fp32). Dropout is 0 there: each process draws its own dropout
-masks, which one process accumulating the same micro-batches cannot draw, so with dropout the runs differ.
+masks, which one process accumulating the same micro-batches cannot draw, so with dropout the runs differ; a
+two-process run resumed by two processes is bitwise the same with dropout on.
 """
 
 import json
@@ -237,3 +238,24 @@ def test_two_processes_train_a_native_model_as_one_process_does(tmp_path):
     summary = re.compile(r"trained to step 6; model in \S+; (.*)")
     assert summary.findall(out_one) == ["skipped 2 utterance(s) (corrupt: 2)"]
     assert summary.findall(out_two) == ["skipped 2 utterance(s) (corrupt: 2)"] * 2     # summed over processes
+
+
+@pytest.mark.slow
+def test_two_processes_resume_exactly_with_dropout(tmp_path):
+    """Each process saves its own RNG state, so with dropout on a resumed two-process run draws the masks of an
+    uninterrupted one: bitwise the same weights."""
+    def config(name):
+        data = audio_lm_config(tmp_path / name, 1)
+        data["model"]["lora"]["dropout"] = 0.2
+        data["align"] = {}
+        data["optim"]["total_steps"], data["run"]["save_every"] = 4, 2
+        return data
+
+    run_train(config("straight"), tmp_path / "straight", 2)
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000002",
+                    tmp_path / "resumed" / "checkpoints" / "step-00000002")
+    run_train(config("resumed"), tmp_path / "resumed", 2, resume=True)
+    expected, got = trained(tmp_path / "straight", 4), trained(tmp_path / "resumed", 4)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[name], got[name]) for name in expected)
+    assert losses(tmp_path / "resumed") == {s: v for s, v in losses(tmp_path / "straight").items() if s > 2}
