@@ -110,6 +110,29 @@ def test_a_resume_that_changes_the_global_batch_warns(tmp_path):
         loop._check_global_batch(path, 4, 1)
 
 
+def test_processes_that_accelerate_does_not_join_stop_the_run(monkeypatch):
+    import accelerate
+
+    made = []
+
+    class Alone:                                         # what accelerate forms when it does not see the group
+        num_processes = 1
+
+        def __init__(self, **options):
+            made.append(options)
+
+    monkeypatch.setattr(accelerate, "Accelerator", Alone)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if hasattr(torch, "accelerator"):
+        monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="2 processes were launched, but accelerate formed a group of 1"):
+        loop._accelerator("no")
+    assert made == [{"mixed_precision": "no", "cpu": True}]  # on the CPU, asked for the gloo group
+    monkeypatch.delenv("WORLD_SIZE")
+    assert loop._accelerator("no").num_processes == 1 and made[-1]["cpu"] is False
+
+
 def test_the_ctc_warm_up_leaves_no_gradient_for_the_first_lm_step(tmp_path):
     """The processes that load the main process's saved warm-up have no CTC gradient on the projector, so the
     one that ran it must not keep one either (nor one process alone: its first LM step would add it in)."""

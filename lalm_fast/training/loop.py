@@ -278,7 +278,7 @@ class _Loop:
                 if not (several and last):
                     continue
                 # Every process must take part in the gradient all-reduce of the last backward pass: this one
-                # does so with a zero-weighted loss on a micro-batch it has already learnt from.
+                # does so with a zero-weighted loss on another micro-batch.
                 batch, weight = self.spare or self._any_batch(avoid=indices), 0.0
             self.spare = batch
             audio, lengths, targets, _ = batch
