@@ -1,5 +1,5 @@
-"""Checkpoints of a training run: the trainable weights, optimiser, scheduler, RNG states and the
-position in the data stream, written atomically so a resumed run takes the same steps."""
+"""Checkpoints of a training run: the trainable weights, optimiser, scheduler, RNG states (one per process) and
+the position in the data stream, written atomically so a resumed run takes the same steps."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import torch
 
 from lalm_fast.data.files import atomic_directory
 
-__all__ = ["CHECKPOINT", "STEP_FILE", "Position", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT", "STEP_FILE", "Position", "checkpoint_record", "latest_checkpoint", "load_checkpoint",
+           "process_seed", "rng_state", "save_checkpoint"]
 
 STEP_FILE = "step.json"         # written last into a checkpoint: its presence marks it complete
 CHECKSUMS = "sha256"            # key in STEP_FILE: the sha256 of every other file, checked on resume
@@ -29,15 +30,16 @@ CHECKPOINT = re.compile(r"^step-(\d{8})$")
 @dataclass
 class Position:
     step: int = 0       # optimizer steps done
-    epoch: int = 0      # position in the data stream at that step
-    batch: int = 0
+    epoch: int = 0      # position in the data stream at that step: the next micro-batch of the epoch's plan
+    batch: int = 0      # that no process has read (the same for any number of processes)
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """This process's torch / numpy / python (and CUDA) RNG states."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -52,9 +54,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, position: Position, model, optimizer, scheduler, keep_last: int) -> Path:
+def process_seed(seed: int, process_index: int, step: int = 0) -> int:
+    """The torch seed of process ``process_index`` starting at ``step`` without a saved RNG state: the run's
+    seed for the first process of a fresh run (so one process draws what it always drew), else one drawn from
+    all three, so that processes draw different dropout masks."""
+    if process_index == 0 and step == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, process_index, step]).generate_state(1)[0])
+
+
+def save_checkpoint(folder: Path, position: Position, model, optimizer, scheduler, keep_last: int,
+                    rng_states: Optional[list[dict]] = None, layout: Optional[dict] = None) -> Path:
     """Write ``folder/step-NNNNNNNN`` atomically: files go to a temporary folder, ``step.json``
-    last, then one ``os.replace``; a crash leaves the previous checkpoints as they were."""
+    last, then one ``os.replace``; a crash leaves the previous checkpoints as they were.
+
+    ``rng_states``: the RNG state of every process, by process index (default: this process's alone);
+    ``layout``: recorded in ``step.json`` (the run writes its process count and ``grad_accum``)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,10 +79,12 @@ def save_checkpoint(folder: Path, position: Position, model, optimizer, schedule
     shutil.rmtree(target, ignore_errors=True)  # an incomplete leftover of the same step
     with atomic_directory(target) as staging:
         save_file(_trainable_state(model), staging / "trainable.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-                   staging / "state.pt")
+        rng_states = rng_states or [rng_state()]
+        # "rng" is the first process's state, where a one-process run has always read it.
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states[0],
+                    "rng_per_process": rng_states}, staging / "state.pt")
         sums = {name: _sha256(staging / name) for name in ("trainable.safetensors", "state.pt")}
-        (staging / STEP_FILE).write_text(json.dumps({**asdict(position), CHECKSUMS: sums}))
+        (staging / STEP_FILE).write_text(json.dumps({**asdict(position), **(layout or {}), CHECKSUMS: sums}))
     for old in _complete_checkpoints(folder)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -115,7 +132,14 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Optional[Path]:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
+def checkpoint_record(path: Path) -> dict:
+    """``step.json`` of a checkpoint: the position, the layout it was written with, the checksums."""
+    return json.loads((path / STEP_FILE).read_text())
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, process_index: int = 0, seed: int = 0) -> Position:
+    """Load the weights, optimiser and scheduler, and this process's RNG state: the one saved for
+    ``process_index``, or (a process the writing run did not have) a seed from :func:`process_seed`."""
     from safetensors.torch import load_file
 
     weights = load_file(path / "trainable.safetensors")
@@ -127,6 +151,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> Position:
     state = torch.load(path / "state.pt", weights_only=False)  # our own file: holds numpy RNG state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    record = json.loads((path / STEP_FILE).read_text())
-    return Position(**{f.name: record[f.name] for f in fields(Position)})
+    record = checkpoint_record(path)
+    position = Position(**{f.name: record[f.name] for f in fields(Position)})
+    states = state.get("rng_per_process") or [state["rng"]]
+    if process_index < len(states):
+        _set_rng_state(states[process_index])
+    else:
+        torch.manual_seed(process_seed(seed, process_index, position.step))
+    return position

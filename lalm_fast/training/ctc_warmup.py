@@ -143,6 +143,9 @@ class _Warmup:
             bar.close()
             core.compressor = saved_compressor
             torch.set_rng_state(rng_state)  # the LM phase starts from the same RNG with or without a warm-up
+            # ... and without the last CTC gradient on the projector, as after loading a saved warm-up (else the
+            # first LM step would add it in, and in several processes only the one that ran the warm-up would)
+            self.optimizer.zero_grad(set_to_none=True)
         return losses
 
     def _batches(self):

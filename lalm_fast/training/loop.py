@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,7 +16,8 @@ import torch
 
 from lalm_fast.data import SkipReport, whisper_encode_fn
 from lalm_fast.data.files import atomic_write
-from lalm_fast.training.checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+from lalm_fast.training.checkpoint import (Position, checkpoint_record, latest_checkpoint, load_checkpoint,
+                                           process_seed, rng_state, save_checkpoint)
 from lalm_fast.training.config import TRAIN_SPEC_FILE, DataSpec, OptimSpec, TrainConfig
 from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
@@ -43,14 +47,19 @@ class TrainResult:
     step: int
     losses: list[float]                     # training loss of each optimizer step run in this call
     evals: list[dict]
-    skips: SkipReport
+    skips: SkipReport                       # utterances skipped under data.skip_bad, by all processes
     final_dir: Optional[Path]
     output_dir: Path
     warmup: Optional[dict] = None           # ctc_warmup's summary when it ran (or was loaded) in this call
 
 
 class _Stream:
-    """Micro-batches in a fixed order: this process's share of each epoch's batches, epoch after epoch."""
+    """Micro-batches in a fixed order: the epochs' batch plans one after another, one global sequence
+    whatever the number of processes. ``Position`` (epoch, batch) is the next micro-batch of it that no
+    process has read; each read hands process ``rank`` the ``rank``-th micro-batch from there and moves the
+    position on by ``world``. So ``world`` processes accumulating ``grad_accum`` micro-batches each read in an
+    optimizer step exactly the ``world * grad_accum`` micro-batches that one process accumulating that many
+    reads, and a checkpoint's position means the same to any number of processes."""
 
     def __init__(self, dataset: Dataset, data_spec: DataSpec, seed: int, rank: int, world: int):
         self.dataset, self.data_spec, self.seed, self.rank, self.world = dataset, data_spec, seed, rank, world
@@ -58,19 +67,22 @@ class _Stream:
 
     def _plan(self, epoch: int) -> list[list[int]]:
         if epoch not in self._plans:
-            batches = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
-            usable = len(batches) // self.world * self.world  # every process takes the same number of steps
-            if usable == 0:
-                raise ValueError(f"{len(batches)} batch(es) per epoch cannot be shared by {self.world} processes")
-            self._plans = {epoch: batches[self.rank:usable:self.world]}
+            self._plans = {e: plan for e, plan in self._plans.items() if e >= epoch - 1}  # a step spans few epochs
+            self._plans[epoch] = epoch_batches(self.dataset.durations, self.data_spec, self.seed, epoch)
         return self._plans[epoch]
 
+    def _locate(self, epoch: int, batch: int) -> tuple[int, int]:
+        """``(epoch, batch)`` with ``batch`` counted on past the end of its epoch, as a batch of a later epoch."""
+        while batch >= len(self._plan(epoch)):
+            batch -= len(self._plan(epoch))
+            epoch += 1
+        return epoch, batch
+
     def next(self, position: Position) -> list[int]:
-        """The micro-batch at ``position`` (advanced in place)."""
-        if position.batch >= len(self._plan(position.epoch)):
-            position.epoch, position.batch = position.epoch + 1, 0
-        indices = self._plan(position.epoch)[position.batch]
-        position.batch += 1
+        """This process's micro-batch at ``position``; moves ``position`` past every process's (in place)."""
+        epoch, batch = self._locate(position.epoch, position.batch + self.rank)
+        indices = self._plan(epoch)[batch]
+        position.epoch, position.batch = self._locate(position.epoch, position.batch + self.world)
         return indices
 
 
@@ -84,13 +96,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     with the same schedule, as if the run had not stopped. Every step's loss, learning rate and
     seconds are appended to ``<output_dir>/train_log.jsonl`` (a resumed run may repeat steps
     written after its checkpoint: readers keep the last line per step)."""
-    from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
     config.check()  # code may have changed settings since the config was read
     run, optim = config.run, config.optim
     output_dir = Path(run.output_dir)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(run.mixed_precision))
+    accelerator = _accelerator(_mixed_precision(run.mixed_precision))
     model = build_model(config.model)
     optimizer = _optimizer(model, optim)
     scheduler = get_cosine_schedule_with_warmup(optimizer, optim.warmup_steps, optim.total_steps)
@@ -108,25 +119,37 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
         train_set = open_dataset(config.data.train, config.model, config.data, output_dir, cache, encode)
         eval_set = (open_dataset(config.data.eval, config.model, config.data, output_dir, cache, encode)
                     if config.data.eval else None)
+    found_before = copy.deepcopy(train_set.loader.skips)  # by every process, in the checks before training
     checkpoint = latest_checkpoint(output_dir) if resume else None
     warmup = None
     if config.align.ctc_steps > 0 and checkpoint is None:
-        warmup = ctc_warmup(core, train_set, config, output_dir,
-                            progress=run.progress and accelerator.is_main_process)
-    position = load_checkpoint(checkpoint, core, optimizer, scheduler) if checkpoint else _fresh_start(run.seed)
+        # The main process runs the warm-up and saves it; the others load what it saved (the same projector,
+        # and no two processes writing one folder).
+        with accelerator.main_process_first():
+            warmup = ctc_warmup(core, train_set, config, output_dir,
+                                progress=run.progress and accelerator.is_main_process)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if checkpoint is not None:
+        _check_global_batch(checkpoint, world, optim.grad_accum)
+        position = load_checkpoint(checkpoint, core, optimizer, scheduler, rank, run.seed)
+    else:
+        torch.manual_seed(process_seed(run.seed, rank))  # dropout draws: the run's seed, and per process
+        position = Position()
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(output_dir / "config.json") as handle:
             json.dump(config.to_dict(), handle, indent=2)
-    stream = _Stream(train_set, config.data, run.seed, accelerator.process_index, accelerator.num_processes)
+    stream = _Stream(train_set, config.data, run.seed, rank, world)
     loop = _Loop(config, accelerator, model, optimizer, scheduler, stream, eval_set, output_dir)
     finished = loop.run(position, stop_after_seconds)
     if not finished:
         loop.save(position)
         loop.save_model(output_dir / LATEST)
-        return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, None, output_dir, warmup)
+        skips = _all_skips(accelerator, found_before, train_set.loader.skips)
+        return TrainResult(position.step, loop.losses, loop.evals, skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
-    return TrainResult(position.step, loop.losses, loop.evals, train_set.loader.skips, final_dir, output_dir, warmup)
+    skips = _all_skips(accelerator, found_before, train_set.loader.skips)
+    return TrainResult(position.step, loop.losses, loop.evals, skips, final_dir, output_dir, warmup)
 
 
 def seed_checkpoint(config: TrainConfig, weights: Path, position: Position) -> Path:
@@ -160,9 +183,55 @@ def seed_checkpoint(config: TrainConfig, weights: Path, position: Position) -> P
                            config.run.keep_last)
 
 
-def _fresh_start(seed: int) -> Position:
-    torch.manual_seed(seed)  # dropout draws start from the run's seed, as a resume restores them
-    return Position()
+def _all_skips(accelerator, before: SkipReport, skips: SkipReport) -> SkipReport:
+    """The utterances skipped: ``before`` training (found by every process alike), then while loading
+    micro-batches (each process counts those of the micro-batches it read; ``skips`` holds both)."""
+    if accelerator.num_processes == 1:
+        return skips
+    from accelerate.utils import gather_object
+
+    total = copy.deepcopy(before)
+    for report in gather_object([skips]):
+        total.counts.update(report.counts - before.counts)
+        new = report.examples[len(before.examples):]
+        total.examples += new[:max(0, total.max_examples - len(total.examples))]
+    return total
+
+
+# Where launchers put the number of processes they started (torchrun / accelerate launch, MPI).
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _launched_processes() -> int:
+    return max(int(os.environ.get(name) or 1) for name in _WORLD_SIZE_VARIABLES)
+
+
+def _accelerator(mixed_precision: str):
+    """The run's Accelerator. Several processes on a machine without an accelerator device get a gloo
+    process group: accelerate forms one on the CPU only when told to use the CPU, and otherwise each process
+    launched by ``torchrun`` / ``accelerate launch --multi_gpu`` would train alone into the same output_dir."""
+    from accelerate import Accelerator
+
+    launched = _launched_processes()
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=launched > 1 and not has_device)
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"{launched} processes were launched, but accelerate formed a group of "
+                           f"{accelerator.num_processes}: each would train alone into the same output_dir")
+    return accelerator
+
+
+def _check_global_batch(checkpoint: Path, processes: int, grad_accum: int) -> None:
+    """Warn when a resume changes the micro-batches per optimizer step (processes x grad_accum)."""
+    record = checkpoint_record(checkpoint)
+    if "processes" not in record:
+        return  # written before checkpoints recorded it
+    before, now = record["processes"] * record["grad_accum"], processes * grad_accum
+    if before != now:
+        warnings.warn(f"{checkpoint} was written by {record['processes']} process(es) x grad_accum "
+                      f"{record['grad_accum']} = {before} micro-batches per step; resuming with {processes} x "
+                      f"{grad_accum} = {now} changes the global batch (keep processes x grad_accum to continue the "
+                      "same run)", stacklevel=3)
 
 
 def _mixed_precision(setting: str) -> str:
@@ -184,6 +253,7 @@ class _Loop:
         self.losses: list[float] = []
         self.evals: list[dict] = []
         self.saved_step: Optional[int] = None
+        self.spare = None  # the last micro-batch this process loaded (see _step)
 
     def run(self, position: Position, stop_after_seconds: Optional[float] = None) -> bool:
         """Steps until ``total_steps`` (returns True) or until ``stop_after_seconds`` have passed (False)."""
@@ -205,34 +275,53 @@ class _Loop:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 self._periodic(position)
-                if stop_after_seconds is not None and time.perf_counter() - started > stop_after_seconds \
-                        and position.step < total:
+                if stop_after_seconds is not None and position.step < total \
+                        and self._anyone(time.perf_counter() - started > stop_after_seconds):
                     return False
             return True
         except BaseException:
             if position.step > saved.step:
-                self.save(position)
+                # Alone: the other processes may be anywhere (an error here need not be theirs), so no
+                # collective call; the main process writes what it has, its own RNG state included.
+                self.save(position, together=False)
             raise
         finally:
             bar.close()
 
+    def _anyone(self, flag: bool) -> bool:
+        """Whether ``flag`` holds in any process (all processes must call this together)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        return bool(self.accelerator.reduce(torch.tensor(float(flag), device=self.accelerator.device), "sum") > 0)
+
     def _step(self, position: Position) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``."""
-        model, accum = self.model, self.config.optim.grad_accum
+        """One optimizer step over ``grad_accum`` micro-batches; advances ``position``. The loss (and the
+        gradient) is the mean over the step's micro-batches, of all processes, of each one's mean over its target
+        tokens: the same for any split of those micro-batches between processes."""
+        model, accum, several = self.model, self.config.optim.grad_accum, self.accelerator.num_processes > 1
         model.train()
         total = 0.0
         for micro in range(accum):
-            batch = self.stream.dataset.load(self.stream.next(position))
-            if batch is None:
-                continue  # every utterance of this micro-batch was skipped (counted) under skip_bad
+            last = micro == accum - 1
+            indices = self.stream.next(position)
+            batch, weight = self.stream.dataset.load(indices), 1.0
+            if batch is None:  # every utterance of this micro-batch was skipped (counted) under skip_bad
+                if not (several and last):
+                    continue
+                # Every process must take part in the gradient all-reduce of the last backward pass: this one
+                # does so with a zero-weighted loss on another micro-batch.
+                batch, weight = self.spare or self._any_batch(avoid=indices), 0.0
+            self.spare = batch
             audio, lengths, targets, _ = batch
             inputs = audio_inputs(self.stream.dataset, audio, lengths)
             # Gradients are all-reduced only on the last micro-batch.
-            sync = contextlib.nullcontext() if micro == accum - 1 else self.accelerator.no_sync(model)
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
             with sync:
-                loss = model(**inputs, tasks=batch.tasks, targets=targets).loss / accum
+                loss = model(**inputs, tasks=batch.tasks, targets=targets).loss * (weight / accum)
                 self.accelerator.backward(loss)
             total += loss.item()
+        if several:  # the step's loss over every process's micro-batches, as one process accumulating them all
+            total = self.accelerator.reduce(torch.tensor(total, device=self.accelerator.device), "mean").item()
         if self.config.optim.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
         self.optimizer.step()
@@ -264,14 +353,30 @@ class _Loop:
                 handle.write(json.dumps(record) + "\n")
         return record
 
-    def save(self, position: Position) -> None:
+    def _any_batch(self, avoid: list[int]):
+        """The first loadable micro-batch of the first epoch's plan without the utterances of ``avoid`` (which
+        were just skipped and counted; another bad file on the way is counted again)."""
+        for indices in self.stream._plan(0):
+            batch = None if set(indices) & set(avoid) else self.stream.dataset.load(indices)
+            if batch is not None:
+                return batch
+        raise ValueError("no micro-batch of the training data can be loaded")
+
+    def save(self, position: Position, together: bool = True) -> None:
+        """A checkpoint at ``position``, written by the main process. ``together``: every process calls this
+        at the same step (each one's RNG state is saved, then all wait for the writing)."""
+        from accelerate.utils import gather_object
+
         if position.step == self.saved_step:
             return
         self.saved_step = position.step
+        states = gather_object([rng_state()]) if together and self.accelerator.num_processes > 1 else [rng_state()]
         if self.accelerator.is_main_process:
+            layout = {"processes": self.accelerator.num_processes, "grad_accum": self.config.optim.grad_accum}
             save_checkpoint(self.checkpoints, position, self.accelerator.unwrap_model(self.model), self.optimizer,
-                            self.scheduler, self.config.run.keep_last)
-        self.accelerator.wait_for_everyone()
+                            self.scheduler, self.config.run.keep_last, rng_states=states, layout=layout)
+        if together:
+            self.accelerator.wait_for_everyone()
 
     def save_final(self, position: Position) -> Optional[Path]:
         """Last checkpoint, last evaluation, and ``final/`` (projector + LoRA + how to rebuild the bases)."""
@@ -282,12 +387,12 @@ class _Loop:
 
     def save_model(self, folder: Path) -> Optional[Path]:
         """The model as :func:`~lalm_fast.training.load_trained` reads it (projector + LoRA + how to rebuild the bases)."""
-        if not self.accelerator.is_main_process:
-            return None
-        self.accelerator.unwrap_model(self.model).save_pretrained(folder)
-        with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
-            json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
-        return folder
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+            with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
+                json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
+        self.accelerator.wait_for_everyone()  # no process returns before the model is there
+        return folder if self.accelerator.is_main_process else None
 
 
 def _metric_summary(result: dict) -> dict:
