@@ -93,8 +93,10 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   const Mode checked = checked_mode(mode, param, min_len, max_len, true);
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
   TORCH_CHECK(x.numel() == 0 || x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
-  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
-              "lengths must be int64 [B]");
+  TORCH_CHECK(lengths.device().is_cpu() && lengths.dim() == 1 && lengths.size(0) == x.size(0) &&
+                  lengths.scalar_type() == at::kLong,
+              "lengths must be an int64 [B] CPU tensor, got ", lengths.scalar_type(), " ", lengths.sizes(), " on ",
+              lengths.device());
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
   TORCH_CHECK((checked == Mode::kGiven) == boundaries.has_value(), "boundaries are needed by mode 5 and only by it");
   const at::Tensor lens = lengths.contiguous();

@@ -15,11 +15,12 @@ namespace cpu {
 at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths, int64_t mode, double param,
                              int64_t min_len, int64_t max_len) {
   const Mode checked = checked_mode(mode, param, min_len, max_len, false);
-  TORCH_CHECK(scores.device().is_cpu() && lengths.device().is_cpu() && scores.dim() == 2,
-              "scores must be a [R, T] CPU tensor");
+  TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 2, "scores must be a [R, T] CPU tensor");
   TORCH_CHECK(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble, "scores must be fp32 or fp64");
-  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == scores.size(0) && lengths.scalar_type() == at::kLong,
-              "lengths must be int64 [R]");
+  TORCH_CHECK(lengths.device().is_cpu() && lengths.dim() == 1 && lengths.size(0) == scores.size(0) &&
+                  lengths.scalar_type() == at::kLong,
+              "lengths must be an int64 [R] CPU tensor, got ", lengths.scalar_type(), " ", lengths.sizes(), " on ",
+              lengths.device());
   const at::Tensor sc = scores.contiguous(), lens = lengths.contiguous();
   const int64_t rows = sc.size(0), frames = sc.size(1);
   at::Tensor out = at::empty({rows, frames}, sc.options().dtype(at::kBool));  // every byte written below
