@@ -9,8 +9,7 @@
 // A row is sequential work (one CPU task or one GPU thread per row). Nothing allocates: the
 // caller passes rows of scratch (`Scratch`: normalised scores or score keys, T entries) and
 // the row of the mask (`mask`, one byte per frame; 0 or 1 when a function returns, bit flags
-// inside).
-// No local arrays either, so the GPU kernels need no stack frame.
+// inside). No local arrays either, so the GPU kernels need no stack frame.
 #pragma once
 
 #include <math.h>
@@ -57,7 +56,7 @@ LALM_HD bool is_nan(acc_t v) {
   return v != v;
 }
 
-// std::min / std::max, argument order and NaN behaviour included (not callable on a GPU).
+// std::min / std::max (which device code cannot call), argument order and NaN behaviour included.
 template <typename acc_t>
 LALM_HD acc_t min_of(acc_t a, acc_t b) {
   return (b < a) ? b : a;
