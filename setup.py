@@ -5,6 +5,9 @@ benchmark harness in bench/ as lalm_fast.bench (its committed results/ stay in t
     pip install --no-build-isolation -e .     # torch must already be installed
 
 FORCE_CUDA=1 builds the CUDA kernels even when no GPU is visible; FORCE_ONLY_CPU=1 skips them.
+LALM_FAST_SANITIZE=1 builds the CPU kernels only, with AddressSanitizer and UBSan, into
+build/sanitize/ and nowhere else (the normal build is untouched; scripts/sanitize_tier.sh
+builds and tests it).
 """
 
 import glob
@@ -23,8 +26,16 @@ except ImportError as exc:  # build isolation would fetch a multi-GB CUDA torch;
     ) from exc
 
 
+SANITIZE = os.environ.get("LALM_FAST_SANITIZE") == "1"
+SANITIZE_DIR = os.path.join("build", "sanitize")
+# -O1 -g: readable reports; -fno-wrapv: Python's build flags make signed overflow wrap, which
+# hides it from UBSan. The sanitizers run in the extension only (python and torch are not
+# instrumented, so libasan is preloaded when it runs).
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-wrapv", "-O1", "-g"]
+
+
 def want_cuda() -> bool:
-    if os.environ.get("FORCE_ONLY_CPU") == "1":
+    if SANITIZE or os.environ.get("FORCE_ONLY_CPU") == "1":
         return False
     if os.environ.get("FORCE_CUDA") == "1":
         return True
@@ -37,6 +48,8 @@ def extension():
     # on one thread (the process shares torch's libgomp.so.1, so there is one thread pool).
     cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno", "-fopenmp"]
     link_flags = ["-fopenmp"]
+    if SANITIZE:
+        cxx_flags, link_flags = cxx_flags + SANITIZE_FLAGS, link_flags + SANITIZE_FLAGS[:1]
     if not want_cuda():
         return CppExtension("lalm_fast._C", cpu_sources, extra_compile_args={"cxx": cxx_flags},
                             extra_link_args=link_flags)
@@ -48,6 +61,16 @@ def extension():
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
         extra_link_args=link_flags,
     )
+
+
+class SanitizedBuild(BuildExtension):
+    """build_ext of the sanitized extension: always into build/sanitize/, never in place."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.inplace = False
+        self.build_lib = SANITIZE_DIR
+        self.build_temp = os.path.join(SANITIZE_DIR, "temp")
 
 
 # The extras live in lalm_fast/extras.py, which the CLI also reads to name the extra a command lacks.
@@ -63,6 +86,6 @@ setup(
     install_requires=["torch>=2.6", "numpy"],
     extras_require=EXTRAS,
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": SanitizedBuild if SANITIZE else BuildExtension},
     entry_points={"console_scripts": ["lalm-fast=lalm_fast.cli:main"]},
 )

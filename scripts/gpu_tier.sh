@@ -5,7 +5,8 @@
 #    `pip install --no-deps`, for machines without a package index that already have torch
 #    and triton),
 # 2. runs the gpu tests (compiled Triton and the CUDA fallback against the reference, CUDA
-#    graphs, torch.compile),
+#    graphs, torch.compile; tests/test_gpu_detection.py: the CUDA fallback's detection and
+#    compress),
 # 3. runs the GPU kernel benchmark, appending rows to RESULTS_DIR/bench_gpu.csv
 #    (default bench/results).
 # Each step runs even if an earlier one failed; the exit status is the first failure's.
@@ -26,8 +27,8 @@ else
     step bash scripts/setup.sh
 fi
 step "$PY" -c "import lalm_fast.ops as o; print(o.backends.available())"
-# Only the gpu test module: the other modules' imports (jiwer, soundfile, ...) are not needed here.
-step "$PY" -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -rfEs --durations=10
+# Only the gpu test modules: the other modules' imports (jiwer, soundfile, ...) are not needed here.
+step "$PY" -m pytest tests/test_gpu.py tests/test_gpu_detection.py -m gpu -q -p no:cacheprovider -rfEs --durations=10
 step "$PY" -m lalm_fast.bench.bench_gpu --out "$results/bench_gpu.csv"
 echo "== $(date -u +%H:%M:%S) done (status $status)"
 exit $status

@@ -1,6 +1,9 @@
 """The CUDA fallback compiles on a CPU machine.
 
 - every ``csrc/cuda/*.cu`` compiles with ``nvcc -c -arch=sm_90`` (they are torch-free);
+- the .cu files and the headers they include (``csrc/detection.h``, ``csrc/modes.h``, shared
+  with the CPU kernels) include no torch header;
+- ``csrc/cuda/ops.cpp`` binds exactly the kernels the capability table gives the cuda backend;
 - ``csrc/cuda/ops.cpp`` (the torch binding, built only against a CUDA torch)
   passes a host-compiler syntax check against the CPU torch headers, with stub headers
   standing in for the pieces a CPU-only machine lacks (cuSPARSE / cuBLAS / cuSOLVER and
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -35,7 +39,7 @@ def find_nvcc():
 
 
 def test_cu_files_exist():
-    assert {p.name for p in CU_FILES} >= {"span_mean.cu", "boundary_scores.cu"}
+    assert {p.name for p in CU_FILES} >= {"span_mean.cu", "boundary_scores.cu", "detect_boundaries.cu", "compress.cu"}
 
 
 @pytest.mark.parametrize("source", CU_FILES, ids=[p.name for p in CU_FILES])
@@ -101,12 +105,32 @@ def test_cuda_ops_cpp_syntax(tmp_path):
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr[-6000:]}"
 
 
-def test_cuda_sources_are_torch_free():
-    import re
+def _includes(path):
+    return re.findall(r'#\s*include\s*([<"])([^>"]+)[>"]', path.read_text())
 
+
+def test_cuda_sources_are_torch_free():
     text = (CUDA_DIR / "ops.h").read_text()
     assert "void bind(pybind11::module_ m);" in text
-    for path in [*CU_FILES, *CUDA_DIR.glob("*.cuh"), CUDA_DIR / "kernels.h"]:
-        includes = re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', path.read_text())
-        bad = [i for i in includes if i.split("/")[0] in ("torch", "ATen", "c10", "pybind11") or i == "ops.h"]
+    todo, seen = [*CU_FILES, *CUDA_DIR.glob("*.cuh"), CUDA_DIR / "kernels.h"], set()
+    while todo:  # the .cu side and every project header it includes, recursively
+        path = todo.pop().resolve()
+        if path in seen:
+            continue
+        seen.add(path)
+        includes = _includes(path)
+        bad = [i for _, i in includes
+               if i.split("/")[0] in ("torch", "ATen", "c10", "pybind11") or i in ("ops.h", "../checks.h")]
         assert not bad, f"{path.name} includes {bad}: the .cu side must stay torch-free"
+        todo += [path.parent / i for kind, i in includes if kind == '"' and (path.parent / i).exists()]
+    shared = {p.relative_to(REPO).as_posix() for p in seen}
+    assert {"csrc/detection.h", "csrc/modes.h"} <= shared, shared
+
+
+def test_cuda_binding_has_the_kernels_the_capability_table_claims():
+    from lalm_fast.ops import backends
+
+    bound = set(re.findall(r'm\.def\("(\w+)"', (CUDA_DIR / "ops.cpp").read_text()))
+    assert bound == set(backends.CAPABILITIES["cuda"].kernels)
+    cpu_bound = set(re.findall(r'cpu\.def\("(\w+)"', (REPO / "csrc" / "bindings.cpp").read_text()))
+    assert bound == cpu_bound, "the cuda and cpu submodules bind the same kernel names"

@@ -5,7 +5,11 @@
 // segment_compress costs little more than one pass over x from memory.
 #include <ATen/Parallel.h>
 
-#include "detector.h"
+#include <algorithm>
+#include <vector>
+
+#include "../checks.h"
+#include "../detection.h"
 #include "ops.h"
 #include "row_math.h"
 
@@ -14,23 +18,8 @@ namespace cpu {
 
 namespace {
 
-// Spans of one sample's segments into row r of starts/ends; returns the token count.
-int64_t write_spans(const std::vector<char>& start, int64_t length, int64_t num_out, int64_t* st, int64_t* en) {
-  int64_t count = 0;
-  for (int64_t t = 0; t < length; ++t) {
-    if (!start[t]) continue;
-    if (count < num_out) st[count] = t;
-    if (count >= 1 && count <= num_out) en[count - 1] = t;
-    ++count;
-  }
-  const int64_t used = std::min(count, num_out);
-  if (used > 0) en[used - 1] = length;  // the last token runs to the end (and absorbs any surplus)
-  for (int64_t s = used; s < num_out; ++s) st[s] = en[s] = length;
-  return used;
-}
-
 template <typename scalar_t>
-void compress_impl(const at::Tensor& x, const at::Tensor& lengths, const Detector<typename AccType<scalar_t>::type>& det,
+void compress_impl(const at::Tensor& x, const at::Tensor& lengths, const detection::Rules& rules,
                    at::Tensor& values, at::Tensor& starts, at::Tensor& ends, at::Tensor& counts) {
   using acc_t = typename AccType<scalar_t>::type;
   const int64_t batch = x.size(0), frames = x.size(1), dim = x.size(2), num_out = starts.size(1);
@@ -49,11 +38,14 @@ void compress_impl(const at::Tensor& x, const at::Tensor& lengths, const Detecto
     at::Tensor raw = boundary_scores(x_block, l_block);
     const acc_t* rp = raw.data_ptr<acc_t>();
     at::parallel_for(b0, b1, 1, [&](int64_t begin, int64_t end) {
-      std::vector<char> start(frames);
+      std::vector<uint8_t> mask(frames);
+      std::vector<acc_t> normed(frames);
+      std::vector<detection::key_of<acc_t>> keys(frames);
+      const detection::Scratch<acc_t> work{normed.data(), keys.data()};
       for (int64_t b = begin; b < end; ++b) {
-        const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
-        det.run(rp + (b - b0) * frames, length, start);
-        cp[b] = write_spans(start, length, num_out, sp + b * num_out, ep + b * num_out);
+        const int64_t length = detection::clamp_length(lp[b], frames);
+        cp[b] = detection::detect_spans_row(rp + (b - b0) * frames, length, rules, work, mask.data(), num_out,
+                                            sp + b * num_out, ep + b * num_out);
       }
     });
     at::Tensor v_block = values.slice(0, b0, b1);
@@ -68,12 +60,10 @@ void every_kth_spans(const at::Tensor& lengths, int64_t frames, int64_t k, bool 
   const int64_t* lp = lengths.data_ptr<int64_t>();
   int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
   for (int64_t b = 0; b < lengths.size(0); ++b) {
-    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
-    cp[b] = std::min(num_out, (length + k - 1) / k);
+    const int64_t length = detection::clamp_length(lp[b], frames);
+    cp[b] = detection::window_count(length, k, num_out);
     for (int64_t s = 0; s < num_out; ++s) {
-      const int64_t first = std::min(s * k, length);
-      sp[b * num_out + s] = first;
-      ep[b * num_out + s] = std::min(first + (single_frame ? 1 : k), length);
+      detection::window_span(length, k, single_frame, s, sp + b * num_out + s, ep + b * num_out + s);
     }
   }
 }
@@ -89,11 +79,10 @@ void given_spans(const at::Tensor& boundaries, const at::Tensor& lengths, int64_
   const int64_t* lp = lengths.data_ptr<int64_t>();
   const int64_t num_out = starts.size(1);
   int64_t *sp = starts.data_ptr<int64_t>(), *ep = ends.data_ptr<int64_t>(), *cp = counts.data_ptr<int64_t>();
-  std::vector<char> start(frames);
   for (int64_t b = 0; b < lengths.size(0); ++b) {
-    const int64_t length = std::min(std::max<int64_t>(lp[b], 0), frames);
-    for (int64_t t = 0; t < length; ++t) start[t] = t == 0 || mp[b * frames + t];
-    cp[b] = write_spans(start, length, num_out, sp + b * num_out, ep + b * num_out);
+    const int64_t length = detection::clamp_length(lp[b], frames);
+    cp[b] = detection::write_spans(detection::GivenStarts{mp + b * frames}, length, num_out, sp + b * num_out,
+                                   ep + b * num_out);
   }
 }
 
@@ -104,8 +93,10 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   const Mode checked = checked_mode(mode, param, min_len, max_len, true);
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 3, "x must be a [B, T, D] CPU tensor");
   TORCH_CHECK(x.numel() == 0 || x.size(2) <= 1 || x.stride(2) == 1, "x must have a contiguous last dimension");
-  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) && lengths.scalar_type() == at::kLong,
-              "lengths must be int64 [B]");
+  TORCH_CHECK(lengths.device().is_cpu() && lengths.dim() == 1 && lengths.size(0) == x.size(0) &&
+                  lengths.scalar_type() == at::kLong,
+              "lengths must be an int64 [B] CPU tensor, got ", lengths.scalar_type(), " ", lengths.sizes(), " on ",
+              lengths.device());
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
   TORCH_CHECK((checked == Mode::kGiven) == boundaries.has_value(), "boundaries are needed by mode 5 and only by it");
   const at::Tensor lens = lengths.contiguous();
@@ -116,10 +107,7 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   at::Tensor counts = at::zeros({x.size(0)}, lens.options());
   if (num_out == 0 || x.size(0) == 0) return {values, starts, ends, counts};
   if (checked == Mode::kUniform || checked == Mode::kDownsample) {
-    TORCH_CHECK(param == std::floor(param), "k must be an integer, got ", param);
-    // Any k >= T gives one window per sample; capping it keeps (L + k - 1) and s * k in range.
-    const int64_t frames = std::max<int64_t>(x.size(1), 1);
-    const int64_t k = param >= static_cast<double>(frames) ? frames : static_cast<int64_t>(param);
+    const int64_t k = checked_window(param, x.size(1));
     every_kth_spans(lens, x.size(1), k, checked == Mode::kDownsample, starts, ends, counts);
     span_mean_into(x, starts, ends, values);
     return {values, starts, ends, counts};
@@ -130,9 +118,7 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
     return {values, starts, ends, counts};
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_compress_cpu", [&] {
-    using acc_t = typename AccType<scalar_t>::type;
-    const Detector<acc_t> det{checked, param, min_len, max_len};
-    compress_impl<scalar_t>(x, lens, det, values, starts, ends, counts);
+    compress_impl<scalar_t>(x, lens, detection::Rules{checked, param, min_len, max_len}, values, starts, ends, counts);
   });
   return {values, starts, ends, counts};
 }

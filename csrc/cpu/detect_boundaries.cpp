@@ -1,7 +1,12 @@
 // Boundary detection on CPU: a start mask from raw boundary scores, one sample per task.
+// The per-row decisions are csrc/detection.h, the code the CUDA kernel runs too.
 #include <ATen/Parallel.h>
 
-#include "detector.h"
+#include <algorithm>
+#include <vector>
+
+#include "../checks.h"
+#include "../detection.h"
 #include "ops.h"
 
 namespace lalm_fast {
@@ -12,22 +17,28 @@ at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths
   const Mode checked = checked_mode(mode, param, min_len, max_len, false);
   TORCH_CHECK(scores.device().is_cpu() && scores.dim() == 2, "scores must be a [R, T] CPU tensor");
   TORCH_CHECK(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble, "scores must be fp32 or fp64");
-  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == scores.size(0) && lengths.scalar_type() == at::kLong,
-              "lengths must be int64 [R]");
+  TORCH_CHECK(lengths.device().is_cpu() && lengths.dim() == 1 && lengths.size(0) == scores.size(0) &&
+                  lengths.scalar_type() == at::kLong,
+              "lengths must be an int64 [R] CPU tensor, got ", lengths.scalar_type(), " ", lengths.sizes(), " on ",
+              lengths.device());
   const at::Tensor sc = scores.contiguous(), lens = lengths.contiguous();
   const int64_t rows = sc.size(0), frames = sc.size(1);
-  at::Tensor out = at::zeros({rows, frames}, sc.options().dtype(at::kBool));
+  at::Tensor out = at::empty({rows, frames}, sc.options().dtype(at::kBool));  // every byte written below
+  if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(sc.scalar_type(), "detect_boundaries_cpu", [&] {
-    const Detector<scalar_t> det{checked, param, min_len, max_len};
+    const detection::Rules rules{checked, param, min_len, max_len};
     const scalar_t* rp = sc.data_ptr<scalar_t>();
     const int64_t* lp = lens.data_ptr<int64_t>();
-    bool* op = out.data_ptr<bool>();
+    // A bool is one byte; the row functions write 0 or 1 through unsigned char (which may
+    // alias any object).
+    uint8_t* op = reinterpret_cast<uint8_t*>(out.data_ptr<bool>());
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      std::vector<char> start(frames);
+      std::vector<scalar_t> normed(frames);
+      std::vector<detection::key_of<scalar_t>> keys(frames);
+      const detection::Scratch<scalar_t> work{normed.data(), keys.data()};
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t length = std::min(std::max<int64_t>(lp[r], 0), frames);
-        det.run(rp + r * frames, length, start);
-        for (int64_t t = 0; t < length; ++t) op[r * frames + t] = start[t];
+        const int64_t length = detection::clamp_length(lp[r], frames);
+        detection::detect_row(rp + r * frames, length, frames, rules, work, op + r * frames);
       }
     });
   });

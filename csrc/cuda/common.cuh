@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../detection.h"
 #include "kernels.h"
 
 namespace lalm_cuda {
@@ -29,6 +30,23 @@ template <typename T> __device__ __forceinline__ T from_acc(double v);
 template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Detection scratch from a launcher's untyped buffers ([R, T] each; null where the mode
+// needs none), and the rows of one sample.
+template <typename acc_t>
+lalm_fast::detection::Scratch<acc_t> scratch(void* normed, void* keys) {
+  return {static_cast<acc_t*>(normed), static_cast<lalm_fast::detection::key_of<acc_t>*>(keys)};
+}
+template <typename acc_t>
+__device__ __forceinline__ lalm_fast::detection::Scratch<acc_t> scratch_row(lalm_fast::detection::Scratch<acc_t> all,
+                                                                           int64_t r, int64_t T) {
+  return {all.normed ? all.normed + r * T : nullptr, all.keys ? all.keys + r * T : nullptr};
+}
+// Whether a launcher got the scratch its mode needs: normalised scores for peak mode, keys
+// for rate mode.
+inline bool has_scratch(lalm_fast::Mode mode, const void* normed, const void* keys) {
+  return (mode != lalm_fast::Mode::kPeak || normed != nullptr) && (mode != lalm_fast::Mode::kRate || keys != nullptr);
+}
 
 // Dispatch a templated launch on the runtime dtype.
 #define LALM_CUDA_DISPATCH(DTYPE, SCALAR, ...)                                  \

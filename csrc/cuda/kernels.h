@@ -12,6 +12,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../modes.h"
+
 namespace lalm_cuda {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
@@ -33,5 +35,39 @@ cudaError_t span_mean_backward(DType dtype, const void* grad, const int64_t* sta
 cudaError_t boundary_scores(DType dtype, const void* x, const int64_t* lengths, void* out,
                             int64_t R, int64_t T, int64_t D, int64_t stride_r, int64_t stride_t,
                             cudaStream_t stream);
+
+// Start mask of each row from raw scores: out[r, t] = 1 where a segment starts, as
+// lalm_fast/ops/_detect.py decides (csrc/detection.h, the code the CPU kernels run); frame 0
+// of a non-empty row always starts, frames from lengths[r] (clamped to [0, T]) on are 0.
+// mode: peak, threshold or rate with param its prominence, threshold or rate (>= 1);
+// min_len >= 1; max_len >= 0 (0: none); anything else returns cudaErrorInvalidValue.
+// scores: contiguous [R, T] float32 or float64 (score_dtype kFloat32 / kFloat64); out:
+// contiguous [R, T] bytes, every one written. Scratch, contiguous [R, T]: normed, of the
+// scores' type, for peak mode; keys, of their width (uint32 / uint64), for rate mode; either
+// may be null when the mode does not use it. One thread per row.
+cudaError_t detect_boundaries(DType score_dtype, const void* scores, const int64_t* lengths, void* normed, void* keys,
+                              uint8_t* out, int64_t R, int64_t T, lalm_fast::Mode mode, double param, int64_t min_len,
+                              int64_t max_len, cudaStream_t stream);
+
+// The spans of compress, into contiguous starts / ends [R, S] (S >= 1) and counts [R]: row
+// r's segments, its first counts[r] tokens; a row with more segments than S has its surplus
+// merged into its last token; tokens past the count get (L, L). Every element is written.
+
+// Detection modes: the segments detect_boundaries would start (same arguments); mask is
+// contiguous [R, T] byte scratch. One thread per row.
+cudaError_t detect_spans(DType score_dtype, const void* scores, const int64_t* lengths, void* normed, void* keys,
+                         uint8_t* mask, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R, int64_t T,
+                         int64_t S, lalm_fast::Mode mode, double param, int64_t min_len, int64_t max_len,
+                         cudaStream_t stream);
+
+// Given mode: the segments a caller's start mask boundaries (contiguous bool [R, T]) opens;
+// frame 0 always starts one, frames from lengths[r] on are not read. One thread per row.
+cudaError_t given_spans(const bool* boundaries, const int64_t* lengths, int64_t* starts, int64_t* ends,
+                        int64_t* counts, int64_t R, int64_t T, int64_t S, cudaStream_t stream);
+
+// Uniform / downsample modes: token s spans [s k, min(s k + k, L)) or, single_frame,
+// [s k, min(s k + 1, L)); 1 <= k <= max(T, 1). One thread per token.
+cudaError_t window_spans(const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R,
+                         int64_t T, int64_t S, int64_t k, bool single_frame, cudaStream_t stream);
 
 }  // namespace lalm_cuda

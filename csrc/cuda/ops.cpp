@@ -10,6 +10,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <tuple>
+
+#include "../checks.h"
 #include "kernels.h"
 
 namespace {
@@ -105,6 +108,113 @@ at::Tensor boundary_scores_cuda(const at::Tensor& x_in, const at::Tensor& length
   return out;
 }
 
+// Raw scores of a detection: float32, or float64 for fp64 input.
+lalm_cuda::DType score_code(const at::Tensor& scores) {
+  return scores.scalar_type() == at::kDouble ? lalm_cuda::DType::kFloat64 : lalm_cuda::DType::kFloat32;
+}
+
+// The detection scratch a mode needs (kernels.h): normalised scores for peak mode, score
+// keys (an integer of the scores' width) for rate mode; undefined tensors elsewhere.
+struct DetectScratch {
+  at::Tensor normed, keys;
+  void* normed_ptr() const { return normed.defined() ? normed.data_ptr() : nullptr; }
+  void* keys_ptr() const { return keys.defined() ? keys.data_ptr() : nullptr; }
+};
+
+DetectScratch detect_scratch(lalm_fast::Mode mode, const at::Tensor& scores) {
+  DetectScratch out;
+  if (mode == lalm_fast::Mode::kPeak) out.normed = at::empty_like(scores, at::MemoryFormat::Contiguous);
+  if (mode == lalm_fast::Mode::kRate) {
+    out.keys = at::empty(scores.sizes(), scores.options().dtype(scores.scalar_type() == at::kDouble ? at::kLong : at::kInt));
+  }
+  return out;
+}
+
+at::Tensor detect_boundaries_cuda(const at::Tensor& scores_in, const at::Tensor& lengths_in, int64_t mode, double param,
+                                  int64_t min_len, int64_t max_len) {
+  const lalm_fast::Mode checked = lalm_fast::checked_mode(mode, param, min_len, max_len, false);
+  TORCH_CHECK(scores_in.is_cuda(), "scores must be a CUDA tensor, got a tensor on ", scores_in.device());
+  TORCH_CHECK(scores_in.dim() == 2, "scores must be [R, T], got ", scores_in.dim(), " dimensions");
+  TORCH_CHECK_TYPE(scores_in.scalar_type() == at::kFloat || scores_in.scalar_type() == at::kDouble,
+                   "scores must be float32 or float64, got ", scores_in.scalar_type());
+  const at::Tensor scores = scores_in.contiguous();
+  const at::Tensor lengths = index_tensor(lengths_in, "lengths", scores, 1);
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const int64_t R = scores.size(0), T = scores.size(1);
+  at::Tensor out = at::empty({R, T}, scores.options().dtype(at::kBool));  // every byte written by the kernel
+  if (out.numel() == 0) return out;
+  const DetectScratch work = detect_scratch(checked, scores);
+  // A bool is one byte; the kernel writes 0 or 1 through unsigned char.
+  check_launch(lalm_cuda::detect_boundaries(score_code(scores), scores.data_ptr(), lengths.data_ptr<int64_t>(),
+                                            work.normed_ptr(), work.keys_ptr(),
+                                            reinterpret_cast<uint8_t*>(out.data_ptr<bool>()), R, T, checked, param,
+                                            min_len, max_len,
+                                            at::cuda::getCurrentCUDAStream().stream()),
+               "detect_boundaries_cuda");
+  return out;
+}
+
+// One call from x to tokens: spans (detected, every k-th frame or given) then span means, as
+// the CPU compress: (values [B, S, D], starts [B, S], ends [B, S], counts [B]). Detection
+// modes launch boundary_scores, detect_spans and span_mean; the others two launches.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_cuda(
+    const at::Tensor& x_in, const at::Tensor& lengths_in, int64_t mode, double param, int64_t min_len,
+    int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries_in) {
+  const lalm_fast::Mode checked = lalm_fast::checked_mode(mode, param, min_len, max_len, true);
+  TORCH_CHECK(x_in.is_cuda(), "x must be a CUDA tensor, got a tensor on ", x_in.device());
+  TORCH_CHECK(x_in.dim() == 3, "x must be [B, T, D], got ", x_in.dim(), " dimensions");
+  const auto code = float_code(x_in, "x");
+  const at::Tensor x = (x_in.stride(2) == 1 || x_in.size(2) <= 1) ? x_in : x_in.contiguous();
+  const at::Tensor lengths = index_tensor(lengths_in, "lengths", x, 1);
+  TORCH_CHECK(num_out >= 0, "num_out must be >= 0, got ", num_out);
+  TORCH_CHECK((checked == lalm_fast::Mode::kGiven) == boundaries_in.has_value(),
+              "boundaries are needed by mode 5 and only by it");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+  at::Tensor values = at::empty({B, num_out, D}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor starts = at::empty({B, num_out}, lengths.options());
+  at::Tensor ends = at::empty({B, num_out}, lengths.options());
+  at::Tensor counts = at::zeros({B}, lengths.options());
+  if (num_out == 0 || B == 0) return {values, starts, ends, counts};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  int64_t* sp = starts.data_ptr<int64_t>();
+  int64_t* ep = ends.data_ptr<int64_t>();
+  int64_t* cp = counts.data_ptr<int64_t>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  if (checked == lalm_fast::Mode::kUniform || checked == lalm_fast::Mode::kDownsample) {
+    const int64_t k = lalm_fast::checked_window(param, T);
+    check_launch(lalm_cuda::window_spans(lp, sp, ep, cp, B, T, num_out, k, checked == lalm_fast::Mode::kDownsample,
+                                         stream),
+                 "compress_cuda (window spans)");
+  } else if (checked == lalm_fast::Mode::kGiven) {
+    const at::Tensor& given = *boundaries_in;
+    check_cuda(given, "boundaries", x);
+    TORCH_CHECK(given.scalar_type() == at::kBool && given.dim() == 2 && given.size(0) == B && given.size(1) == T,
+                "boundaries must be a bool [B, T] CUDA tensor");
+    const at::Tensor mask = given.contiguous();
+    check_launch(lalm_cuda::given_spans(mask.data_ptr<bool>(), lp, sp, ep, cp, B, T, num_out, stream),
+                 "compress_cuda (given spans)");
+  } else {
+    const auto score_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor scores = at::empty({B, T}, x.options().dtype(score_dtype).memory_format(at::MemoryFormat::Contiguous));
+    check_launch(lalm_cuda::boundary_scores(code, x.data_ptr(), lp, scores.data_ptr(), B, T, D, x.stride(0),
+                                            x.stride(1), stream),
+                 "compress_cuda (boundary scores)");
+    const DetectScratch work = detect_scratch(checked, scores);
+    at::Tensor mask = at::empty({B, T}, x.options().dtype(at::kByte));
+    check_launch(lalm_cuda::detect_spans(score_code(scores), scores.data_ptr(), lp, work.normed_ptr(), work.keys_ptr(),
+                                         mask.data_ptr<uint8_t>(), sp, ep, cp, B, T, num_out, checked, param, min_len,
+                                         max_len, stream),
+                 "compress_cuda (detected spans)");
+  }
+  if (values.numel() != 0) {
+    check_launch(lalm_cuda::span_mean(code, x.data_ptr(), sp, ep, values.data_ptr(), B, T, num_out, D, x.stride(0),
+                                      x.stride(1), stream),
+                 "compress_cuda (span means)");
+  }
+  return {values, starts, ends, counts};
+}
+
 }  // namespace
 
 namespace lalm_fast {
@@ -120,6 +230,14 @@ void bind(pybind11::module_ m) {
   m.def("boundary_scores", &boundary_scores_cuda,
         "1 - cos(x[t-1], x[t]) for 1 <= t < lengths, else 0; [R, T] float32 (CUDA fallback)", pybind11::arg("x"),
         pybind11::arg("lengths"));
+  m.def("detect_boundaries", &detect_boundaries_cuda,
+        "Segment start mask [R, T] bool from raw scores [R, T] (CUDA fallback; csrc/detection.h, one thread per row)",
+        pybind11::arg("scores"), pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"),
+        pybind11::arg("min_len"), pybind11::arg("max_len"));
+  m.def("compress", &compress_cuda,
+        "x to tokens in one call (segmentation, uniform, downsample, given; CUDA fallback)", pybind11::arg("x"),
+        pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"), pybind11::arg("min_len"),
+        pybind11::arg("max_len"), pybind11::arg("num_out"), pybind11::arg("boundaries") = pybind11::none());
 }
 
 }  // namespace cuda

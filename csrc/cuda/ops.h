@@ -9,8 +9,10 @@
 namespace lalm_fast {
 namespace cuda {
 
-// Binds span_mean(x, starts, ends), span_mean_backward(grad, starts, ends, num_frames) and
-// boundary_scores(x, lengths) on the submodule m.
+// Binds span_mean(x, starts, ends), span_mean_backward(grad, starts, ends, num_frames),
+// boundary_scores(x, lengths), detect_boundaries(scores, lengths, mode, param, min_len,
+// max_len) and compress(x, lengths, mode, param, min_len, max_len, num_out, boundaries=None)
+// on the submodule m, with the signatures of the CPU kernels (csrc/cpu/ops.h).
 void bind(pybind11::module_ m);
 
 }  // namespace cuda

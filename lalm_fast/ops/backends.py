@@ -49,7 +49,10 @@ class Capabilities:
 CAPABILITIES = {
     "triton": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True,
                            detect_packed=True),
-    "cuda": Capabilities("cuda", detect=False, compress_modes=frozenset(), compress_rules=False),
+    # The cuda and cpu detection and span building are one torch-free C++ header
+    # (csrc/detection.h): one GPU thread per row runs the code the CPU tests check.
+    "cuda": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
+                         compress_rules=True),
     "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
                         compress_rules=True),
     "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
