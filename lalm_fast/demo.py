@@ -98,7 +98,8 @@ def read_run(folder: Path, configurations: Optional[Sequence[str]]) -> tuple[dic
 def held_out_sets(run: dict, data_dir: Path, utterances: Optional[int], progress: bool) -> dict:
     """The run's held-out ASR and ST test utterances, rebuilt in ``data_dir`` (see :func:`held_out_utterances`)."""
     n_test = run.get("n_test") or max(len(ids) for ids in run["test_ids"].values())
-    synthesised = run["settings"].get("corpus") is not None
+    settings = run["settings"]  # older runs name their corpus size, newer ones their train utterances
+    synthesised = settings.get("corpus", settings.get("n_train")) is not None
     return {task: held_out_utterances(data_dir, task, run["test_ids"][task], utterances, seed=run["seed"],
                                       n_test=n_test if synthesised else None, progress=progress)
             for task in ("asr", "st")}
