@@ -127,15 +127,12 @@ def _export(config, checkpoint: Path, folder: Path) -> Path:
     """The model of ``checkpoint`` as a loadable folder (a stopped run writes one itself, a killed one not)."""
     from safetensors.torch import load_file
 
-    from lalm_fast.data.files import atomic_write
-    from lalm_fast.training import TRAIN_SPEC_FILE, build_model
+    from lalm_fast.training import build_model
+    from lalm_fast.training.loop import save_trained
 
     model = build_model(config.model)
     model.load_state_dict(load_file(checkpoint / "trainable.safetensors"), strict=False)
-    model.save_pretrained(folder)
-    with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
-        json.dump({"model": asdict(config.model), "data": asdict(config.data)}, handle, indent=2)
-    return folder
+    return save_trained(model, config, folder)
 
 
 def _position(checkpoint: Path) -> dict:

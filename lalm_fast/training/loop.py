@@ -23,7 +23,7 @@ from lalm_fast.training.ctc_warmup import ctc_warmup
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, feature_cache, open_dataset, uses_cache
 from lalm_fast.training.models import build_model
 
-__all__ = ["LATEST", "TRAIN_LOG", "TrainResult", "seed_checkpoint", "train"]
+__all__ = ["LATEST", "TRAIN_LOG", "TrainResult", "save_trained", "seed_checkpoint", "train"]
 
 TRAIN_LOG = "train_log.jsonl"   # one line per optimizer step: step, loss, lr, seconds
 LATEST = "latest"               # the model where a time budget stopped the run (final/ once the schedule ends)
@@ -388,11 +388,18 @@ class _Loop:
     def save_model(self, folder: Path) -> Optional[Path]:
         """The model as :func:`~lalm_fast.training.load_trained` reads it (projector + LoRA + how to rebuild the bases)."""
         if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).save_pretrained(folder)
-            with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
-                json.dump({"model": asdict(self.config.model), "data": asdict(self.config.data)}, handle, indent=2)
+            save_trained(self.accelerator.unwrap_model(self.model), self.config, folder)
         self.accelerator.wait_for_everyone()  # no process returns before the model is there
         return folder if self.accelerator.is_main_process else None
+
+
+def save_trained(model, config: TrainConfig, folder: Path) -> Path:
+    """``model`` as :func:`~lalm_fast.training.load_trained` reads it: projector + LoRA, and the specs
+    that rebuild its bases."""
+    model.save_pretrained(folder)
+    with atomic_write(folder / TRAIN_SPEC_FILE) as handle:
+        json.dump({"model": asdict(config.model), "data": asdict(config.data)}, handle, indent=2)
+    return folder
 
 
 def _metric_summary(result: dict) -> dict:
