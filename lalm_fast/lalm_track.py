@@ -260,11 +260,13 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))
         metrics.update(adapt_steps=0, adapt_cpu_minutes=0.0)
     else:
-        print(f"== {configuration.name}: {configuration.compressor} inserted into the base (step {base['step']}), "
-              f"zero-shot", flush=True)
-        model.set_compressor(configuration.compressor)
-        zero_shot = _scored(score_model(model, spec, paths, out, preset.max_new_tokens), out,
-                            f"{configuration.name}-zero-shot")
+        zero_shot = None  # with the base's own compressor, zero-shot is the base's row
+        if configuration.compressor != preset.base_compressor:
+            print(f"== {configuration.name}: {configuration.compressor} inserted into the base (step {base['step']}), "
+                  f"zero-shot", flush=True)
+            model.set_compressor(configuration.compressor)
+            zero_shot = _scored(score_model(model, spec, paths, out, preset.max_new_tokens), out,
+                                f"{configuration.name}-zero-shot")
         _forget_other_base(run_dir, base["step"])
         config = adapt_config(configuration, preset, paths, out, encoder, lm, seed, Path(base["dir"]))
         print(f"== {configuration.name}: adapting {'projector + LoRA' if configuration.lora else 'the projector'} "
@@ -274,8 +276,9 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         model, spec = load_trained(result.final_dir)
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))
-        metrics.update(zero_shot={key: zero_shot[key] for key in ("audio_tokens_per_second", "wer", "wer_guarded",
-                                                                 "wer_groups", "bleu", "asr_loss", "st_loss")},
+        metrics.update(zero_shot=zero_shot and {key: zero_shot[key] for key in (
+                           "audio_tokens_per_second", "wer", "wer_guarded", "wer_groups", "bleu", "asr_loss",
+                           "st_loss")},
                        adapt_steps=result.step, adapt_steps_this_call=len(result.losses),
                        adapt_cpu_minutes=round(cpu / 60, 2), adapt_wall_seconds=round(wall, 1),
                        loss_first=result.losses[0] if result.losses else None,

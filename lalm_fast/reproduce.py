@@ -56,6 +56,9 @@ BASE = Configuration(BASE_RUN, "uniform:2")
 # Factors relative to the base's 25 Hz: x3 is 8.3 audio tokens per second, "uniform:6" over the frames.
 CONFIGURATIONS = [
     BASE,
+    # The control: the base adapted for the same budget with nothing inserted, so that what the
+    # compressed rows gain from their extra steps is not mistaken for recovery from compression.
+    Configuration("base-25hz-adapted", BASE.compressor),
     Configuration("uniform-x2", "uniform:4"),
     Configuration("uniform-x3", "uniform:6"),
     Configuration("uniform-x4", "uniform:8"),

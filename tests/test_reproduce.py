@@ -29,14 +29,19 @@ def test_dry_run_writes_the_report_for_every_configuration(tmp_path):
         assert row["wer"] >= 0 and row["wer_guarded"] >= 0 and row["bleu"] >= 0 and row["audio_tokens_per_second"] > 0
         assert row["base_step"] == rep.PRESETS["tiny"].base_steps
         if row["configuration"] != rep.BASE.name:
-            assert row["adapt_steps"] == rep.PRESETS["tiny"].adapt_steps and row["zero_shot"]["wer"] >= 0
-            assert row["adapt_cpu_minutes"] >= 0
+            assert row["adapt_steps"] == rep.PRESETS["tiny"].adapt_steps and row["adapt_cpu_minutes"] >= 0
+            # the control keeps the base's compressor: its zero-shot would be the base's row
+            control = row["compressor"] == rep.BASE.compressor
+            assert (row["zero_shot"] is None) if control else row["zero_shot"]["wer"] >= 0
+    control = next(r for r in report["configurations"] if r["configuration"] == "base-25hz-adapted")
+    assert control["compressor"] == rep.BASE.compressor and control["lora"] and control["adapt_steps"] > 0
     rates = {row["configuration"]: row["audio_tokens_per_second"] for row in report["configurations"]}
-    assert rates[rep.BASE.name] > rates["uniform-x2"] > rates["uniform-x3"] > rates["uniform-x4"]
+    assert rates["base-25hz-adapted"] == rates[rep.BASE.name] > rates["uniform-x2"] > rates["uniform-x3"] > rates["uniform-x4"]
     assert rates["uniform-x3"] == rates["downsample-x3"] == rates["uniform-x3-projector-only"]
     for name in ("report.md", "report.json", "report.png", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| base-25hz | uniform:2 | - |" in (tmp_path / "report.md").read_text()
+    table = (tmp_path / "report.md").read_text()
+    assert "| base-25hz | uniform:2 | - |" in table and "| base-25hz-adapted | uniform:2 | projector + LoRA |" in table
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["preset"] == "tiny" and saved["base"]["finished"] and saved["base"]["evaluations"]
 
