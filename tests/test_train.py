@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import pytest
 import torch
@@ -96,6 +97,36 @@ def test_a_time_budget_stops_at_a_checkpoint_and_the_next_call_continues_the_sam
     log = [json.loads(line) for line in (tmp_path / "pieces" / loop.TRAIN_LOG).read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
     assert [r["loss"] for r in log] == [round(x, 5) for x in straight.losses]
+
+
+def test_sigterm_stops_at_the_end_of_the_step_saved_and_a_resume_equals_one_run(tmp_path, monkeypatch):
+    def config(name):
+        c = tiny_config(tmp_path / name, total_steps=4, grad_accum=1)
+        c.data.train, c.run.save_every = "synthetic:8", 0  # no periodic checkpoint: the stop must write one
+        return c
+
+    straight = train(config("straight"))
+    handler, original, calls = signal.getsignal(signal.SIGTERM), loop._Loop._step, []
+
+    def step_then_terminate(self, position):
+        calls.append(position.step)
+        loss = original(self, position)
+        if len(calls) == 2:  # arrives during step 2: step 2 completes, step 3 never starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(loop._Loop, "_step", step_then_terminate)
+    with pytest.raises(SystemExit) as stopped:
+        train(config("pieces"))
+    monkeypatch.undo()
+    assert stopped.value.code == 128 + signal.SIGTERM and calls == [0, 1]
+    assert latest_checkpoint(tmp_path / "pieces").name == "step-00000002"
+    assert (tmp_path / "pieces" / loop.LATEST / "lalm_train.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == handler  # the handler does not outlive the run
+    rest = train(config("pieces"), resume=True)
+    assert rest.step == 4 and rest.losses == straight.losses[2:]
+    for name, value in weights(tmp_path / "straight").items():
+        assert torch.equal(value, weights(tmp_path / "pieces")[name]), name
 
 
 @pytest.mark.parametrize("train_lora", [True, False])

@@ -6,6 +6,9 @@ import contextlib
 import copy
 import json
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -93,7 +96,9 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     ``stop_after_seconds``: stop at the first optimizer step that ends past this wall time, save a
     checkpoint there and the model as ``latest/`` (the layout of ``final/``, which is written only
     when the schedule ends), and return without a closing evaluation; a later ``resume`` goes on
-    with the same schedule, as if the run had not stopped. Every step's loss, learning rate and
+    with the same schedule, as if the run had not stopped. SIGTERM stops the same way at the end of
+    the step under way, then raises ``SystemExit(143)`` (the status of a SIGTERM'd process), so that no
+    caller goes on as if training had ended. Every step's loss, learning rate and
     seconds are appended to ``<output_dir>/train_log.jsonl`` (a resumed run may repeat steps
     written after its checkpoint: readers keep the last line per step)."""
     from transformers import get_cosine_schedule_with_warmup
@@ -145,11 +150,37 @@ def train(config: TrainConfig, resume: bool = False, stop_after_seconds: Optiona
     if not finished:
         loop.save(position)
         loop.save_model(output_dir / LATEST)
+        if loop.terminated:  # saved; now end the way a SIGTERM'd process does, callers included
+            if accelerator.is_main_process:
+                print(f"SIGTERM: stopped at step {position.step}, checkpoint saved in {output_dir}; "
+                      "train again with resume to continue", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.SIGTERM)
         skips = _all_skips(accelerator, found_before, train_set.loader.skips)
         return TrainResult(position.step, loop.losses, loop.evals, skips, None, output_dir, warmup)
     final_dir = loop.save_final(position)
     skips = _all_skips(accelerator, found_before, train_set.loader.skips)
     return TrainResult(position.step, loop.losses, loop.evals, skips, final_dir, output_dir, warmup)
+
+
+class _StopOnTerminate:
+    """SIGTERM (a job scheduler's or a user's ``kill``) ends the run at the end of the current step,
+    saved like a time-budget stop, instead of losing the steps since the last checkpoint. Only the
+    main thread can own a signal handler; elsewhere SIGTERM keeps its usual meaning."""
+
+    def __init__(self):
+        self.requested, self._installed, self._previous = False, False, None
+
+    def __enter__(self) -> "_StopOnTerminate":
+        if threading.current_thread() is threading.main_thread():
+            self._previous, self._installed = signal.signal(signal.SIGTERM, self._request), True
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:  # None: a handler set outside Python, which signal cannot restore
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
 
 
 def seed_checkpoint(config: TrainConfig, weights: Path, position: Position) -> Path:
@@ -254,6 +285,7 @@ class _Loop:
         self.evals: list[dict] = []
         self.saved_step: Optional[int] = None
         self.spare = None  # the last micro-batch this process loaded (see _step)
+        self.terminated = False  # stopped by SIGTERM (in any process), not by the time budget
 
     def run(self, position: Position, stop_after_seconds: Optional[float] = None) -> bool:
         """Steps until ``total_steps`` (returns True) or until ``stop_after_seconds`` have passed (False)."""
@@ -264,21 +296,23 @@ class _Loop:
                    disable=not (self.config.run.progress and self.accelerator.is_main_process))
         saved = Position(**asdict(position))
         try:
-            while position.step < total:
-                trial = Position(**asdict(position))
-                step_started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
-                loss = self._step(trial)
-                position.__dict__.update(asdict(trial))  # only a completed step moves the position
-                self.losses.append(loss)
-                self._log({"step": position.step, "loss": round(loss, 5), "lr": lr,
-                           "seconds": round(time.perf_counter() - step_started, 3)})
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                self._periodic(position)
-                if stop_after_seconds is not None and position.step < total \
-                        and self._anyone(time.perf_counter() - started > stop_after_seconds):
-                    return False
-            return True
+            with _StopOnTerminate() as terminate:
+                while position.step < total:
+                    trial = Position(**asdict(position))
+                    step_started, lr = time.perf_counter(), self.scheduler.get_last_lr()[0]
+                    loss = self._step(trial)
+                    position.__dict__.update(asdict(trial))  # only a completed step moves the position
+                    self.losses.append(loss)
+                    self._log({"step": position.step, "loss": round(loss, 5), "lr": lr,
+                               "seconds": round(time.perf_counter() - step_started, 3)})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    self._periodic(position)
+                    over_budget = stop_after_seconds is not None and time.perf_counter() - started > stop_after_seconds
+                    if position.step < total and self._anyone(over_budget or terminate.requested):
+                        self.terminated = self._anyone(terminate.requested)
+                        return False
+                return True
         except BaseException:
             if position.step > saved.step:
                 # Alone: the other processes may be anywhere (an error here need not be theirs), so no
