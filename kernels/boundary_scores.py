@@ -19,6 +19,45 @@ from lalm_fast.ops.reference import COSINE_EPS
 from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, tl, triton
 
 
+@triton.jit
+def _finite(v):
+    return (v == v) & (tl.abs(v) != float("inf"))
+
+
+@triton.jit
+def _scaled_scores(prev_ptrs, cur_ptrs, rows, D, EPS, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Scores of the frame pairs ``rows`` from max-scaled frames in fp64:
+    ``max(|a|, eps) = s max(|a / s|, eps / s)``, so the scales cancel; NaN for a pair with
+    a NaN or Inf, 1 for a pair with a zero frame (its dot is 0, its norm clamped)."""
+    scale_a = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    scale_b = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    bad = tl.zeros((BLOCK_T,), dtype=tl.int1)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        m = rows[:, None] & (d < D)[None, :]
+        a = tl.abs(tl.load(prev_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64))
+        b = tl.abs(tl.load(cur_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64))
+        bad = bad | (tl.max((~_finite(a) | ~_finite(b)).to(tl.int32), axis=1) > 0)
+        scale_a = tl.maximum(scale_a, tl.max(tl.where(a == a, a, 0.0), axis=1))
+        scale_b = tl.maximum(scale_b, tl.max(tl.where(b == b, b, 0.0), axis=1))
+    div_a = tl.where(scale_a > 0, scale_a, 1.0)
+    div_b = tl.where(scale_b > 0, scale_b, 1.0)
+    dot = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    na = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    nb = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        m = rows[:, None] & (d < D)[None, :]
+        a = tl.load(prev_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64) / div_a[:, None]
+        b = tl.load(cur_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64) / div_b[:, None]
+        dot += tl.sum(a * b, axis=1)
+        na += tl.sum(a * a, axis=1)
+        nb += tl.sum(b * b, axis=1)
+    norms = tl.maximum(tl.sqrt(na), EPS / div_a) * tl.maximum(tl.sqrt(nb), EPS / div_b)
+    score = tl.where((scale_a == 0) | (scale_b == 0), 1.0, 1.0 - dot / norms)
+    return tl.where(bad, float("nan"), score)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _boundary_scores_kernel(
     x_ptr, lengths_ptr, out_ptr,
@@ -49,6 +88,10 @@ def _boundary_scores_kernel(
         nb += tl.sum(b * b, axis=1)
     norms = tl.maximum(tl.sqrt(na), EPS) * tl.maximum(tl.sqrt(nb), EPS)
     score = 1.0 - dot / norms
+    overflowed = valid & ~(_finite(dot) & _finite(na) & _finite(nb))
+    if tl.max(overflowed.to(tl.int32), axis=0) > 0:
+        scaled = _scaled_scores(prev_ptrs, cur_ptrs, overflowed, D, EPS, BLOCK_T, BLOCK_D)
+        score = tl.where(overflowed, scaled.to(acc_dtype), score)
     score = tl.where(valid, score, 0.0)
     tl.store(out_ptr + r * T + t, score.to(out_ptr.dtype.element_ty), mask=t < T)
 
