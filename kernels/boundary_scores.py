@@ -96,6 +96,41 @@ def _boundary_scores_kernel(
     tl.store(out_ptr + r * T + t, score.to(out_ptr.dtype.element_ty), mask=t < T)
 
 
+@triton.jit(do_not_specialize=["T"])
+def _normalize_kernel(scores_ptr, lengths_ptr, cu_ptr, T, BLOCK_T: tl.constexpr, PACKED: tl.constexpr):
+    """One program per sample: its scored frames (after its first, NaN left out) min-max
+    normalised to [0, 1] in place, every other frame of the sample 0, and all of them 0 when
+    the range is empty or flat (``_detect.normalize_scores``)."""
+    r = tl.program_id(0).to(tl.int64)
+    if PACKED:  # one row of N frames; clamped so unchecked cu_seqlens never reach out of bounds
+        first = tl.minimum(tl.maximum(tl.load(cu_ptr + r), 0), T)
+        end = tl.minimum(tl.maximum(tl.load(cu_ptr + r + 1), first), T)
+        row = scores_ptr
+    else:
+        first = tl.zeros((), dtype=tl.int64)
+        end = tl.minimum(tl.maximum(tl.load(lengths_ptr + r), 0), T)
+        row = scores_ptr + r * T
+    low = tl.zeros((), dtype=scores_ptr.dtype.element_ty) + float("inf")
+    high = tl.zeros((), dtype=scores_ptr.dtype.element_ty) - float("inf")
+    for t0 in range(first, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        scored = (t > first) & (t < end)
+        s = tl.load(row + t, mask=scored, other=0.0)
+        ranged = scored & (s == s)
+        low = tl.minimum(low, tl.min(tl.where(ranged, s, float("inf")), axis=0))
+        high = tl.maximum(high, tl.max(tl.where(ranged, s, float("-inf")), axis=0))
+    normalized = high - low > 0
+    spread = tl.where(normalized, high - low, 1.0)
+    for t0 in range(first, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        inside = t < end
+        s = tl.load(row + t, mask=inside, other=0.0)
+        # ieee_rounding: torch divides exactly; the default fp32 division is approximate
+        value = tl.math.fdiv(s - low, spread, ieee_rounding=True)
+        value = tl.where((t > first) & (s == s), value, 0.0)
+        tl.store(row + t, tl.where(normalized, value, 0.0), mask=inside)
+
+
 _CONFIGS = [  # (BLOCK_T, BLOCK_D, num_warps)
     (4, 256, 4), (8, 128, 4), (8, 256, 4), (16, 128, 4), (16, 256, 8), (32, 64, 4), (32, 128, 8), (4, 512, 8),
 ]
@@ -111,8 +146,25 @@ def _fixed_config(dim: int) -> dict:
     return dict(BLOCK_T=16, BLOCK_D=block_d, num_warps=4)
 
 
-def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0."""
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, *, normalize: bool = False,
+                    cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
+    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0.
+
+    ``normalize``: each sample's scores min-max normalised (a second launch); packed input
+    (``x [1, N, D]``, ``cu_seqlens [B+1]``, ``max_seqlen``) scores each sample on its own."""
+    if not normalize:
+        return _raw_scores(x, lengths)
+    scores = _raw_scores(x, lengths if cu_seqlens is None else cu_seqlens[-1:])
+    rows = scores.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    if rows > 0 and scores.shape[1]:
+        longest = scores.shape[1] if cu_seqlens is None else max_seqlen
+        _normalize_kernel[(rows,)](scores, lengths, cu_seqlens if cu_seqlens is not None else lengths,
+                                   scores.shape[1], BLOCK_T=max(16, min(1024, next_pow2(longest))),
+                                   PACKED=cu_seqlens is not None, num_warps=4)
+    return scores
+
+
+def _raw_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     check_float("x", x)
     rows, frames, dim = x.shape
     out_dtype = torch.float64 if acc_is_fp64(x.dtype) else torch.float32

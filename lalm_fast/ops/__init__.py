@@ -128,7 +128,11 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
     (padded) or ``[N]`` (packed). Not differentiable.
     """
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
-    scores = _raw_scores(grid, backends.resolve(backend, grid.x.device))
+    name = backends.resolve(backend, grid.x.device)
+    if normalize and backends.normalizes(name):  # in the kernel: per sample, packed or padded
+        return _unpack(grid, kernel_ops.boundary_scores(grid.x, grid.lengths, name, True, grid.cu_seqlens,
+                                                        grid.max_seqlen))
+    scores = _raw_scores(grid, name)
     if normalize:
         scores = _detect.normalize_scores(grid, scores)
     return _unpack(grid, scores)

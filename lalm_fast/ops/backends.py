@@ -40,6 +40,7 @@ class Capabilities:
     compress_rules: bool  # whether that compress honours min_len and max_len
     detect_packed: bool = False  # detect_boundaries(..., cu_seqlens, max_seqlen) on packed input too
     packed_modes: frozenset = frozenset()  # the Modes compress_packed(x, cu_seqlens, mode, ...) runs in one call
+    normalize: bool = False  # boundary_scores(x, lengths, normalize=True, cu_seqlens=None, max_seqlen=0)
 
     @property
     def kernels(self) -> tuple[str, ...]:
@@ -50,7 +51,8 @@ class Capabilities:
 
 CAPABILITIES = {
     "triton": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True,
-                           detect_packed=True, packed_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS}),
+                           detect_packed=True, packed_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
+                           normalize=True),
     # The cuda and cpu detection and span building are one torch-free C++ header
     # (csrc/detection.h): one GPU thread per row runs the code the CPU tests check.
     "cuda": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
@@ -155,6 +157,11 @@ def compresses(name: str, mode: Mode, min_len: int = 1, max_len: int = 0) -> boo
     modes scores and detection too) in one kernel for these settings (padded input)."""
     caps = CAPABILITIES[name]
     return mode in caps.compress_modes and (caps.compress_rules or (min_len <= 1 and max_len == 0))
+
+
+def normalizes(name: str) -> bool:
+    """Whether backend ``name``'s ``boundary_scores`` min-max normalises each sample itself."""
+    return CAPABILITIES[name].normalize
 
 
 def compresses_packed(name: str, mode: Mode) -> bool:

@@ -4,7 +4,8 @@ Schemas (namespace ``lalm_fast``), the same for every backend, which is the last
 
     span_mean(Tensor x, Tensor starts, Tensor ends, str backend) -> Tensor
     span_mean_backward(Tensor grad, Tensor starts, Tensor ends, SymInt num_frames, str backend) -> Tensor
-    boundary_scores(Tensor x, Tensor lengths, str backend) -> Tensor
+    boundary_scores(Tensor x, Tensor lengths, str backend, bool normalize=False, Tensor? cu_seqlens=None,
+                    int max_seqlen=0) -> Tensor
     detect_boundaries(Tensor scores, Tensor lengths, int mode, float param, int min_len, int max_len,
                       str backend, Tensor? cu_seqlens=None, int max_seqlen=0) -> Tensor
     compress(Tensor x, Tensor lengths, int mode, float param, int min_len, int max_len, SymInt num_out,
@@ -92,22 +93,33 @@ def span_mean(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, backend
 
 
 @torch.library.custom_op("lalm_fast::boundary_scores", mutates_args=())
-def _boundary_scores_op(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> torch.Tensor:
-    return backends.kernels(backend).boundary_scores(x, lengths)
+def _boundary_scores_op(x: torch.Tensor, lengths: torch.Tensor, backend: str, normalize: bool = False,
+                        cu_seqlens: Optional[torch.Tensor] = None, max_seqlen: int = 0) -> torch.Tensor:
+    return _run_scores(x, lengths, backend, normalize, cu_seqlens, max_seqlen)
 
 
 @_boundary_scores_op.register_fake
-def _(x, lengths, backend):
+def _(x, lengths, backend, normalize=False, cu_seqlens=None, max_seqlen=0):
     return x.new_empty(x.shape[:2], dtype=_score_dtype(x))
 
 
-def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str) -> torch.Tensor:
+def _run_scores(x, lengths, backend, normalize, cu_seqlens, max_seqlen):
+    kernel = backends.kernels(backend).boundary_scores
+    if not normalize:  # raw scores: the signature every backend has
+        return kernel(x, lengths)
+    return kernel(x, lengths, normalize=True, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+
+
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, backend: str, normalize: bool = False,
+                    cu_seqlens: Optional[torch.Tensor] = None, max_seqlen: int = 0) -> torch.Tensor:
     """``[R, T]`` raw scores ``1 - cos(x[t-1], x[t])`` (not differentiable, so cut from the
-    graph: a result that required grad would fail in backward)."""
+    graph: a result that required grad would fail in backward). ``normalize`` (backends where
+    ``backends.normalizes``): each sample's scores min-max normalised, samples sliced by
+    ``cu_seqlens`` for packed input (``x [1, N, D]``, ``max_seqlen`` its longest sample)."""
     x = x.detach()
     if _unrecorded(x):
-        return backends.kernels(backend).boundary_scores(x, lengths)
-    return _boundary_scores_op(x, lengths, backend)
+        return _run_scores(x, lengths, backend, normalize, cu_seqlens, max_seqlen)
+    return _boundary_scores_op(x, lengths, backend, normalize, cu_seqlens, max_seqlen)
 
 
 # --------------------------------------------------------------------------- detect_boundaries
