@@ -23,12 +23,13 @@ UNAVAILABLE_REASON = unavailable_reason()
 __all__ = [
     "UNAVAILABLE_REASON", "FIXED_CONFIG_ENV", "fixed_config", "interpreting",
     "span_mean", "span_mean_backward", "boundary_scores", "detect_boundaries", "compress",
+    "compress_packed",
 ]
 
 if IMPORT_ERROR is None:
     try:
         from .boundary_scores import boundary_scores
-        from .compress import compress
+        from .compress import compress, compress_packed
         from .detect_boundaries import detect_boundaries
         from .span_mean import span_mean, span_mean_backward
     except Exception as exc:  # a triton too old / too new for these kernels
@@ -40,3 +41,4 @@ if IMPORT_ERROR is not None:
         raise RuntimeError(f"the triton backend cannot run here: {UNAVAILABLE_REASON}")
 
     span_mean = span_mean_backward = boundary_scores = detect_boundaries = compress = _unavailable
+    compress_packed = _unavailable

@@ -19,6 +19,45 @@ from lalm_fast.ops.reference import COSINE_EPS
 from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, tl, triton
 
 
+@triton.jit
+def _finite(v):
+    return (v == v) & (tl.abs(v) != float("inf"))
+
+
+@triton.jit
+def _scaled_scores(prev_ptrs, cur_ptrs, rows, D, EPS, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Scores of the frame pairs ``rows`` from max-scaled frames in fp64:
+    ``max(|a|, eps) = s max(|a / s|, eps / s)``, so the scales cancel; NaN for a pair with
+    a NaN or Inf, 1 for a pair with a zero frame (its dot is 0, its norm clamped)."""
+    scale_a = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    scale_b = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    bad = tl.zeros((BLOCK_T,), dtype=tl.int1)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        m = rows[:, None] & (d < D)[None, :]
+        a = tl.abs(tl.load(prev_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64))
+        b = tl.abs(tl.load(cur_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64))
+        bad = bad | (tl.max((~_finite(a) | ~_finite(b)).to(tl.int32), axis=1) > 0)
+        scale_a = tl.maximum(scale_a, tl.max(tl.where(a == a, a, 0.0), axis=1))
+        scale_b = tl.maximum(scale_b, tl.max(tl.where(b == b, b, 0.0), axis=1))
+    div_a = tl.where(scale_a > 0, scale_a, 1.0)
+    div_b = tl.where(scale_b > 0, scale_b, 1.0)
+    dot = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    na = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    nb = tl.zeros((BLOCK_T,), dtype=tl.float64)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        m = rows[:, None] & (d < D)[None, :]
+        a = tl.load(prev_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64) / div_a[:, None]
+        b = tl.load(cur_ptrs + d[None, :], mask=m, other=0.0).to(tl.float64) / div_b[:, None]
+        dot += tl.sum(a * b, axis=1)
+        na += tl.sum(a * a, axis=1)
+        nb += tl.sum(b * b, axis=1)
+    norms = tl.maximum(tl.sqrt(na), EPS / div_a) * tl.maximum(tl.sqrt(nb), EPS / div_b)
+    score = tl.where((scale_a == 0) | (scale_b == 0), 1.0, 1.0 - dot / norms)
+    return tl.where(bad, float("nan"), score)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _boundary_scores_kernel(
     x_ptr, lengths_ptr, out_ptr,
@@ -49,8 +88,47 @@ def _boundary_scores_kernel(
         nb += tl.sum(b * b, axis=1)
     norms = tl.maximum(tl.sqrt(na), EPS) * tl.maximum(tl.sqrt(nb), EPS)
     score = 1.0 - dot / norms
+    overflowed = valid & ~(_finite(dot) & _finite(na) & _finite(nb))
+    if tl.max(overflowed.to(tl.int32), axis=0) > 0:
+        scaled = _scaled_scores(prev_ptrs, cur_ptrs, overflowed, D, EPS, BLOCK_T, BLOCK_D)
+        score = tl.where(overflowed, scaled.to(acc_dtype), score)
     score = tl.where(valid, score, 0.0)
     tl.store(out_ptr + r * T + t, score.to(out_ptr.dtype.element_ty), mask=t < T)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _normalize_kernel(scores_ptr, lengths_ptr, cu_ptr, T, BLOCK_T: tl.constexpr, PACKED: tl.constexpr):
+    """One program per sample: its scored frames (after its first, NaN left out) min-max
+    normalised to [0, 1] in place, every other frame of the sample 0, and all of them 0 when
+    the range is empty or flat (``_detect.normalize_scores``)."""
+    r = tl.program_id(0).to(tl.int64)
+    if PACKED:  # one row of N frames; clamped so unchecked cu_seqlens never reach out of bounds
+        first = tl.minimum(tl.maximum(tl.load(cu_ptr + r), 0), T)
+        end = tl.minimum(tl.maximum(tl.load(cu_ptr + r + 1), first), T)
+        row = scores_ptr
+    else:
+        first = tl.zeros((), dtype=tl.int64)
+        end = tl.minimum(tl.maximum(tl.load(lengths_ptr + r), 0), T)
+        row = scores_ptr + r * T
+    low = tl.zeros((), dtype=scores_ptr.dtype.element_ty) + float("inf")
+    high = tl.zeros((), dtype=scores_ptr.dtype.element_ty) - float("inf")
+    for t0 in range(first, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        scored = (t > first) & (t < end)
+        s = tl.load(row + t, mask=scored, other=0.0)
+        ranged = scored & (s == s)
+        low = tl.minimum(low, tl.min(tl.where(ranged, s, float("inf")), axis=0))
+        high = tl.maximum(high, tl.max(tl.where(ranged, s, float("-inf")), axis=0))
+    normalized = high - low > 0
+    spread = tl.where(normalized, high - low, 1.0)
+    for t0 in range(first, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
+        inside = t < end
+        s = tl.load(row + t, mask=inside, other=0.0)
+        # ieee_rounding: torch divides exactly; the default fp32 division is approximate
+        value = tl.math.fdiv(s - low, spread, ieee_rounding=True)
+        value = tl.where((t > first) & (s == s), value, 0.0)
+        tl.store(row + t, tl.where(normalized, value, 0.0), mask=inside)
 
 
 _CONFIGS = [  # (BLOCK_T, BLOCK_D, num_warps)
@@ -68,8 +146,25 @@ def _fixed_config(dim: int) -> dict:
     return dict(BLOCK_T=16, BLOCK_D=block_d, num_warps=4)
 
 
-def boundary_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0."""
+def boundary_scores(x: torch.Tensor, lengths: torch.Tensor, *, normalize: bool = False,
+                    cu_seqlens=None, max_seqlen: int = 0) -> torch.Tensor:
+    """``[R, T]`` fp32 (fp64 for fp64): ``1 - cos(x[t-1], x[t])`` for ``1 <= t < lengths[r]``, else 0.
+
+    ``normalize``: each sample's scores min-max normalised (a second launch); packed input
+    (``x [1, N, D]``, ``cu_seqlens [B+1]``, ``max_seqlen``) scores each sample on its own."""
+    if not normalize:
+        return _raw_scores(x, lengths)
+    scores = _raw_scores(x, lengths if cu_seqlens is None else cu_seqlens[-1:])
+    rows = scores.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    if rows > 0 and scores.shape[1]:
+        longest = scores.shape[1] if cu_seqlens is None else max_seqlen
+        _normalize_kernel[(rows,)](scores, lengths, cu_seqlens if cu_seqlens is not None else lengths,
+                                   scores.shape[1], BLOCK_T=max(16, min(1024, next_pow2(longest))),
+                                   PACKED=cu_seqlens is not None, num_warps=4)
+    return scores
+
+
+def _raw_scores(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     check_float("x", x)
     rows, frames, dim = x.shape
     out_dtype = torch.float64 if acc_is_fp64(x.dtype) else torch.float32

@@ -50,9 +50,10 @@ from lalm_fast.ops.modes import Mode
 
 from ._common import check_float, next_pow2, tl, triton
 from .boundary_scores import boundary_scores
-from .detect_boundaries import detect_spans, fits
+from .detect_boundaries import detect_positions, detect_spans, fits
+from .packed_spans import compact_starts
 from .segment_spans import segment_spans
-from .span_mean import span_mean, window_mean
+from .span_mean import packed_mean, span_mean, window_mean
 
 
 @triton.jit(do_not_specialize=["T", "NUM_OUT"])
@@ -146,3 +147,36 @@ def compress(x: torch.Tensor, lengths: torch.Tensor, mode: int, param: float, mi
     else:
         starts, ends, counts = _spans(boundary_scores(x, lengths), lengths, mode, param, min_len, max_len, num_out)
     return span_mean(x, starts, ends), starts, ends, counts
+
+
+PACKED_MODES = frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS}  # ids and offsets need padded input
+
+
+def compress_packed(x: torch.Tensor, cu_seqlens: torch.Tensor, mode: int, param: float, min_len: int,
+                    max_len: int, num_out: int, max_seqlen: int, boundaries=None):
+    """Packed input ``x [1, N, D]`` sliced by ``cu_seqlens [B+1]``: ``(values [num_out, D],
+    spans [num_out, 2] local to each sample, counts [B], cu_out [B+1], starts [1, num_out],
+    ends [1, num_out])``, the layout of ``lalm_fast.ops._spans.assemble``; ``starts`` /
+    ``ends`` are global frames, for the backward. Windows: one launch; a given start mask
+    ``boundaries [N]``: two (its starts compacted per sample, then spans and means);
+    detection: three (scores, detection writing the starts, then spans and means). The
+    spans of every mode are computed in the span-mean kernel, see :mod:`.packed_spans`."""
+    mode = Mode(mode)
+    if mode not in PACKED_MODES or not supports(mode, min_len, max_len) or mode.takes_segments != (
+            boundaries is not None):
+        raise ValueError(f"the triton packed compress runs modes {sorted(m.name for m in PACKED_MODES)} with "
+                         f"min_len >= 1, max_len >= 0 and boundaries in mode GIVEN only (got mode={mode.name})")
+    check_float("x", x)
+    num_out = int(num_out)
+    if mode in (Mode.UNIFORM, Mode.DOWNSAMPLE):
+        k = int(param)
+        return packed_mean(x, cu_seqlens, num_out, k=k, width=1 if mode == Mode.DOWNSAMPLE else k)
+    frames = x.shape[1]
+    if frames == 0:  # every sample is empty: windows of any k give the same (no) segments
+        return packed_mean(x, cu_seqlens, num_out)
+    if mode == Mode.GIVEN:
+        starts_at = compact_starts(boundaries, cu_seqlens, max_seqlen)
+    else:
+        scores = boundary_scores(x, cu_seqlens[-1:])  # one row; a sample's first score is never read
+        starts_at = detect_positions(scores, cu_seqlens, mode, param, min_len, max_len, max_seqlen)
+    return packed_mean(x, cu_seqlens, num_out, starts_at=starts_at)

@@ -230,6 +230,16 @@ def _write_spans(start, t, length, starts_ptr, ends_ptr, counts_ptr, row, num_ou
     tl.store(counts_ptr + row + one, used.to(tl.int64) + one)
 
 
+@triton.jit
+def _write_positions(start, t, base, positions_ptr, seg_counts_ptr, row):
+    """Packed: the sample's starts in order from ``positions[base]`` (global frames) and their
+    number, what ``packed_spans.py`` turns into spans (the layout of ``compact_starts``)."""
+    rank = tl.cumsum(start.to(tl.int32), axis=0) - 1
+    tl.store(positions_ptr + base + rank, base + t.to(tl.int64), mask=start)
+    one = tl.arange(0, 1)  # 1-element vectors: scalar masked stores are not portable
+    tl.store(seg_counts_ptr + row + one, tl.sum(start.to(tl.int64), axis=0) + one)
+
+
 @triton.jit(do_not_specialize=["frames", "row_stride", "param_bits", "min_len", "max_len", "num_out"])
 def _detect_kernel(
     scores_ptr, lengths_ptr, cu_seqlens_ptr, mask_ptr, starts_ptr, ends_ptr, counts_ptr, scratch_ptr,
@@ -278,7 +288,9 @@ def _detect_kernel(
     start = (start | (t == 0)) & (t < length)
     if max_len > 0:
         start = _split_long(start, t, length, max_len)
-    if SPANS:
+    if SPANS and PACKED:
+        _write_positions(start, t, base, starts_ptr, counts_ptr, row)
+    elif SPANS:
         _write_spans(start, t, length, starts_ptr, ends_ptr, counts_ptr, row, num_out, BLOCK_S)
     else:
         out_end = length if PACKED else frames  # padded rows are written whole (False past L)
@@ -308,7 +320,7 @@ def _launch(scores, lengths, cu_seqlens, mode, param, min_len, max_len, max_fram
     needs_scratch = min_len > 1 or mode == _PEAK
     scratch = scores.new_empty((rows * (2 * levels + 3) * block_t) if needs_scratch else 1)
     starts, ends, counts = spans if spans is not None else (mask, mask, mask)
-    num_out = starts.shape[1] if spans is not None else 0
+    num_out = starts.shape[1] if spans is not None and starts.dim() == 2 else 0
     _detect_kernel[(rows,)](
         scores, lengths, cu_seqlens if cu_seqlens is not None else lengths, mask if mask is not None else scores,
         starts, ends, counts, scratch,
@@ -378,3 +390,26 @@ def detect_spans(scores: torch.Tensor, lengths: torch.Tensor, mode: int, param: 
     elif rows:
         spans = _reference_spans(scores, lengths, mode, param, min_len, max_len, num_out)
     return spans
+
+
+def detect_positions(scores: torch.Tensor, cu_seqlens: torch.Tensor, mode: int, param: float, min_len: int,
+                     max_len: int, max_seqlen: int):
+    """Packed ``scores [1, N]``: ``(positions [N], seg_counts [B])``, each sample's detected
+    starts (frame 0 of the sample included) in order from ``positions[cu_seqlens[b]]``, and
+    their number (the layout of :func:`.packed_spans.compact_starts`)."""
+    from .packed_spans import compact_starts
+
+    scores = _checked_scores(scores)
+    if not fits(max_seqlen):
+        lengths = cu_seqlens.diff()
+        mask = _reference_mask(scores, lengths, mode, param, min_len, max_len, cu_seqlens)
+        return compact_starts(mask[0], cu_seqlens, max_seqlen)
+    samples = cu_seqlens.shape[0] - 1
+    positions = torch.empty((scores.shape[1],), dtype=torch.int64, device=scores.device)
+    seg_counts = torch.empty((max(samples, 0),), dtype=torch.int64, device=scores.device)
+    if samples > 0 and scores.shape[1]:
+        _launch(scores, cu_seqlens, cu_seqlens, mode, param, min_len, max_len, max_seqlen,
+                spans=(positions, positions, seg_counts))
+    elif samples > 0:
+        seg_counts.zero_()
+    return positions, seg_counts

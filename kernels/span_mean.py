@@ -29,9 +29,16 @@ No launcher reads tensor values on the host: grids and buckets come from shapes 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
 from ._common import acc_is_fp64, check_float, fixed_config, length_bucket, next_pow2, num_splits, tl, triton
+from .packed_spans import block_samples, packed_spans
+
+# Where the forward kernel gets its spans (the SPANS argument).
+LOADED, WINDOWS, PACKED_WINDOWS, PACKED_STARTS = 0, 1, 2, 3
 
 # --------------------------------------------------------------------------- kernels
 
@@ -54,14 +61,15 @@ def _window_spans(lengths_ptr, starts_ptr, ends_ptr, counts_ptr, r, s, smask, sb
     return st, en
 
 
-@triton.jit(do_not_specialize=["R", "S", "NSPLIT", "LEN_BUCKET", "T", "K", "WIDTH"])
+@triton.jit(do_not_specialize=["R", "S", "NSPLIT", "LEN_BUCKET", "T", "K", "WIDTH", "B"])
 def _span_mean_fwd_kernel(
     x_ptr, starts_ptr, ends_ptr, out_ptr, ws_ptr,
     R, S, D, stride_xr, stride_xt,
     NSPLIT, LEN_BUCKET,
     lengths_ptr, counts_ptr, T, K, WIDTH,
+    seg_counts_ptr, positions_ptr, spans_ptr, cu_out_ptr, B,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr,
-    SPLIT: tl.constexpr, ACC_FP64: tl.constexpr, WINDOWS: tl.constexpr,
+    SPLIT: tl.constexpr, ACC_FP64: tl.constexpr, SPANS: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     pid0 = tl.program_id(0)
     num_sb = tl.cdiv(S, BLOCK_S)
@@ -71,8 +79,11 @@ def _span_mean_fwd_kernel(
 
     s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < S
-    if WINDOWS:  # uniform_pool / downsample: spans written here, not read
+    if SPANS == 1:  # uniform_pool / downsample (WINDOWS): spans written here, not read
         st, en = _window_spans(lengths_ptr, starts_ptr, ends_ptr, counts_ptr, r, s, smask, sb, T, S, K, WIDTH)
+    elif SPANS >= 2:  # packed input (lengths_ptr holds cu_seqlens): windows or compacted starts
+        st, en = packed_spans(lengths_ptr, seg_counts_ptr, positions_ptr, starts_ptr, ends_ptr, spans_ptr,
+                              counts_ptr, cu_out_ptr, s, smask, sb, B, T, S, K, WIDTH, SPANS == 3, BLOCK_B)
     else:
         st = tl.load(starts_ptr + r * S + s, mask=smask, other=0)
         en = tl.load(ends_ptr + r * S + s, mask=smask, other=0)
@@ -223,10 +234,35 @@ def _fixed_bwd_config(dim: int, bucket: int) -> dict:
 # --------------------------------------------------------------------------- launchers
 
 
-def _launch_fwd(x, starts, ends, out, nsplit, windows=None):
-    """The forward launch (plus the combine for split spans). ``windows``:
-    ``(lengths, counts, k, width)`` makes the kernel compute the spans and write them to
-    ``starts`` / ``ends`` and ``counts``, instead of reading them."""
+@dataclass
+class _SpanSource:
+    """What the forward kernel needs to compute its spans instead of loading them: the
+    sample lengths (padded) or cu_seqlens (packed) and the outputs it writes besides the
+    means. Fields a mode does not use point at ``starts`` and are never read."""
+
+    kind: int
+    lengths: torch.Tensor
+    counts: torch.Tensor
+    k: int = 1
+    width: int = 1
+    samples: int = 0
+    seg_counts: Optional[torch.Tensor] = None
+    positions: Optional[torch.Tensor] = None
+    spans: Optional[torch.Tensor] = None
+    cu_out: Optional[torch.Tensor] = None
+
+    def args(self, placeholder):
+        def given(t):
+            return placeholder if t is None else t
+
+        return (self.lengths, self.counts, self.k, self.width, given(self.seg_counts), given(self.positions),
+                given(self.spans), given(self.cu_out), self.samples)
+
+
+def _launch_fwd(x, starts, ends, out, nsplit, source: Optional[_SpanSource] = None):
+    """The forward launch (plus the combine for split spans). ``source`` makes the kernel
+    compute the spans and write them to ``starts`` / ``ends`` (and counts, and for packed
+    input the local spans and ``cu_out``), instead of reading them."""
     rows, frames, dim = x.shape
     spans = starts.shape[1]
     bucket = length_bucket(frames, spans)
@@ -235,12 +271,13 @@ def _launch_fwd(x, starts, ends, out, nsplit, windows=None):
     fp64 = acc_is_fp64(x.dtype)
     acc_dtype = torch.float64 if fp64 else torch.float32
     ws = torch.empty((nsplit, rows, spans, dim), dtype=acc_dtype, device=x.device) if split else out
-    lengths, counts, k, width = windows if windows is not None else (starts, starts, 1, 1)
+    source = source if source is not None else _SpanSource(LOADED, starts, starts)
+    lengths, counts, k, width, *packed = source.args(starts)
     args = (x, starts, ends, out, ws, rows, spans, dim, x.stride(0), x.stride(1), nsplit, bucket,
-            lengths, counts, frames, k, width)
-    flags = dict(SPLIT=split, ACC_FP64=fp64, WINDOWS=windows is not None)
+            lengths, counts, frames, k, width, *packed)
+    flags = dict(SPLIT=split, ACC_FP64=fp64, SPANS=source.kind, BLOCK_B=block_samples(source.samples))
 
-    def feature_blocks(meta):  # at least one, so that D = 0 still writes the window spans
+    def feature_blocks(meta):  # at least one, so that D = 0 still writes the computed spans
         return max(1, triton.cdiv(dim, meta["BLOCK_D"]))
 
     if fixed_config():
@@ -252,7 +289,7 @@ def _launch_fwd(x, starts, ends, out, nsplit, windows=None):
             return (rows * triton.cdiv(spans, meta["BLOCK_S"]), feature_blocks(meta), nsplit)
 
         _span_mean_fwd_tuned[grid](*args, **flags)
-    if split:  # reads the spans the forward launch wrote (same stream: ordered)
+    if split and dim:  # reads the spans the forward launch wrote (same stream: ordered)
         block_d = max(16, min(256, next_pow2(dim)))
         grid = (triton.cdiv(rows * spans, 4), triton.cdiv(dim, block_d))
         _span_mean_combine_kernel[grid](
@@ -285,7 +322,7 @@ def window_mean(x: torch.Tensor, lengths: torch.Tensor, k: int, width: int, num_
     starts, ends = torch.empty((rows, num_out), **index), torch.empty((rows, num_out), **index)
     counts = torch.empty((rows,), **index)
     if rows and num_out:
-        _launch_fwd(x, starts, ends, out, nsplit, windows=(lengths, counts, int(k), int(width)))
+        _launch_fwd(x, starts, ends, out, nsplit, _SpanSource(WINDOWS, lengths, counts, int(k), int(width)))
     return out, starts, ends, counts
 
 
@@ -315,3 +352,28 @@ def span_mean_backward(grad: torch.Tensor, starts: torch.Tensor, ends: torch.Ten
 
         _span_mean_bwd_tuned[grid](*args, ACC_FP64=fp64)
     return out
+
+
+def packed_mean(x: torch.Tensor, cu_seqlens: torch.Tensor, num_out: int, *, k: int = 1, width: int = 1,
+                starts_at=None, nsplit: int | None = None):
+    """Packed input ``x [1, N, D]``: ``(values [num_out, D], spans [num_out, 2], counts [B],
+    cu_out [B+1], starts [1, num_out], ends [1, num_out])`` in one launch (two for split
+    spans), the spans computed in the kernel (:mod:`.packed_spans`): windows
+    ``[i k, min(i k + width, L))`` of each sample, or, with ``starts_at = (positions,
+    seg_counts)``, the segments those compacted starts open. ``spans`` are local to each
+    sample, ``starts`` / ``ends`` global (for the backward)."""
+    check_float("x", x)
+    _, frames, dim = x.shape
+    samples = cu_seqlens.shape[0] - 1
+    index = dict(dtype=torch.int64, device=x.device)
+    out = torch.empty((num_out, dim), dtype=x.dtype, device=x.device)
+    starts, ends = torch.empty((1, num_out), **index), torch.empty((1, num_out), **index)
+    spans = torch.empty((num_out, 2), **index)
+    if num_out == 0:  # no rows, so no program to write the counts: every sample is empty
+        return out, spans, torch.zeros((samples,), **index), torch.zeros((samples + 1,), **index), starts, ends
+    counts, cu_out = torch.empty((samples,), **index), torch.empty((samples + 1,), **index)
+    positions, seg_counts = starts_at if starts_at is not None else (None, None)
+    source = _SpanSource(PACKED_STARTS if starts_at is not None else PACKED_WINDOWS, cu_seqlens, counts, int(k),
+                         int(width), samples, seg_counts, positions, spans, cu_out)
+    _launch_fwd(x, starts, ends, out, nsplit, source)
+    return out, spans, counts, cu_out, starts, ends

@@ -79,7 +79,7 @@ def test_opcheck_native_detection_and_fused_compress():
     torch.library.opcheck(lalm.compress.default, (x.requires_grad_(), lengths, 5, 1.0, 1, 0, 20, "cpu", boundaries))
 
 
-KERNEL_OPS = {"span_mean", "span_mean_backward", "boundary_scores", "detect_boundaries", "compress"}
+KERNEL_OPS = {"span_mean", "span_mean_backward", "boundary_scores", "detect_boundaries", "compress", "compress_packed"}
 LIST_OPS = ("import sys, torch, lalm_fast.ops, lalm_fast.kernels; "
             "print(sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith('lalm_fast::')))")
 
@@ -94,7 +94,7 @@ def registered_ops(interpret: bool) -> list[str]:
 
 
 def test_one_schema_per_kernel_op_with_or_without_the_triton_interpreter():
-    """Every backend runs through the same five ops; importing the Triton kernels registers
+    """Every backend runs through the same six ops; importing the Triton kernels registers
     nothing, so the interpreter and a GPU see the same registration."""
     plain, interpreted = registered_ops(False), registered_ops(True)
     assert plain == interpreted == sorted(f"lalm_fast::{name}" for name in KERNEL_OPS)

@@ -7,8 +7,9 @@ or neither for all-valid) or packed input (``x [N, D]`` with ``cu_seqlens [B+1]`
 
 Each op checks its input into a :class:`~lalm_fast.ops._inputs.Grid`, then either hands the
 whole job to one backend kernel (``kernel_ops.compress``, where ``backends.compresses``) or
-builds ``(starts, ends)`` spans and calls ``kernel_ops.span_mean``. ``docs/architecture.md``
-traces each path; on triton every padded op takes the first route.
+builds ``(starts, ends)`` spans and calls ``kernel_ops.span_mean``; packed input goes to
+``kernel_ops.compress_packed`` where ``backends.compresses_packed``. ``docs/architecture.md``
+traces each path; on triton every pooling op takes a one-kernel-op route.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def _compress(grid: Grid, mode: Mode, param: float, num_out: int, backend: str, 
     return _spans.assemble(grid, values, starts, ends, counts)
 
 
+def _compress_packed(grid: Grid, mode: Mode, param: float, num_out: int, backend: str, min_len: int = 1,
+                     max_len: int = 0, boundaries: Optional[torch.Tensor] = None) -> CompressedAudio:
+    values, spans, counts, cu_out, _, _ = kernel_ops.compress_packed(
+        grid.x, grid.cu_seqlens, int(mode), param, min_len, max_len, num_out, grid.max_seqlen, backend, boundaries)
+    return CompressedAudio(values, counts, spans, cu_out)
+
+
 def _fused(grid: Grid, backend: str, mode: Mode, num_out: int, min_len: int = 1, max_len: int = 0) -> bool:
     """Whether one compress kernel does the whole job: padded input, a mode the backend fuses,
     and a non-empty output (an empty one needs no kernel; triton's launcher rejects it)."""
@@ -65,6 +73,8 @@ def _pool_starts(grid: Grid, is_start: torch.Tensor, num_out: int, backend: str,
 def _pool_every(grid: Grid, k: int, backend: str, mode: Mode) -> CompressedAudio:
     single_frame = mode == Mode.DOWNSAMPLE
     k = _spans.cap_at_frames(grid, k)  # any k >= T gives the same windows, and no overflow
+    if grid.packed and backends.compresses_packed(backend, mode):
+        return _compress_packed(grid, mode, float(k), _spans.num_outputs(grid, k), backend)
     if grid.packed:
         return _pool_starts(grid, _spans.start_mask_every(grid, k), _spans.num_outputs(grid, k), backend,
                             single_frame)
@@ -118,7 +128,11 @@ def boundary_scores(x, lengths=None, *, normalize: bool = False, attention_mask=
     (padded) or ``[N]`` (packed). Not differentiable.
     """
     grid = make_grid(x, lengths, attention_mask, cu_seqlens, max_seqlen)
-    scores = _raw_scores(grid, backends.resolve(backend, grid.x.device))
+    name = backends.resolve(backend, grid.x.device)
+    if normalize and backends.normalizes(name):  # in the kernel: per sample, packed or padded
+        return _unpack(grid, kernel_ops.boundary_scores(grid.x, grid.lengths, name, True, grid.cu_seqlens,
+                                                        grid.max_seqlen))
+    scores = _raw_scores(grid, name)
     if normalize:
         scores = _detect.normalize_scores(grid, scores)
     return _unpack(grid, scores)
@@ -265,6 +279,8 @@ def segment_pool(x, lengths=None, boundaries=None, *, segment_ids=None, offsets=
     num_out = _output_rows(grid, max_segments, lambda: _spans.most_segments(grid, boundaries))
     if _fused(grid, name, Mode.GIVEN, num_out):
         return _compress(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
+    if grid.packed and backends.compresses_packed(name, Mode.GIVEN):
+        return _compress_packed(grid, Mode.GIVEN, 1.0, num_out, name, boundaries=boundaries)
     starts = _spans.force_sample_starts(grid, boundaries.reshape(grid.x.shape[:2]))
     return _pool_starts(grid, starts, num_out, name)
 
@@ -288,6 +304,8 @@ def segment_compress(x, lengths=None, *, prominence: Optional[float] = None, rat
     min_len, max_len = _spans.cap_rules(grid, min_len, max_len)
     if _fused(grid, name, mode, num_out, min_len, max_len):
         return _compress(grid, mode, param, num_out, name, min_len, max_len)
+    if grid.packed and backends.compresses_packed(name, mode):
+        return _compress_packed(grid, mode, param, num_out, name, min_len, max_len)
     with torch.no_grad():
         starts = _detect_starts(grid, name, mode, param, min_len, max_len)
     return _pool_starts(grid, starts, num_out, name)

@@ -39,16 +39,20 @@ class Capabilities:
     compress_modes: frozenset  # the Modes that compress(x, lengths, mode, ...) runs in one call
     compress_rules: bool  # whether that compress honours min_len and max_len
     detect_packed: bool = False  # detect_boundaries(..., cu_seqlens, max_seqlen) on packed input too
+    packed_modes: frozenset = frozenset()  # the Modes compress_packed(x, cu_seqlens, mode, ...) runs in one call
+    normalize: bool = False  # boundary_scores(x, lengths, normalize=True, cu_seqlens=None, max_seqlen=0)
 
     @property
     def kernels(self) -> tuple[str, ...]:
         extra = ("detect_boundaries",) if self.detect else ()
-        return POOLING_KERNELS + extra + (("compress",) if self.compress_modes else ())
+        packed = ("compress_packed",) if self.packed_modes else ()
+        return POOLING_KERNELS + extra + (("compress",) if self.compress_modes else ()) + packed
 
 
 CAPABILITIES = {
     "triton": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True,
-                           detect_packed=True),
+                           detect_packed=True, packed_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
+                           normalize=True),
     # The cuda and cpu detection and span building are one torch-free C++ header
     # (csrc/detection.h): one GPU thread per row runs the code the CPU tests check.
     "cuda": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
@@ -153,6 +157,17 @@ def compresses(name: str, mode: Mode, min_len: int = 1, max_len: int = 0) -> boo
     modes scores and detection too) in one kernel for these settings (padded input)."""
     caps = CAPABILITIES[name]
     return mode in caps.compress_modes and (caps.compress_rules or (min_len <= 1 and max_len == 0))
+
+
+def normalizes(name: str) -> bool:
+    """Whether backend ``name``'s ``boundary_scores`` min-max normalises each sample itself."""
+    return CAPABILITIES[name].normalize
+
+
+def compresses_packed(name: str, mode: Mode) -> bool:
+    """Whether backend ``name`` runs a whole ``compress_packed`` (spans and means, and for
+    detection modes scores and detection, any ``min_len`` / ``max_len``) on packed input."""
+    return mode in CAPABILITIES[name].packed_modes
 
 
 def has_compress(name: str, mode: int, min_len: int = 1, max_len: int = 0) -> bool:
