@@ -283,3 +283,15 @@ def test_boundary_scores_of_huge_frames_do_not_overflow(cpu_backend, dtype, huge
     x = torch.tensor([[[-huge], [-0.29], [0.0], [3 * huge], [math.inf], [1.0]]], dtype=dtype)
     got = ops.boundary_scores(x, backend=cpu_backend)[0]
     assert got[:4].tolist() == [0.0, 0.0, 1.0, 1.0] and got[4:].isnan().all()
+
+
+@pytest.mark.parametrize("tiny", [1e-9, 3e-12, 0.0])
+def test_boundary_scores_of_a_tiny_frame_beside_a_huge_one(cpu_backend, tiny):
+    # The pair overflows fp32 sums, so it is rescored from max-scaled frames; a frame below the
+    # cosine's eps must keep the eps floor of the definition, 1 - dot / (max(|a|, eps) max(|b|, eps)).
+    x = torch.tensor([[[tiny, -2 * tiny, 0.5 * tiny], [3e20, -1e20, 2e20]]], dtype=torch.float32)
+    a, b = x[0, 0].double(), x[0, 1].double()
+    eps = 1e-8
+    expected = 1 - (a @ b) / (a.norm().clamp_min(eps) * b.norm().clamp_min(eps))
+    got = ops.boundary_scores(x, backend=cpu_backend)[0, 1].double()
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-7), (got.item(), expected.item())

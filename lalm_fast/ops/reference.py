@@ -86,9 +86,11 @@ def _cosines(prev: torch.Tensor, cur: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _scaled_cosines(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
     """The cosines of frames too large for the plain sums (they overflow): each frame scaled by
-    its largest magnitude first; max(|a|, eps) = s * max(|a / s|, eps / s), so s cancels."""
-    s_prev, s_cur = prev.abs().amax(-1, keepdim=True), cur.abs().amax(-1, keepdim=True)
-    a, b = prev / s_prev.clamp_min(COSINE_EPS), cur / s_cur.clamp_min(COSINE_EPS)
+    its largest magnitude first; max(|a|, eps) = s * max(|a / s|, eps / s), so s cancels (s at
+    least eps, so that a zero frame divides by something, and the same s on both sides)."""
+    s_prev = prev.abs().amax(-1, keepdim=True).clamp_min(COSINE_EPS)
+    s_cur = cur.abs().amax(-1, keepdim=True).clamp_min(COSINE_EPS)
+    a, b = prev / s_prev, cur / s_cur
     norms = (a.norm(dim=-1).maximum(COSINE_EPS / s_prev[..., 0])
              * b.norm(dim=-1).maximum(COSINE_EPS / s_cur[..., 0]))
     return (a * b).sum(-1) / norms
