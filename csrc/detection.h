@@ -306,5 +306,87 @@ LALM_HD int64_t window_count(int64_t length, int64_t k, int64_t num_out) {
   return count < num_out ? count : num_out;
 }
 
+// Row r of a caller's segment tensor (segment ids [R, T] or offsets [R, S+1]) of any
+// integer type and element strides, read as int64: the ops take the caller's tensor as it
+// is, so no copy or cast precedes the span building. The row is an element offset, not a
+// pointer, so an empty tensor (data null) forms no pointer at all.
+template <typename index_t>
+struct SegmentRow {
+  const index_t* data;
+  int64_t row_offset;  // r * stride_r
+  int64_t stride;      // along the row
+  LALM_HD int64_t operator[](int64_t i) const { return static_cast<int64_t>(data[row_offset + i * stride]); }
+};
+
+// The id of frame t as the torch path (ops._segment_id_spans) searches it: ids capped at
+// num_out (ids at or past the last token merge into it), frames from L on num_out. Frames
+// past L are never read.
+template <typename index_t>
+LALM_HD int64_t searched_id(SegmentRow<index_t> ids, int64_t length, int64_t num_out, int64_t t) {
+  if (t >= length) return num_out;
+  const int64_t id = ids[t];
+  return id < num_out ? id : num_out;
+}
+
+// torch.searchsorted's binary search over all `frames` frames of a row, midpoints included,
+// for the first frame whose searched id is >= target (> target when `upper`). Searching
+// the same frames the same way gives the torch path's spans even for unsorted ids (which
+// only unchecked CUDA input can hold), and the result is always in [0, L]: only a frame
+// below L can move the search past it.
+template <typename index_t>
+LALM_HD int64_t id_bound(SegmentRow<index_t> ids, int64_t length, int64_t frames, int64_t num_out, int64_t target,
+                         bool upper) {
+  int64_t lo = 0, hi = frames;
+  while (lo < hi) {
+    const int64_t mid = lo + ((hi - lo) >> 1);
+    const int64_t id = searched_id(ids, length, num_out, mid);
+    if (upper ? id <= target : id < target) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Token s of segment ids: the frames with id s, [lower bound, upper bound); the last token
+// runs to L (ids at or past it merge there). length is in [0, frames].
+template <typename index_t>
+LALM_HD void id_span(SegmentRow<index_t> ids, int64_t length, int64_t frames, int64_t num_out, int64_t s,
+                     int64_t* start, int64_t* end) {
+  *start = id_bound(ids, length, frames, num_out, s, false);
+  *end = s == num_out - 1 ? length : id_bound(ids, length, frames, num_out, s, true);
+}
+
+// Tokens of segment ids: the largest searched id below L, plus 1, within [0, num_out]
+// (the largest rather than the last, as the torch path's amax). Capped ids keep the + 1
+// far from the int64 limit.
+template <typename index_t>
+LALM_HD int64_t id_count(SegmentRow<index_t> ids, int64_t length, int64_t num_out) {
+  int64_t largest = -1;
+  for (int64_t t = 0; t < length; ++t) largest = max_of(largest, searched_id(ids, length, num_out, t));
+  return min_of(largest + 1, num_out);
+}
+
+// Token s of CSR offsets: [o[s], o[s+1]) clamped to [0, L], the torch path's span for
+// offsets that are >= 0 (which the CPU kernel checks); a negative offset unchecked on CUDA
+// reads as 0 and a decreasing pair gives an inverted span, which the span means read as
+// empty. Reads o[s] and o[s+1] only (the row holds num_out + 1 offsets).
+template <typename index_t>
+LALM_HD void offset_span(SegmentRow<index_t> offsets, int64_t length, int64_t s, int64_t* start, int64_t* end) {
+  *start = clamp_length(offsets[s], length);
+  *end = clamp_length(offsets[s + 1], length);
+}
+
+// Whether a row's values are what segment_pool accepts (the checks of the CPU kernel):
+// ids >= 0 and non-decreasing over the first L frames; offsets >= 0 and non-decreasing.
+template <typename index_t>
+LALM_HD bool sorted_from_zero(SegmentRow<index_t> row, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (row[i] < 0 || (i > 0 && row[i] < row[i - 1])) return false;
+  }
+  return true;
+}
+
 }  // namespace detection
 }  // namespace lalm_fast

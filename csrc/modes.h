@@ -13,9 +13,14 @@ enum class Mode : int64_t {
   kUniform = 3,     // windows of k frames (param = k)
   kDownsample = 4,  // the first frame of each window of k frames (param = k)
   kGiven = 5,       // the segments a caller's start mask opens
-  kSegmentIds = 6,  // sorted per-frame segment ids (triton only; the cpu compress rejects it)
-  kOffsets = 7,     // CSR offsets [B, S+1] (triton only; the cpu compress rejects it)
+  kSegmentIds = 6,  // the segments of sorted per-frame ids (the segment tensor: ids [B, T])
+  kOffsets = 7,     // CSR offsets (the segment tensor: offsets [B, S+1])
 };
+
+// Whether compress reads the caller's segment tensor (its `boundaries` argument).
+inline bool takes_segments(Mode mode) {
+  return mode == Mode::kGiven || mode == Mode::kSegmentIds || mode == Mode::kOffsets;
+}
 
 inline bool detects(Mode mode) { return mode == Mode::kPeak || mode == Mode::kThreshold || mode == Mode::kRate; }
 

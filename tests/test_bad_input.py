@@ -106,7 +106,7 @@ def test_cpu_kernel_rejects_wrong_dtypes():
         _C.cpu.boundary_scores(x, torch.tensor([6], dtype=torch.int32))
 
 
-@pytest.mark.parametrize("mode", [-1, 6, 99])
+@pytest.mark.parametrize("mode", [-1, 8, 99])
 def test_cpu_compress_rejects_an_unknown_mode(mode):
     x, lengths = torch.randn(1, 6, 4), torch.tensor([6])
     with pytest.raises(RuntimeError, match="mode must be"):
@@ -115,6 +115,6 @@ def test_cpu_compress_rejects_an_unknown_mode(mode):
 
 def test_cpu_detection_rejects_the_fixed_modes():
     scores, lengths = torch.rand(1, 6), torch.tensor([6])
-    for mode in (3, 4, 5):  # uniform, downsample, given: compress only
+    for mode in (3, 4, 5, 6, 7):  # uniform, downsample, given, segment ids, offsets: compress only
         with pytest.raises(RuntimeError, match="mode must be 0 \\(peak\\), 1 \\(threshold\\), 2 \\(rate\\), got"):
             _C.cpu.detect_boundaries(scores, lengths, mode, 2.0, 1, 0)

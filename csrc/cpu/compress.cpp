@@ -1,4 +1,5 @@
-// One call from x to tokens on CPU: spans (detected, every k-th frame or given), then means.
+// One call from x to tokens on CPU: spans (detected, every k-th frame, given by a start mask,
+// segment ids or offsets), then means.
 //
 // Detection works on blocks of samples small enough to stay in the last-level cache:
 // scores (one read of x), detection, then pooling (a second read, served from cache), so
@@ -86,6 +87,71 @@ void given_spans(const at::Tensor& boundaries, const at::Tensor& lengths, int64_
   }
 }
 
+// Rows of a segment tensor with the integer type index_t.
+template <typename index_t>
+detection::SegmentRow<index_t> segment_row(const at::Tensor& segments, int64_t b) {
+  return {segments.data_ptr<index_t>(), b * segments.stride(0), segments.stride(1)};
+}
+
+// The value checks the public op makes on CPU tensors (ops._check_segment_ids and
+// _check_offsets), with the same errors, so a direct call or a compiled graph, where the
+// op skips them, gets them too: ids >= 0 and non-decreasing within each sample, offsets
+// >= 0 and non-decreasing.
+template <typename index_t>
+void check_segment_values(const at::Tensor& segments, bool from_ids, const int64_t* lengths, int64_t frames) {
+  for (int64_t b = 0; b < segments.size(0); ++b) {
+    const int64_t checked = from_ids ? detection::clamp_length(lengths[b], frames) : segments.size(1);
+    TORCH_CHECK_VALUE(detection::sorted_from_zero(segment_row<index_t>(segments, b), checked),
+                      from_ids ? "segment_ids must be >= 0 and non-decreasing along time within each sample"
+                               : "offsets must be >= 0 and non-decreasing along each row");
+  }
+}
+
+// Spans of segment ids [B, T] or CSR offsets [B, num_out + 1], token by token, as the
+// CUDA fallback computes them (one thread per token there).
+template <typename index_t>
+void segment_spans_impl(const at::Tensor& segments, bool from_ids, const int64_t* lengths, int64_t frames,
+                        int64_t num_out, int64_t* starts, int64_t* ends, int64_t* counts) {
+  for (int64_t b = 0; b < segments.size(0); ++b) {
+    const detection::SegmentRow<index_t> row = segment_row<index_t>(segments, b);
+    const int64_t length = detection::clamp_length(lengths[b], frames);
+    int64_t* row_starts = starts + b * num_out;
+    int64_t* row_ends = ends + b * num_out;
+    for (int64_t s = 0; s < num_out; ++s) {
+      if (from_ids) {
+        detection::id_span(row, length, frames, num_out, s, row_starts + s, row_ends + s);
+      } else {
+        detection::offset_span(row, length, s, row_starts + s, row_ends + s);
+      }
+    }
+    counts[b] = from_ids ? detection::id_count(row, length, num_out) : num_out;
+  }
+}
+
+// The segment tensor of segment-ids or offsets mode, checked: shape, then values.
+at::Tensor checked_segments(const at::Tensor& segments_in, Mode mode, const at::Tensor& lengths, int64_t frames,
+                            int64_t num_out) {
+  TORCH_CHECK(segments_in.device().is_cpu(), "boundaries (the segment tensor) must be a CPU tensor, got one on ",
+              segments_in.device());
+  check_segment_shape(segments_in, mode, lengths.size(0), frames, num_out);
+  const at::Tensor segments = native_segments(segments_in);
+  AT_DISPATCH_INTEGRAL_TYPES(segments.scalar_type(), "check_segments_cpu", [&] {
+    check_segment_values<scalar_t>(segments, mode == Mode::kSegmentIds, lengths.data_ptr<int64_t>(), frames);
+  });
+  return segments;
+}
+
+// Segments from sorted per-frame ids or CSR offsets (segment_pool(segment_ids=...) /
+// (offsets=...)), a tensor from checked_segments.
+void segment_spans(const at::Tensor& segments, Mode mode, const at::Tensor& lengths, int64_t frames,
+                   at::Tensor& starts, at::Tensor& ends, at::Tensor& counts) {
+  AT_DISPATCH_INTEGRAL_TYPES(segments.scalar_type(), "segment_spans_cpu", [&] {
+    segment_spans_impl<scalar_t>(segments, mode == Mode::kSegmentIds, lengths.data_ptr<int64_t>(), frames,
+                                 starts.size(1), starts.data_ptr<int64_t>(), ends.data_ptr<int64_t>(),
+                                 counts.data_ptr<int64_t>());
+  });
+}
+
 }  // namespace
 
 CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
@@ -98,8 +164,10 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
               "lengths must be an int64 [B] CPU tensor, got ", lengths.scalar_type(), " ", lengths.sizes(), " on ",
               lengths.device());
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0");
-  TORCH_CHECK((checked == Mode::kGiven) == boundaries.has_value(), "boundaries are needed by mode 5 and only by it");
+  check_segments_given(checked, boundaries.has_value());
   const at::Tensor lens = lengths.contiguous();
+  const bool by_segments = checked == Mode::kSegmentIds || checked == Mode::kOffsets;
+  const at::Tensor segments = by_segments ? checked_segments(*boundaries, checked, lens, x.size(1), num_out) : at::Tensor();
   at::Tensor values = at::empty({x.size(0), num_out, x.size(2)}, x.options());
   if (values.numel() != 0) advise_huge_pages(values);
   at::Tensor starts = at::empty({x.size(0), num_out}, lens.options());
@@ -109,6 +177,11 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   if (checked == Mode::kUniform || checked == Mode::kDownsample) {
     const int64_t k = checked_window(param, x.size(1));
     every_kth_spans(lens, x.size(1), k, checked == Mode::kDownsample, starts, ends, counts);
+    span_mean_into(x, starts, ends, values);
+    return {values, starts, ends, counts};
+  }
+  if (by_segments) {
+    segment_spans(segments, checked, lens, x.size(1), starts, ends, counts);
     span_mean_into(x, starts, ends, values);
     return {values, starts, ends, counts};
   }

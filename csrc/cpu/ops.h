@@ -27,7 +27,9 @@ at::Tensor detect_boundaries(const at::Tensor& scores, const at::Tensor& lengths
                              int64_t min_len, int64_t max_len);
 // One call from x to tokens: (values [B, S, D], starts [B, S], ends [B, S], counts [B]).
 // Detection modes fuse scores + detection + pooling; uniform pooling and downsampling by
-// k = param build their spans arithmetically; given pools the segments of a start mask.
+// k = param build their spans arithmetically; given pools the segments of a start mask, and
+// segment ids / offsets those of sorted per-frame ids [B, T] / CSR offsets [B, S+1] (all
+// three passed as `boundaries`; ids and offsets checked as segment_pool checks them).
 using CompressResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t mode, double param,
                         int64_t min_len, int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries);

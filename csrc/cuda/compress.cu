@@ -1,10 +1,12 @@
 // The spans of compress on the CUDA fallback: detected segments, windows of k frames, or
-// the segments of a caller's start mask, written as starts / ends [R, S] and counts [R].
+// the segments of a caller's start mask, segment ids or offsets, written as starts / ends
+// [R, S] and counts [R].
 // ops.cpp runs them between boundary_scores (detection modes) and span_mean.
 //
 // Detected and given spans: one thread per row runs the sequential per-row code of
-// csrc/detection.h, the code the C++ CPU compress runs (and the CPU tests check). Windows:
-// one thread per token. Every element of starts / ends / counts is written.
+// csrc/detection.h, the code the C++ CPU compress runs (and the CPU tests check). Windows,
+// segment ids and offsets: one thread per token, the same per-token code. Every element of
+// starts / ends / counts is written.
 #include "../detection.h"
 #include "common.cuh"
 
@@ -34,6 +36,27 @@ __global__ void given_spans_kernel(const bool* __restrict__ boundaries, const in
   if (r >= R) return;
   counts[r] = det::write_spans(det::GivenStarts{boundaries + r * T}, det::clamp_length(lengths[r], T), S,
                                starts + r * S, ends + r * S);
+}
+
+// Token (r, s) of segment ids or offsets; token 0 of a row also writes its count (ids: a
+// pass over the row's frames, as id_count).
+template <typename index_t>
+__global__ void segment_spans_kernel(const index_t* __restrict__ segments, int64_t stride_r, int64_t stride_t,
+                                     const int64_t* __restrict__ lengths, int64_t* __restrict__ starts,
+                                     int64_t* __restrict__ ends, int64_t* __restrict__ counts, int64_t R, int64_t T,
+                                     int64_t S, bool from_ids) {
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= R * S) return;
+  const int64_t r = i / S, s = i % S;
+  const det::SegmentRow<index_t> row{segments, r * stride_r, stride_t};
+  const int64_t length = det::clamp_length(lengths[r], T);
+  if (from_ids) {
+    det::id_span(row, length, T, S, s, starts + i, ends + i);
+    if (s == 0) counts[r] = det::id_count(row, length, S);
+  } else {
+    det::offset_span(row, length, s, starts + i, ends + i);
+    if (s == 0) counts[r] = S;
+  }
 }
 
 __global__ void window_spans_kernel(const int64_t* __restrict__ lengths, int64_t* __restrict__ starts,
@@ -90,6 +113,44 @@ cudaError_t given_spans(const bool* boundaries, const int64_t* lengths, int64_t*
   if (grid == 0) return cudaErrorInvalidConfiguration;
   given_spans_kernel<<<grid, kThreads, 0, stream>>>(boundaries, lengths, starts, ends, counts, R, T, S);
   return cudaGetLastError();
+}
+
+template <typename index_t>
+cudaError_t launch_segment_spans(const void* segments, int64_t stride_r, int64_t stride_t, const int64_t* lengths,
+                                 int64_t* starts, int64_t* ends, int64_t* counts, int64_t R, int64_t T, int64_t S,
+                                 bool from_ids, unsigned grid, cudaStream_t stream) {
+  segment_spans_kernel<index_t><<<grid, kThreads, 0, stream>>>(static_cast<const index_t*>(segments), stride_r,
+                                                               stride_t, lengths, starts, ends, counts, R, T, S,
+                                                               from_ids);
+  return cudaGetLastError();
+}
+
+cudaError_t segment_spans(IndexDType index_dtype, const void* segments, int64_t stride_r, int64_t stride_t,
+                          const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R,
+                          int64_t T, int64_t S, bool from_ids, cudaStream_t stream) {
+  if (R < 0 || T < 0 || S < 1) return cudaErrorInvalidValue;
+  if (R == 0) return cudaSuccess;
+  if (R > INT64_MAX / S) return cudaErrorInvalidConfiguration;
+  const unsigned grid = blocks_for(R * S);
+  if (grid == 0) return cudaErrorInvalidConfiguration;
+  switch (index_dtype) {
+    case IndexDType::kInt8:
+      return launch_segment_spans<int8_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
+                                          from_ids, grid, stream);
+    case IndexDType::kUInt8:
+      return launch_segment_spans<uint8_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
+                                           from_ids, grid, stream);
+    case IndexDType::kInt16:
+      return launch_segment_spans<int16_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
+                                           from_ids, grid, stream);
+    case IndexDType::kInt32:
+      return launch_segment_spans<int32_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
+                                           from_ids, grid, stream);
+    case IndexDType::kInt64:
+      return launch_segment_spans<int64_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
+                                           from_ids, grid, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t window_spans(const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R,

@@ -17,6 +17,8 @@
 namespace lalm_cuda {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+// The integer types of a caller's segment tensor (segment ids, offsets).
+enum class IndexDType : int { kInt8 = 0, kUInt8 = 1, kInt16 = 2, kInt32 = 3, kInt64 = 4 };
 
 // out[r, s, :] = mean of x[r, starts[r, s]:ends[r, s], :] (0 for an empty span).
 // x: [R, T, D] with element strides (stride_r, stride_t, 1); starts/ends: contiguous
@@ -64,6 +66,14 @@ cudaError_t detect_spans(DType score_dtype, const void* scores, const int64_t* l
 // frame 0 always starts one, frames from lengths[r] on are not read. One thread per row.
 cudaError_t given_spans(const bool* boundaries, const int64_t* lengths, int64_t* starts, int64_t* ends,
                         int64_t* counts, int64_t R, int64_t T, int64_t S, cudaStream_t stream);
+
+// Segment-ids and offsets modes, the spans of csrc/detection.h (id_span / offset_span), one
+// thread per token. segments: ids [R, T] (from_ids) or CSR offsets [R, S+1], of index_dtype,
+// element strides (stride_r, stride_t). Values are not checked (that needs a host sync):
+// any ids give the torch path's spans (inside [0, L]); offsets are clamped to [0, L].
+cudaError_t segment_spans(IndexDType index_dtype, const void* segments, int64_t stride_r, int64_t stride_t,
+                          const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R,
+                          int64_t T, int64_t S, bool from_ids, cudaStream_t stream);
 
 // Uniform / downsample modes: token s spans [s k, min(s k + k, L)) or, single_frame,
 // [s k, min(s k + 1, L)); 1 <= k <= max(T, 1). One thread per token.

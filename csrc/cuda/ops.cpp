@@ -154,9 +154,37 @@ at::Tensor detect_boundaries_cuda(const at::Tensor& scores_in, const at::Tensor&
   return out;
 }
 
-// One call from x to tokens: spans (detected, every k-th frame or given) then span means, as
-// the CPU compress: (values [B, S, D], starts [B, S], ends [B, S], counts [B]). Detection
-// modes launch boundary_scores, detect_spans and span_mean; the others two launches.
+lalm_cuda::IndexDType index_code(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kChar: return lalm_cuda::IndexDType::kInt8;
+    case at::kByte: return lalm_cuda::IndexDType::kUInt8;
+    case at::kShort: return lalm_cuda::IndexDType::kInt16;
+    case at::kInt: return lalm_cuda::IndexDType::kInt32;
+    default: return lalm_cuda::IndexDType::kInt64;  // native_segments made every other type int64
+  }
+}
+
+// The segment tensor of segment-ids or offsets mode: device and shape checked; its values
+// cannot be without a host sync (see lalm_cuda::segment_spans for what any values give).
+at::Tensor checked_segments(const at::Tensor& segments, lalm_fast::Mode mode, const at::Tensor& x, int64_t num_out) {
+  check_cuda(segments, "boundaries (the segment tensor)", x);
+  lalm_fast::check_segment_shape(segments, mode, x.size(0), x.size(1), num_out);
+  return lalm_fast::native_segments(segments);
+}
+
+void launch_segment_spans(const at::Tensor& segments, lalm_fast::Mode mode, const at::Tensor& x,
+                          const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t num_out,
+                          cudaStream_t stream) {
+  check_launch(lalm_cuda::segment_spans(index_code(segments), segments.data_ptr(), segments.stride(0),
+                                        segments.stride(1), lengths, starts, ends, counts, x.size(0), x.size(1),
+                                        num_out, mode == lalm_fast::Mode::kSegmentIds, stream),
+               "compress_cuda (segment spans)");
+}
+
+// One call from x to tokens: spans (detected, every k-th frame, given by a start mask,
+// segment ids or offsets) then span means, as the CPU compress: (values [B, S, D],
+// starts [B, S], ends [B, S], counts [B]). Detection modes launch boundary_scores,
+// detect_spans and span_mean; the others two launches.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_cuda(
     const at::Tensor& x_in, const at::Tensor& lengths_in, int64_t mode, double param, int64_t min_len,
     int64_t max_len, int64_t num_out, const c10::optional<at::Tensor>& boundaries_in) {
@@ -167,9 +195,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_cuda(
   const at::Tensor x = (x_in.stride(2) == 1 || x_in.size(2) <= 1) ? x_in : x_in.contiguous();
   const at::Tensor lengths = index_tensor(lengths_in, "lengths", x, 1);
   TORCH_CHECK(num_out >= 0, "num_out must be >= 0, got ", num_out);
-  TORCH_CHECK((checked == lalm_fast::Mode::kGiven) == boundaries_in.has_value(),
-              "boundaries are needed by mode 5 and only by it");
+  lalm_fast::check_segments_given(checked, boundaries_in.has_value());
+  const bool by_segments = checked == lalm_fast::Mode::kSegmentIds || checked == lalm_fast::Mode::kOffsets;
   const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor segments = by_segments ? checked_segments(*boundaries_in, checked, x, num_out) : at::Tensor();
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
   at::Tensor values = at::empty({B, num_out, D}, x.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor starts = at::empty({B, num_out}, lengths.options());
@@ -186,6 +215,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> compress_cuda(
     check_launch(lalm_cuda::window_spans(lp, sp, ep, cp, B, T, num_out, k, checked == lalm_fast::Mode::kDownsample,
                                          stream),
                  "compress_cuda (window spans)");
+  } else if (by_segments) {
+    launch_segment_spans(segments, checked, x, lp, sp, ep, cp, num_out, stream);
   } else if (checked == lalm_fast::Mode::kGiven) {
     const at::Tensor& given = *boundaries_in;
     check_cuda(given, "boundaries", x);
@@ -235,7 +266,7 @@ void bind(pybind11::module_ m) {
         pybind11::arg("scores"), pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"),
         pybind11::arg("min_len"), pybind11::arg("max_len"));
   m.def("compress", &compress_cuda,
-        "x to tokens in one call (segmentation, uniform, downsample, given; CUDA fallback)", pybind11::arg("x"),
+        "x to tokens in one call (segmentation, uniform, downsample, given, segment ids, offsets; CUDA fallback)", pybind11::arg("x"),
         pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"), pybind11::arg("min_len"),
         pybind11::arg("max_len"), pybind11::arg("num_out"), pybind11::arg("boundaries") = pybind11::none());
 }

@@ -54,11 +54,10 @@ CAPABILITIES = {
                            detect_packed=True, packed_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
                            normalize=True),
     # The cuda and cpu detection and span building are one torch-free C++ header
-    # (csrc/detection.h): one GPU thread per row runs the code the CPU tests check.
-    "cuda": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
-                         compress_rules=True),
-    "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode) - {Mode.SEGMENT_IDS, Mode.OFFSETS},
-                        compress_rules=True),
+    # (csrc/detection.h): one GPU thread per row (per token for windows, ids and offsets)
+    # runs the code the CPU tests check.
+    "cuda": Capabilities("cuda", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
+    "cpu": Capabilities("cpu", detect=True, compress_modes=frozenset(Mode), compress_rules=True),
     "torch": Capabilities(None, detect=False, compress_modes=frozenset(), compress_rules=False),
 }
 _AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
