@@ -20,7 +20,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   cpu.def("detect_boundaries", &lalm_fast::cpu::detect_boundaries, "segment start mask from raw scores",
           py::arg("scores"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"),
           py::arg("max_len"));
-  cpu.def("compress", &lalm_fast::cpu::compress, "x to tokens in one call (segmentation, uniform, downsample, given, segment ids, offsets)",
+  cpu.def("compress", &lalm_fast::cpu::compress,
+          "x to tokens in one call (segmentation, uniform, downsample, given, segment ids, offsets)",
           py::arg("x"), py::arg("lengths"), py::arg("mode"), py::arg("param"), py::arg("min_len"), py::arg("max_len"),
           py::arg("num_out"), py::arg("boundaries") = py::none());
 #ifdef WITH_CUDA

@@ -50,7 +50,8 @@ inline void check_segment_shape(const at::Tensor& segments, Mode mode, int64_t b
   // size(1) - 1 == num_out, not size(1) == num_out + 1: num_out may be as large as int64 allows
   const bool fits = segments.dim() == 2 && segments.size(0) == batch &&
                     (ids ? segments.size(1) == frames : segments.size(1) - 1 == num_out);
-  TORCH_CHECK_VALUE(fits, ids ? "segment_ids must have shape [B, T] = [" : "offsets must have shape [B, num_out + 1], B = ",
+  TORCH_CHECK_VALUE(fits,
+                    ids ? "segment_ids must have shape [B, T] = [" : "offsets must have shape [B, num_out + 1], B = ",
                     batch, ids ? ", " : ", num_out = ", ids ? frames : num_out, ids ? "]" : "", ", got ",
                     segments.sizes());
 }

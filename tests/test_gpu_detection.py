@@ -244,6 +244,114 @@ def test_public_ops_on_cuda_never_run_the_torch_detection(cuda_kernels, monkeypa
         torch.testing.assert_close(got[name].values, want[name].values, **TOL[torch.float32])
 
 
+def sorted_ids(rows, frames, seed):
+    """Ids [rows, frames] non-decreasing from 0 with repeats and gaps; garbage in no frame."""
+    gen = torch.Generator().manual_seed(seed)
+    steps = torch.multinomial(torch.tensor([4.0, 4.0, 1.0, 1.0]), rows * frames, replacement=True, generator=gen)
+    steps = torch.tensor([0, 1, 2, 7])[steps].view(rows, frames)
+    return steps.cumsum(1) - steps[:, :1]
+
+
+def id_and_offset_cases(frames, seed):
+    """(name, mode, segments on the device, num_out): sorted ids of several integer types and
+    layouts, unsorted and negative ids (unchecked on cuda: the torch path's spans all the
+    same), sorted / decreasing / past-T offsets, and negative offsets (read as 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = sorted_ids(6, frames, seed)
+    wide = torch.zeros(6, 2 * frames, dtype=torch.long)
+    wide[:, ::2] = ids
+    random_ids = torch.randint(-3, 60, (6, frames), generator=gen)
+    offsets = torch.randint(0, frames + 20, (6, 41), generator=gen).sort(1).values
+    shuffled = torch.randint(0, frames + 20, (6, 41), generator=gen)
+    cases = []
+    for num_out in (frames, 40, 1):
+        cases += [("ids int64", Mode.SEGMENT_IDS, ids, num_out),
+                  ("ids int32", Mode.SEGMENT_IDS, ids.int(), num_out),
+                  ("ids int16 strided", Mode.SEGMENT_IDS, wide[:, ::2].short(), num_out),
+                  ("ids uint8", Mode.SEGMENT_IDS, ids.clamp(max=255).to(torch.uint8), num_out),
+                  ("ids transposed", Mode.SEGMENT_IDS, ids.t().contiguous().t(), num_out),
+                  ("ids unsorted", Mode.SEGMENT_IDS, random_ids, num_out)]
+    cases += [("offsets", Mode.OFFSETS, offsets, 40),
+              ("offsets int32 strided", Mode.OFFSETS, offsets.int()[:, :21], 20),
+              ("offsets decreasing", Mode.OFFSETS, shuffled, 40),
+              ("offsets negative", Mode.OFFSETS, shuffled - 5, 40)]
+    return [(name, mode, segments.to(DEVICE), num_out) for name, mode, segments, num_out in cases]
+
+
+def torch_path_spans(x, lengths, mode, segments, num_out):
+    """The spans the ops built with torch ops for ids / offsets (the torch backend's path);
+    negative offsets, which would read before the row there, as the kernels read them: 0."""
+    grid = Grid(x, lengths, False, None)
+    if mode == Mode.SEGMENT_IDS:
+        return ops._segment_id_spans(grid, segments, num_out)
+    return ops._offset_spans(grid, segments.clamp(min=0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "sliced-time", "strided-features"])
+def test_cuda_compress_ids_and_offsets_equal_the_torch_path(cuda_kernels, cpu_kernels, dtype, layout):
+    """Spans and counts of segment ids and offsets: the torch path's exactly (unsorted ids
+    included, values unchecked on cuda), and the C++ CPU kernel's for the input it accepts;
+    values equal the reference means of those spans."""
+    x, lengths = features(dtype, layout, seed=10)
+    for name, mode, segments, num_out in id_and_offset_cases(x.shape[1], seed=11):
+        values, starts, ends, counts = cuda_kernels.compress(x, lengths, int(mode), 1.0, 1, 0, num_out, segments)
+        want_starts, want_ends, want_counts = torch_path_spans(x, lengths, mode, segments, num_out)
+        assert torch.equal(starts, want_starts) and torch.equal(ends, want_ends), (name, num_out)
+        assert torch.equal(counts, want_counts), (name, num_out)
+        assert bool((starts >= 0).all()) and bool((ends <= lengths[:, None]).all()), (name, num_out)
+        torch.testing.assert_close(values, ref.span_mean(x, starts, ends), **TOL[dtype])
+        if "unsorted" in name or "decreasing" in name or "negative" in name:
+            continue  # the CPU kernel rejects these values
+        on_cpu = cpu_kernels.compress(x.cpu().contiguous(), lengths.cpu(), int(mode), 1.0, 1, 0, num_out,
+                                      segments.cpu())
+        for a, b in zip((starts, ends, counts), on_cpu[1:]):
+            assert torch.equal(a.cpu(), b), (name, num_out)
+
+
+def test_cuda_compress_ids_and_offsets_of_empty_and_tiny_shapes(cuda_kernels, cpu_kernels):
+    """Empty batches, T = 0 (ids [B, 0]), D = 0, one-frame rows: the C++ CPU kernel's spans."""
+    for B, T, D in [(0, 5, 4), (3, 0, 4), (2, 5, 0), (4, 1, 3)]:
+        x = torch.randn(B, T, D, device=DEVICE)
+        lengths = torch.arange(B, device=DEVICE) % (T + 1)
+        for num_out in (0, 1, 3):
+            ids = torch.arange(T, device=DEVICE).expand(B, T)
+            offsets = torch.arange(num_out + 1, device=DEVICE).expand(B, num_out + 1)
+            for mode, segments in ((Mode.SEGMENT_IDS, ids), (Mode.OFFSETS, offsets)):
+                got = cuda_kernels.compress(x, lengths, int(mode), 1.0, 1, 0, num_out, segments)
+                want = cpu_kernels.compress(x.cpu(), lengths.cpu(), int(mode), 1.0, 1, 0, num_out, segments.cpu())
+                for a, b in zip(got, want):
+                    assert torch.equal(a.cpu(), b), (B, T, D, mode, num_out)
+
+
+@pytest.mark.parametrize("segments", ["ids", "offsets"])
+def test_public_segment_pool_on_cuda_builds_no_torch_spans(cuda_kernels, monkeypatch, segments):
+    """segment_pool(segment_ids= / offsets=) with backend="cuda": spans in the C++ compress,
+    never the torch span builders; results and gradients equal the torch backend's."""
+    x, lengths = exact_features(seed=12)
+    ids = sorted_ids(x.shape[0], x.shape[1], seed=13).to(DEVICE)
+    offsets = torch.randint(0, 320, (x.shape[0], 31), generator=torch.Generator().manual_seed(14)).sort(1).values
+    kwargs = dict(segment_ids=ids, max_segments=64) if segments == "ids" else dict(offsets=offsets.to(DEVICE))
+    outputs, grads = {}, {}
+    for backend in ("torch", BACKEND):
+        if backend == BACKEND:
+            def torch_path(*args, **kw):
+                raise AssertionError("backend='cuda' built ids / offsets spans with torch ops")
+
+            monkeypatch.setattr(ops, "_segment_id_spans", torch_path)
+            monkeypatch.setattr(ops, "_offset_spans", torch_path)
+            for name in ("spans_from_starts", "segment_counts"):
+                monkeypatch.setattr(_spans, name, torch_path)
+        leaf = x.clone().requires_grad_(True)
+        out = ops.segment_pool(leaf, lengths, backend=backend, **kwargs)
+        (out.values * torch.arange(out.values.numel(), device=DEVICE).view_as(out.values)).sum().backward()
+        outputs[backend], grads[backend] = out, leaf.grad
+    got, want = outputs[BACKEND], outputs["torch"]
+    assert torch.equal(got.spans, want.spans) and torch.equal(got.lengths, want.lengths)
+    torch.testing.assert_close(got.values, want.values, **TOL[torch.float32])
+    torch.testing.assert_close(grads[BACKEND], grads["torch"])
+
+
 def test_cuda_compress_gradient_equals_the_torch_backend(cuda_kernels):
     x, lengths = exact_features(seed=5)
     grads = []
@@ -312,6 +420,7 @@ def test_cuda_kernels_reject_bad_input(cuda_kernels):
     scores = torch.rand(2, 6, device=DEVICE)
     lengths = torch.tensor([6, 3], device=DEVICE)
     x = torch.randn(2, 6, 4, device=DEVICE)
+    ids = torch.tensor([[0, 0, 1, 1, 2, 2]] * 2, device=DEVICE)
     bad = [
         (lambda: cuda_kernels.detect_boundaries(scores.half(), lengths, 1, 0.5, 1, 0), "scores must be float32"),
         (lambda: cuda_kernels.detect_boundaries(scores.cpu(), lengths, 1, 0.5, 1, 0), "scores must be a CUDA"),
@@ -328,7 +437,14 @@ def test_cuda_kernels_reject_bad_input(cuda_kernels):
         (lambda: cuda_kernels.compress(x, lengths, 3, 2.5, 1, 0, 3), "k must be an integer"),
         (lambda: cuda_kernels.compress(x, lengths, 3, 2.0, 1, 0, -1), "num_out must be >= 0"),
         (lambda: cuda_kernels.compress(x.long(), lengths, 3, 2.0, 1, 0, 3), "x must be float32"),
-        (lambda: cuda_kernels.compress(x, lengths, 5, 1.0, 1, 0, 3), "boundaries are needed by mode 5"),
+        (lambda: cuda_kernels.compress(x, lengths, 5, 1.0, 1, 0, 3), "boundaries are needed by modes 5"),
+        (lambda: cuda_kernels.compress(x, lengths, 6, 1.0, 1, 0, 3), "boundaries are needed by modes 5"),
+        (lambda: cuda_kernels.compress(x, lengths, 7, 1.0, 1, 0, 3, ids.float()), "offsets must be an integer"),
+        (lambda: cuda_kernels.compress(x, lengths, 6, 1.0, 1, 0, 3, ids > 0), "segment_ids must be an integer"),
+        (lambda: cuda_kernels.compress(x, lengths, 6, 1.0, 1, 0, 3, ids[:, :5]), "segment_ids must have shape"),
+        (lambda: cuda_kernels.compress(x, lengths, 6, 1.0, 1, 0, 3, ids.cpu()), "must be a CUDA tensor"),
+        (lambda: cuda_kernels.compress(x, lengths, 7, 1.0, 1, 0, 3, ids[:, :3]),
+         "offsets must have shape [B, num_out + 1], B = 2, num_out = 3, got [2, 3]"),
         (lambda: cuda_kernels.compress(x, lengths, 1, 0.5, 1, 0, 3, scores > 0.5), "boundaries are needed"),
         (lambda: cuda_kernels.compress(x, lengths, 5, 1.0, 1, 0, 3, torch.ones(2, 5, dtype=torch.bool,
                                                                                device=DEVICE)),

@@ -167,7 +167,8 @@ CompressResult compress(const at::Tensor& x, const at::Tensor& lengths, int64_t 
   check_segments_given(checked, boundaries.has_value());
   const at::Tensor lens = lengths.contiguous();
   const bool by_segments = checked == Mode::kSegmentIds || checked == Mode::kOffsets;
-  const at::Tensor segments = by_segments ? checked_segments(*boundaries, checked, lens, x.size(1), num_out) : at::Tensor();
+  const at::Tensor segments =
+      by_segments ? checked_segments(*boundaries, checked, lens, x.size(1), num_out) : at::Tensor();
   at::Tensor values = at::empty({x.size(0), num_out, x.size(2)}, x.options());
   if (values.numel() != 0) advise_huge_pages(values);
   at::Tensor starts = at::empty({x.size(0), num_out}, lens.options());

@@ -266,7 +266,8 @@ void bind(pybind11::module_ m) {
         pybind11::arg("scores"), pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"),
         pybind11::arg("min_len"), pybind11::arg("max_len"));
   m.def("compress", &compress_cuda,
-        "x to tokens in one call (segmentation, uniform, downsample, given, segment ids, offsets; CUDA fallback)", pybind11::arg("x"),
+        "x to tokens in one call (segmentation, uniform, downsample, given, segment ids, offsets; CUDA fallback)",
+        pybind11::arg("x"),
         pybind11::arg("lengths"), pybind11::arg("mode"), pybind11::arg("param"), pybind11::arg("min_len"),
         pybind11::arg("max_len"), pybind11::arg("num_out"), pybind11::arg("boundaries") = pybind11::none());
 }
