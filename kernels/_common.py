@@ -23,6 +23,17 @@ else:
     IMPORT_ERROR = None
 
 
+if triton is not None:
+    @triton.jit
+    def exact_div(a, b):
+        """``a / b`` correctly rounded, as torch divides: Triton's fp32 ``/`` is approximate, and
+        ``fdiv(ieee_rounding=True)`` exists for fp32 only (fp64 ``/`` is already exact)."""
+        if a.dtype == tl.float64:
+            return a / b
+        else:
+            return tl.math.fdiv(a, b, ieee_rounding=True)
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no", "off")
 

@@ -16,7 +16,7 @@ import torch
 
 from lalm_fast.ops.reference import COSINE_EPS
 
-from ._common import acc_is_fp64, check_float, fixed_config, next_pow2, tl, triton
+from ._common import acc_is_fp64, check_float, exact_div, fixed_config, next_pow2, tl, triton
 
 
 @triton.jit
@@ -125,8 +125,7 @@ def _normalize_kernel(scores_ptr, lengths_ptr, cu_ptr, T, BLOCK_T: tl.constexpr,
         t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         inside = t < end
         s = tl.load(row + t, mask=inside, other=0.0)
-        # ieee_rounding: torch divides exactly; the default fp32 division is approximate
-        value = tl.math.fdiv(s - low, spread, ieee_rounding=True)
+        value = exact_div(s - low, spread)
         value = tl.where((t > first) & (s == s), value, 0.0)
         tl.store(row + t, tl.where(normalized, value, 0.0), mask=inside)
 

@@ -38,7 +38,7 @@ import torch
 
 from lalm_fast.ops.modes import Mode
 
-from ._common import next_pow2, tl, triton
+from ._common import exact_div, next_pow2, tl, triton
 
 MAX_FRAMES = 4096  # longest sample one program detects; beyond it the torch reference runs
 _PEAK, _THRESHOLD, _RATE = int(Mode.PEAK), int(Mode.THRESHOLD), int(Mode.RATE)
@@ -53,9 +53,8 @@ def _walled(row_ptr, idx, length, low, span, normalized):
     (the walls that end scipy's searches at the sample's edges)."""
     scored = (idx >= 1) & (idx < length)
     raw = tl.load(row_ptr + idx, mask=scored, other=0.0)
-    # ieee_rounding: torch divides exactly; the default fp32 division is approximate.
     # A NaN score normalises to 0, the lowest score (the contract's NaN rule).
-    value = tl.where(normalized, tl.math.fdiv(raw - low, span, ieee_rounding=True), 0.0)
+    value = tl.where(normalized, exact_div(raw - low, span), 0.0)
     value = tl.where(raw == raw, value, 0.0)
     return tl.where(scored, value, float("inf"))
 

@@ -95,7 +95,9 @@ SCRIPT = textwrap.dedent(
         fwd_sig = lambda: {"x_ptr": f"*{dt}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                            "ws_ptr": f"*{acc}:16", "R": "i32", "S": "i32", "D": "i32:16", "stride_xr": "i32:16",
                            "stride_xt": "i32:16", "NSPLIT": "i32", "LEN_BUCKET": "i32", "lengths_ptr": "*i64:16",
-                           "counts_ptr": "*i64:16", "T": "i32", "K": "i32", "WIDTH": "i32"}
+                           "counts_ptr": "*i64:16", "T": "i32", "K": "i32", "WIDTH": "i32",
+                           "seg_counts_ptr": "*i64:16", "positions_ptr": "*i64:16", "spans_ptr": "*i64:16",
+                           "cu_out_ptr": "*i64:16", "B": "i32"}
         bwd_sig = lambda: {"grad_ptr": f"*{dt}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                            "S": "i32", "T": "i32", "D": "i32:16", "NSPLIT": "i32", "LEN_BUCKET": "i32"}
         fwd_cfgs = [sp._fixed_fwd_config(D, bucket), sp._fixed_fwd_config(D, 256)]
@@ -108,9 +110,11 @@ SCRIPT = textwrap.dedent(
         for cfg in fwd_cfgs:
             cfg = dict(cfg); w = cfg.pop("num_warps")
             for split in (False, True):
-                for windows in (False, True):  # spans loaded, or computed (uniform_pool, downsample)
-                    compile_one(f"span_mean_fwd[{dt}{',windows' if windows else ''}]", sp._span_mean_fwd_kernel,
-                                fwd_sig(), {**cfg, "SPLIT": split, "ACC_FP64": fp64, "WINDOWS": windows}, w)
+                # spans loaded, or computed: windows (uniform_pool, downsample), packed windows, packed starts
+                for spans, label in ((sp.LOADED, ""), (sp.WINDOWS, ",windows"), (sp.PACKED_WINDOWS, ",packed"),
+                                     (sp.PACKED_STARTS, ",packed-starts")):
+                    compile_one(f"span_mean_fwd[{dt}{label}]", sp._span_mean_fwd_kernel, fwd_sig(),
+                                {**cfg, "SPLIT": split, "ACC_FP64": fp64, "SPANS": spans, "BLOCK_B": 64}, w)
         compile_one(f"span_mean_combine[{dt}]", sp._span_mean_combine_kernel,
                     {"ws_ptr": f"*{acc}:16", "starts_ptr": "*i64:16", "ends_ptr": "*i64:16", "out_ptr": f"*{dt}:16",
                      "RS": "i32", "D": "i32:16", "NSPLIT": "i32"},
@@ -139,12 +143,23 @@ SCRIPT = textwrap.dedent(
                      "counts_ptr": "*i64:16", "S": "i32", "T": "i32", "stride_r": "i32", "stride_t": "i32",
                      "STEPS": "i32"},
                     {"BLOCK_S": 256, "FROM_IDS": from_ids}, 4)
+    for acc in ("fp32", "fp64"):
+        for packed in (False, True):  # boundary_scores(normalize=True)
+            compile_one(f"normalize[{acc}{',packed' if packed else ''}]", bd._normalize_kernel,
+                        {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "cu_ptr": "*i64:16", "T": "i32"},
+                        {"BLOCK_T": 1024, "PACKED": packed}, 4)
+    pk = importlib.import_module("lalm_fast.kernels.packed_spans")
+    compile_one("compact_starts", pk._compact_starts_kernel,  # segment_pool from a mask, packed
+                {"mask_ptr": "*i1", "cu_ptr": "*i64:16", "positions_ptr": "*i64:16", "seg_counts_ptr": "*i64:16",
+                 "N": "i32", "stride_m": "i32"}, {"BLOCK_T": 1024}, 4)
     # detection: every mode at T=1500 (BLOCK_T 2048), the limit (4096) in the costliest modes,
     # the spans epilogue (compress) and packed input; the launcher's num_warps for each size
     import triton.language as tl
-    for acc, mode, block, spans, packed in [("fp32", 0, 2048, False, False), ("fp32", 1, 2048, False, False),
+    for acc, mode, block, spans, packed in [("fp32", 0, 2048, False, False), ("fp64", 0, 2048, False, False),
+                                            ("fp32", 1, 2048, False, False),
                                             ("fp32", 2, 2048, False, False), ("fp32", 0, 4096, True, False),
-                                            ("fp64", 2, 4096, True, False), ("fp32", 0, 2048, False, True)]:
+                                            ("fp64", 2, 4096, True, False), ("fp32", 0, 2048, False, True),
+                                            ("fp32", 2, 2048, True, True)]:
         out = "*i64" if spans else "*i1"
         sig = {"scores_ptr": f"*{acc}:16", "lengths_ptr": "*i64:16", "cu_seqlens_ptr": "*i64:16",
                "mask_ptr": f"*{acc}:16" if spans else "*i1", "starts_ptr": out, "ends_ptr": out, "counts_ptr": out,
