@@ -115,14 +115,17 @@ cudaError_t given_spans(const bool* boundaries, const int64_t* lengths, int64_t*
   return cudaGetLastError();
 }
 
-template <typename index_t>
-cudaError_t launch_segment_spans(const void* segments, int64_t stride_r, int64_t stride_t, const int64_t* lengths,
-                                 int64_t* starts, int64_t* ends, int64_t* counts, int64_t R, int64_t T, int64_t S,
-                                 bool from_ids, unsigned grid, cudaStream_t stream) {
-  segment_spans_kernel<index_t><<<grid, kThreads, 0, stream>>>(static_cast<const index_t*>(segments), stride_r,
-                                                               stride_t, lengths, starts, ends, counts, R, T, S,
-                                                               from_ids);
-  return cudaGetLastError();
+// Calls launch with a value of the C++ type of `code` (its type selects the kernel instance).
+template <typename Launch>
+cudaError_t with_index_type(IndexDType code, Launch&& launch) {
+  switch (code) {
+    case IndexDType::kInt8: return launch(int8_t{});
+    case IndexDType::kUInt8: return launch(uint8_t{});
+    case IndexDType::kInt16: return launch(int16_t{});
+    case IndexDType::kInt32: return launch(int32_t{});
+    case IndexDType::kInt64: return launch(int64_t{});
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t segment_spans(IndexDType index_dtype, const void* segments, int64_t stride_r, int64_t stride_t,
@@ -133,24 +136,13 @@ cudaError_t segment_spans(IndexDType index_dtype, const void* segments, int64_t 
   if (R > INT64_MAX / S) return cudaErrorInvalidConfiguration;
   const unsigned grid = blocks_for(R * S);
   if (grid == 0) return cudaErrorInvalidConfiguration;
-  switch (index_dtype) {
-    case IndexDType::kInt8:
-      return launch_segment_spans<int8_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
-                                          from_ids, grid, stream);
-    case IndexDType::kUInt8:
-      return launch_segment_spans<uint8_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
-                                           from_ids, grid, stream);
-    case IndexDType::kInt16:
-      return launch_segment_spans<int16_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
-                                           from_ids, grid, stream);
-    case IndexDType::kInt32:
-      return launch_segment_spans<int32_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
-                                           from_ids, grid, stream);
-    case IndexDType::kInt64:
-      return launch_segment_spans<int64_t>(segments, stride_r, stride_t, lengths, starts, ends, counts, R, T, S,
-                                           from_ids, grid, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_index_type(index_dtype, [&](auto zero) {
+    using index_t = decltype(zero);
+    segment_spans_kernel<index_t><<<grid, kThreads, 0, stream>>>(static_cast<const index_t*>(segments), stride_r,
+                                                                 stride_t, lengths, starts, ends, counts, R, T, S,
+                                                                 from_ids);
+    return cudaGetLastError();
+  });
 }
 
 cudaError_t window_spans(const int64_t* lengths, int64_t* starts, int64_t* ends, int64_t* counts, int64_t R,
