@@ -7,7 +7,8 @@
    the repetition guard, per voice group, decode time, next to Whisper as shipped and the run's
    zero-shot scores; plot ``demo-whisper.png``.
 2. **Audio LLM**: the projectors and LoRA adapters that one ``lalm-fast reproduce`` run trained
-   and committed (default ``results/reproduce-quick-cpu/adapters``), per configuration:
+   and committed (default ``results/lalm-track-cpu/adapters``: one base audio LLM and each
+   compression inserted into it and adapted), per configuration:
 
    * audio tokens per second that reach the LLM,
    * WER on the English ASR test set (overall and per voice group) and BLEU on the EN->ES set,
@@ -40,14 +41,14 @@ from typing import Optional, Sequence
 __all__ = ["DEFAULT_ADAPTERS", "DEFAULT_WHISPER_ADAPTERS", "DemoError", "main", "measure_lalm", "run_demo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ADAPTERS = "results/reproduce-quick-cpu/adapters"
+DEFAULT_ADAPTERS = "results/lalm-track-cpu/adapters"
 DEFAULT_WHISPER_ADAPTERS = "results/whisper-compression/adapters"
 DEFAULT_OUT = "results/demo"
 TRACKS = ("whisper", "lalm")
 WHISPER_TITLE = "1. Compression inside a pretrained model: Whisper tiny.en + decoder LoRA"
 LALM_TITLE = "2. An audio LLM at several audio-token rates (Whisper encoder + SmolLM2-135M)"
 PREFILL_CLIPS = 8               # clips timed one at a time for the prefill column
-LALM_UTTERANCES = 40            # per task, by default: seven configurations x 80 decodes fit the demo's 10 minutes
+LALM_UTTERANCES = 40            # per task, by default: eight configurations x 80 decodes fit the demo's 10 minutes
 
 
 class DemoError(ValueError):

@@ -85,20 +85,17 @@ def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = N
     import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labelled = []
     for axis, key, scale, label in ((left, "wer", 100, "WER % (lower is better)"),
                                     (right, "bleu", 1, "BLEU (higher is better)")):
-        seen: dict[float, int] = {}  # configurations at the same rate: labels stacked, not on top of each other
-        for row in rows:
-            marker = "o" if row["lora"] else "s"
-            x = row["audio_tokens_per_second"]
-            axis.scatter(x, row[key] * scale, marker=marker)
-            stacked = seen[round(x, 1)] = seen.get(round(x, 1), -1) + 1
-            axis.annotate(row["configuration"], (x, row[key] * scale), fontsize=7, textcoords="offset points",
-                          xytext=(4, 4 - 9 * stacked))
+        points = [(row["audio_tokens_per_second"], row[key] * scale, row) for row in rows if row[key] is not None]
+        for x, y, row in points:
+            axis.scatter(x, y, marker="o" if row["lora"] else "s")
+        axis.set_xscale("log")
+        labelled.append((axis, points))
         if key == "wer" and baseline_wer is not None:
             axis.axhline(baseline_wer * scale, linestyle="--", color="gray", label=baseline_label)
             axis.legend(fontsize=7)
-        axis.set_xscale("log")
         # The rates lie inside one decade, where a log axis has no labelled ticks: label the rates.
         axis.set_xticks(sorted({round(row["audio_tokens_per_second"], 1) for row in rows}))
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
@@ -109,10 +106,32 @@ def plot_quality(path: Path, rows: list[dict], baseline_wer: Optional[float] = N
         axis.grid(alpha=0.3)
     fig.suptitle("circles: projector + LoRA, squares: projector only")
     fig.tight_layout()
+    for axis, points in labelled:  # once the layout is final: labels are spaced on screen
+        _label_points(axis, points)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def _label_points(axis, points: list, spacing: float = 9.0) -> None:
+    """Name each point beside it; labels of points at the same rate are pushed apart to at least
+    ``spacing`` points vertically (in screen space), so close scores do not print on top of each other.
+    Call it once the layout is final."""
+    to_points = 72.0 / axis.figure.dpi
+    by_rate: dict[float, list] = {}
+    for x, y, row in points:
+        by_rate.setdefault(round(x, 1), []).append((x, y, row))
+    rightmost = max(by_rate, default=None)
+    for rate, group in by_rate.items():
+        side = -4 if rate == rightmost and len(by_rate) > 1 else 4  # the last rate's labels go left, inside the axes
+        placed = None
+        for x, y, row in sorted(group, key=lambda point: -point[1]):  # top down
+            screen = axis.transData.transform((x, y))[1] * to_points
+            label = screen + 4 if placed is None else min(screen + 4, placed - spacing)
+            placed = label
+            axis.annotate(row["configuration"], (x, y), fontsize=7, textcoords="offset points",
+                          xytext=(side, label - screen), ha="left" if side > 0 else "right")
 
 
 ADAPTERS = "adapters"           # <out>/adapters/: what `lalm-fast demo` loads (small enough to commit)

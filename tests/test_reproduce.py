@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -70,6 +71,11 @@ def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, m
     assert [os.path.basename(c) for c in calls] == [TWO[1]]  # neither the base nor the finished one trained again
     assert [row["configuration"] for row in report["configurations"]] == TWO
     assert report["configurations"][1]["lora"] is False
+    shutil.rmtree(tmp_path / "runs" / TWO[0])  # scores kept, weights gone: adapted again, not exported from nothing
+    calls.clear()
+    rep.reproduce(tmp_path, "tiny", configurations=TWO)
+    assert [os.path.basename(c) for c in calls] == [TWO[0]]
+    assert (tmp_path / "adapters" / TWO[0] / "adapter_model.safetensors").exists()
 
 
 def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_path):
