@@ -48,7 +48,7 @@ TRACKS = ("whisper", "lalm")
 WHISPER_TITLE = "1. Compression inside a pretrained model: Whisper tiny.en + decoder LoRA"
 LALM_TITLE = "2. An audio LLM at several audio-token rates (Whisper encoder + SmolLM2-135M)"
 PREFILL_CLIPS = 8               # clips timed one at a time for the prefill column
-LALM_UTTERANCES = 40            # per task, by default: eight configurations x 80 decodes fit the demo's 10 minutes
+LALM_UTTERANCES = 40            # per task, by default: sized for the demo's 10 minutes (docs/training.md, "lalm-fast demo")
 
 
 class DemoError(ValueError):

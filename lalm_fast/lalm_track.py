@@ -248,8 +248,8 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     metrics_path = out / SCORES / f"{configuration.name}.json"
     if metrics_path.exists():
         stored = json.loads(metrics_path.read_text())
-        adapted = configuration.name == BASE_RUN or (run_dir / "final").is_dir()  # its weights are exported too
-        if stored.get("base_step") == base["step"] and adapted:
+        weights_kept = configuration.name == BASE_RUN or (run_dir / "final").is_dir()  # exported with the scores
+        if stored.get("base_step") == base["step"] and weights_kept:
             print(f"== {configuration.name}: done already for base step {base['step']}, skipped", flush=True)
             return stored
     model, spec = load_trained(base["dir"])
