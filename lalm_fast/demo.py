@@ -202,7 +202,7 @@ def measure_configuration(folder: Path, name: str, datasets: dict, encode_second
     trained = folder / name / "metrics.json"  # the run's own scores, kept beside the demo's
     metrics = json.loads(trained.read_text()) if trained.is_file() else {}
     return DemoRow(
-        configuration=name, compressor=str(metrics.get("compressor", spec.compressor)), lora=spec.lora is not None,
+        configuration=name, compressor=str(metrics.get("compressor", spec.compressor)), lora=spec.trains_lora,
         audio_tokens_per_second=audio_tokens_per_second(tokens, sum(asr.durations)),
         wer=scores["asr"]["wer"].wer, wer_guarded=guarded_wer(references, hypotheses)[0].wer,
         bleu=scores["st"]["bleu"].score, prefill_ms=prefill_ms(model, asr),

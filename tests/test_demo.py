@@ -65,6 +65,7 @@ def test_demo_measures_every_configuration_and_writes_the_table(dry_run, tmp_pat
     trained = {row["configuration"]: row for row in report["configurations"]}
     for name, row in rows.items():
         assert row["audio_tokens_per_second"] == pytest.approx(trained[name]["audio_tokens_per_second"], rel=1e-6)
+        assert row["lora"] == trained[name]["lora"]  # the plot's circles (LoRA trained) and squares
     table = (tmp_path / "demo.md").read_text()
     assert "| configuration | audio tokens/s | WER % | WER % guarded | BLEU | LLM prefill ms | end-to-end s |" in table
     assert "| uniform-x3-projector-only |" in table

@@ -45,6 +45,11 @@ class ModelSpec:
                                             # projector and lora must then be left as saved (null lora)
     train_lora: bool = True                 # false: the LoRA stays as loaded, only the projector trains
 
+    @property
+    def trains_lora(self) -> bool:
+        """Whether training updates a LoRA: a fresh one (``lora``) or the one loaded by ``init_from``."""
+        return self.lora is not None or (self.init_from is not None and self.train_lora)
+
 
 @dataclass
 class DataSpec:
