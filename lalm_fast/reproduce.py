@@ -104,9 +104,9 @@ PRESETS = {
     # Sized for our 2-core CPU: the base trains in pieces of --base-minutes (about 3 s per step at
     # 25 Hz), an adaptation costs minutes (docs/lalm-track.md).
     "cpu": Preset(n_train=3000, n_test=100, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
-                  base_steps=3000, adapt_steps=100, ctc_steps=1500, batch_size=8, test_utterances=100,
+                  base_steps=3000, adapt_steps=300, ctc_steps=1500, batch_size=8, test_utterances=100,
                   cuts="3000 train + 100 test utterances per task; the base's 3000-step schedule may be "
-                       "unfinished (see its step); 100 adaptation steps per configuration"),
+                       "unfinished (see its step); 300 adaptation steps per configuration"),
     "tiny": Preset(n_train=None, n_test=8, encoder="tiny-random", lm="tiny-random", base_steps=4, adapt_steps=2,
                    ctc_steps=2, batch_size=4, test_utterances=4, window_seconds=1.0, lr=1e-2, adapt_lr=1e-2,
                    warmup_steps=1, adapt_warmup_steps=0, ctc_lr=1e-2, lora={"r": 4, "alpha": 8, "dropout": 0.0},
