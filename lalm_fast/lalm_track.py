@@ -31,7 +31,7 @@ __all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_
            "read_curve", "plot_curve", "fill_cache"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
-_BASE_FILE = "base.json"    # in a configuration's run folder: which base step it was adapted from
+_BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps
 SCORES = "scores"           # <out>/scores/<configuration>.json: its report row
 CURVE = "curve.json"        # <out>/curve.json: the base's learning curve (read_curve)
 
@@ -240,7 +240,8 @@ def plot_curve(path: Path, curve: dict, baseline_wer: Optional[float] = None) ->
 def run_configuration(configuration, preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
                       base: dict) -> dict:
     """Score the base (``base-25hz``) or one compressed configuration zero-shot and after its
-    adaptation; skipped when its metrics exist for this base step, redone when the base moved on."""
+    adaptation; skipped when its metrics exist for this base step and adaptation budget, redone
+    from the base when either changed."""
     from lalm_fast.data.files import atomic_write
     from lalm_fast.training import load_trained, train
 
@@ -248,8 +249,10 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     metrics_path = out / SCORES / f"{configuration.name}.json"
     if metrics_path.exists():
         stored = json.loads(metrics_path.read_text())
-        weights_kept = configuration.name == BASE_RUN or (run_dir / "final").is_dir()  # exported with the scores
-        if stored.get("base_step") == base["step"] and weights_kept:
+        is_base = configuration.name == BASE_RUN
+        weights_kept = is_base or (run_dir / "final").is_dir()  # exported with the scores
+        same_budget = is_base or stored.get("adapt_steps") == preset.adapt_steps
+        if stored.get("base_step") == base["step"] and weights_kept and same_budget:
             print(f"== {configuration.name}: done already for base step {base['step']}, skipped", flush=True)
             return stored
     model, spec = load_trained(base["dir"])
@@ -268,7 +271,7 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
             model.set_compressor(configuration.compressor)
             zero_shot = _scored(score_model(model, spec, paths, out, preset.max_new_tokens), out,
                                 f"{configuration.name}-zero-shot")
-        _forget_other_base(run_dir, base["step"])
+        _forget_stale_run(run_dir, base["step"], preset.adapt_steps)
         config = adapt_config(configuration, preset, paths, out, encoder, lm, seed, Path(base["dir"]))
         print(f"== {configuration.name}: adapting {'projector + LoRA' if configuration.lora else 'the projector'} "
               f"for {config.optim.total_steps} steps", flush=True)
@@ -300,13 +303,14 @@ def _scored(scores: dict, out: Path, name: str) -> dict:
     return scores
 
 
-def _forget_other_base(run_dir: Path, base_step: int) -> None:
-    """An adaptation run of an earlier base is stale: its checkpoints would resume the old weights."""
-    marker = run_dir / _BASE_FILE
-    if run_dir.exists() and (not marker.exists() or json.loads(marker.read_text())["base_step"] != base_step):
+def _forget_stale_run(run_dir: Path, base_step: int, adapt_steps: int) -> None:
+    """An adaptation run of another base step or budget is stale: its checkpoints would resume the
+    old weights, or stretch a finished schedule instead of running the new one from the start."""
+    marker, wanted = run_dir / _BASE_FILE, {"base_step": base_step, "adapt_steps": adapt_steps}
+    if run_dir.exists() and (not marker.exists() or json.loads(marker.read_text()) != wanted):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"base_step": base_step}))
+    marker.write_text(json.dumps(wanted))
 
 
 def score_model(model, spec, paths: dict, out: Path, max_new_tokens: int) -> dict:

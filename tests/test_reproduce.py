@@ -76,6 +76,10 @@ def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, m
     rep.reproduce(tmp_path, "tiny", configurations=TWO)
     assert [os.path.basename(c) for c in calls] == [TWO[0]]
     assert (tmp_path / "adapters" / TWO[0] / "adapter_model.safetensors").exists()
+    # another adaptation budget: redone from the base on its own schedule, not skipped or stretched
+    steps = rep.PRESETS["tiny"].adapt_steps + 1
+    report = rep.reproduce(tmp_path, "tiny", configurations=TWO[:1], adapt_steps=steps)
+    assert report["configurations"][0]["adapt_steps"] == report["configurations"][0]["adapt_steps_this_call"] == steps
 
 
 def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_path):
