@@ -101,8 +101,8 @@ class Preset:
 
 
 PRESETS = {
-    # Sized for our 2-core CPU: the base trains in pieces of --base-minutes (about 3 s per step at
-    # 25 Hz), an adaptation costs minutes (docs/lalm-track.md).
+    # Sized for our 2-core CPU: the base trains in pieces of --base-minutes (3.5-6 s per step at
+    # 25 Hz on two threads), an adaptation costs 20-25 CPU-minutes (docs/lalm-track.md).
     "cpu": Preset(n_train=3000, n_test=100, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
                   base_steps=3000, adapt_steps=300, ctc_steps=1500, batch_size=8, test_utterances=100,
                   cuts="3000 train + 100 test utterances per task; the base's 3000-step schedule may be "
