@@ -90,7 +90,7 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
     ``continue_from``: a committed run (``adapters/base-25hz`` and ``curve.json``) to go on from when
     this run has no checkpoint of its own (:func:`seed_from_export`).
     Returns ``{"dir": final/ or latest/, "step", "total_steps", "finished", "position"}``."""
-    from lalm_fast.training import latest_checkpoint, train
+    from lalm_fast.training import latest_checkpoint
     from lalm_fast.training.loop import LATEST
 
     config = base_config(preset, paths, out, encoder, lm, seed)
@@ -101,12 +101,7 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
         if latest_checkpoint(run_dir) is None:
             raise ValueError(f"no base to use as it stands: {run_dir} has no checkpoint (train it first)")
     elif not (run_dir / "final" / "lalm_train.json").exists():
-        started, cpu = time.perf_counter(), time.process_time()
-        result = train(config, resume=True, stop_after_seconds=None if minutes is None else 60 * minutes)
-        _append_jsonl(run_dir / "sessions.jsonl", {
-            "ended_at_step": result.step, "steps": len(result.losses), "finished": result.final_dir is not None,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "cpu_seconds": round(time.process_time() - cpu, 1)})
+        _train_recording_session(config, run_dir, minutes)
     final = run_dir / "final"
     finished = (final / "lalm_train.json").exists()
     checkpoint = latest_checkpoint(run_dir)
@@ -114,6 +109,32 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
     position = _position(checkpoint) if checkpoint else {"step": 0, "epoch": 0, "batch": 0}
     return {"dir": str(folder), "step": position["step"], "total_steps": config.optim.total_steps,
             "finished": finished, "position": position}
+
+
+def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) -> None:
+    """One call's base training, recorded in ``sessions.jsonl`` (steps, wall and CPU time, how it
+    stopped) also when it stops on SIGTERM, which the loop signals with ``SystemExit``."""
+    from lalm_fast.training import latest_checkpoint, train
+
+    def step_now() -> int:
+        checkpoint = latest_checkpoint(run_dir)
+        return _position(checkpoint)["step"] if checkpoint else 0
+
+    first, started, cpu = step_now(), time.perf_counter(), time.process_time()
+    stopped_by = "error"
+    try:
+        result = train(config, resume=True, stop_after_seconds=None if minutes is None else 60 * minutes)
+        stopped_by = "end of schedule" if result.final_dir is not None else "time budget"
+    except SystemExit:
+        stopped_by = "SIGTERM"
+        raise
+    finally:
+        ended = step_now()
+        _append_jsonl(run_dir / "sessions.jsonl", {
+            "ended_at_step": ended, "steps": ended - first, "stopped_by": stopped_by,
+            "finished": stopped_by == "end of schedule",
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu, 1)})
 
 
 def has_base(out: Path) -> bool:

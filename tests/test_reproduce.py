@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -98,6 +99,32 @@ def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_
         pieces = load_file(tmp_path / "runs" / rep.BASE.name / "final" / name)
         whole = load_file(straight / "runs" / rep.BASE.name / "final" / name)
         assert all(torch.equal(pieces[k], whole[k]) for k in whole)
+
+
+def test_every_base_training_call_is_recorded_also_when_sigterm_stops_it(tmp_path, monkeypatch):
+    from lalm_fast.training import loop
+
+    rep.reproduce(tmp_path, "tiny", base_minutes=1e-9, base_only=True)  # one step, then the time budget
+    original, calls = loop._Loop._step, []
+
+    def step_then_terminate(self, position):
+        calls.append(position.step)
+        loss = original(self, position)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(loop._Loop, "_step", step_then_terminate)
+    with pytest.raises(SystemExit):
+        rep.reproduce(tmp_path, "tiny", base_only=True)
+    monkeypatch.undo()
+    rep.reproduce(tmp_path, "tiny", base_only=True)
+    sessions = [json.loads(line) for line in
+                (tmp_path / "runs" / rep.BASE.name / "sessions.jsonl").read_text().splitlines()]
+    end = rep.PRESETS["tiny"].base_steps
+    assert [(s["stopped_by"], s["ended_at_step"], s["steps"], s["finished"]) for s in sessions] == [
+        ("time budget", 1, 1, False), ("SIGTERM", 3, 2, False), ("end of schedule", end, end - 3, True)]
+    assert all(s["wall_seconds"] > 0 and s["cpu_seconds"] >= 0 for s in sessions)
 
 
 def test_a_new_run_continues_a_committed_base_from_its_float16_export(tmp_path):
