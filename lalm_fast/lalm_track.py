@@ -113,7 +113,8 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
 
 def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) -> None:
     """One call's base training, recorded in ``sessions.jsonl`` (steps, wall and CPU time, how it
-    stopped) also when it stops on SIGTERM, which the loop signals with ``SystemExit``."""
+    stopped) also when it stops on SIGTERM, which the loop signals with ``SystemExit``, or on
+    Ctrl-C, which stops it mid-step (the run goes on from its last checkpoint)."""
     from lalm_fast.training import latest_checkpoint, train
 
     def step_now() -> int:
@@ -127,6 +128,9 @@ def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) ->
         stopped_by = "end of schedule" if result.final_dir is not None else "time budget"
     except SystemExit:
         stopped_by = "SIGTERM"
+        raise
+    except KeyboardInterrupt:
+        stopped_by = "Ctrl-C"
         raise
     finally:
         ended = step_now()

@@ -101,7 +101,7 @@ def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_
         assert all(torch.equal(pieces[k], whole[k]) for k in whole)
 
 
-def test_every_base_training_call_is_recorded_also_when_sigterm_stops_it(tmp_path, monkeypatch):
+def test_every_base_training_call_is_recorded_also_when_sigterm_or_ctrl_c_stops_it(tmp_path, monkeypatch):
     from lalm_fast.training import loop
 
     rep.reproduce(tmp_path, "tiny", base_minutes=1e-9, base_only=True)  # one step, then the time budget
@@ -118,12 +118,21 @@ def test_every_base_training_call_is_recorded_also_when_sigterm_stops_it(tmp_pat
     with pytest.raises(SystemExit):
         rep.reproduce(tmp_path, "tiny", base_only=True)
     monkeypatch.undo()
+
+    def interrupted(self, position):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop._Loop, "_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rep.reproduce(tmp_path, "tiny", base_only=True)
+    monkeypatch.undo()
     rep.reproduce(tmp_path, "tiny", base_only=True)
     sessions = [json.loads(line) for line in
                 (tmp_path / "runs" / rep.BASE.name / "sessions.jsonl").read_text().splitlines()]
     end = rep.PRESETS["tiny"].base_steps
     assert [(s["stopped_by"], s["ended_at_step"], s["steps"], s["finished"]) for s in sessions] == [
-        ("time budget", 1, 1, False), ("SIGTERM", 3, 2, False), ("end of schedule", end, end - 3, True)]
+        ("time budget", 1, 1, False), ("SIGTERM", 3, 2, False), ("Ctrl-C", 3, 0, False),
+        ("end of schedule", end, end - 3, True)]
     assert all(s["wall_seconds"] > 0 and s["cpu_seconds"] >= 0 for s in sessions)
 
 
