@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "export_adapters", "format_number", "format_percent",
-           "plot_quality"]
+__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "wer_differences", "export_adapters", "format_number",
+           "format_percent", "plot_quality"]
 
 
 def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: dict) -> dict:
@@ -18,7 +18,7 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: d
     from lalm_fast.data.files import atomic_write
 
     report = {"preset": preset_name, "settings": asdict(preset), "cuts": preset.cuts, "configurations": rows,
-              **extra}
+              **extra, "wer_differences": wer_differences(out, rows)}
     with atomic_write(out / "report.json") as handle:
         json.dump(report, handle, indent=2, default=str)
     with atomic_write(out / "report.md") as handle:
@@ -61,9 +61,68 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
               "repetition guard (lalm_fast.evaluate.repetition). "
               f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}. Adapt CPU-min: CPU time of the "
               "adaptation (all threads of its process), what compressing the base costs.", ""]
+    lines += _difference_lines(report)
     if (report.get("curve_plot")):
         lines += [f"Learning curve of the base: `{report['curve_plot']}`.", ""]
     return lines
+
+
+def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[dict]:
+    """Paired WER differences on the ASR test utterances, each with a 95% bootstrap interval
+    (:func:`lalm_fast.evaluate.wer_difference`), as decoded and guarded: every configuration
+    against the base, and each projector-only configuration against the LoRA one with the same
+    compressor. Read from the decoded utterances in ``<out>/scores``; pairs without them are left out."""
+    from lalm_fast.evaluate import wer_difference
+    from lalm_fast.evaluate.repetition import trim_repetition
+    from lalm_fast.lalm_track import BASE_RUN, SCORES
+
+    names = [row["configuration"] for row in rows]
+    pairs = [(name, BASE_RUN) for name in names if name != BASE_RUN and BASE_RUN in names]
+    pairs += [(row["configuration"], lora["configuration"]) for row in rows if not row["lora"]
+              for lora in rows if lora["lora"] and lora["compressor"] == row["compressor"]
+              and lora["configuration"] != BASE_RUN]
+    differences = []
+    for name, other in pairs:
+        decoded = [_decoded(out / SCORES / f"{n}-asr.jsonl") for n in (name, other)]
+        if None in decoded or decoded[0].keys() != decoded[1].keys():
+            continue
+        ids = sorted(decoded[0])
+        references = [decoded[0][i]["reference"] for i in ids]
+        record = {"configuration": name, "against": other}
+        for key, trim in (("as_decoded", str), ("guarded", trim_repetition)):
+            a, b = ([trim(d[i]["hypothesis"]) for i in ids] for d in decoded)
+            record[key] = asdict(wer_difference(references, a, b, resamples=resamples))
+        differences.append(record)
+    return differences
+
+
+def _decoded(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["id"]: row for row in rows}
+
+
+def _difference_lines(report: dict) -> list[str]:
+    differences = report.get("wer_differences") or []
+    if not differences:
+        return []
+    first = differences[0]["as_decoded"]
+    lines = [f"Paired WER differences on the {first['utterances']} ASR test utterances, percentage points with "
+             f"95% bootstrap intervals ({first['resamples']} resamples of the utterances, both systems scored on "
+             "each): an interval that excludes 0 means this test set tells the two apart.", "",
+             "| configuration | against | WER difference [95%] | relative | guarded difference [95%] |",
+             "|---|---|---|---|---|"]
+    wer_of = {row["configuration"]: row["wer"] for row in report["configurations"]}
+    for record in differences:
+        cells = []
+        for key in ("as_decoded", "guarded"):
+            d = record[key]
+            cells.append(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+        relative = record["as_decoded"]["difference"] / wer_of[record["against"]] if wer_of[record["against"]] else None
+        lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | "
+                     f"{'-' if relative is None else f'{100 * relative:+.0f}%'} | {cells[1]} |")
+    return lines + [""]
 
 
 def format_number(value: Optional[float], digits: int, scale: float = 1.0) -> str:

@@ -106,7 +106,7 @@ PRESETS = {
     "cpu": Preset(n_train=3000, n_test=100, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
                   base_steps=3000, adapt_steps=300, ctc_steps=1500, batch_size=8, test_utterances=100,
                   cuts="3000 train + 100 test utterances per task; the base's 3000-step schedule may be "
-                       "unfinished (see its step); 300 adaptation steps per configuration"),
+                       "unfinished (see its step)"),
     "tiny": Preset(n_train=None, n_test=8, encoder="tiny-random", lm="tiny-random", base_steps=4, adapt_steps=2,
                    ctc_steps=2, batch_size=4, test_utterances=4, window_seconds=1.0, lr=1e-2, adapt_lr=1e-2,
                    warmup_steps=1, adapt_warmup_steps=0, ctc_lr=1e-2, lora={"r": 4, "alpha": 8, "dropout": 0.0},
@@ -236,6 +236,18 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
     print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}, {out / 'curve.png'}; "
           f"adapters: {out / 'adapters'}", flush=True)
     return report
+
+
+def rewrite_report(out: str | os.PathLike) -> dict:
+    """Write ``out``'s report (``report.json`` / ``.md`` / ``.png``) again from its ``report.json`` and
+    its decoded utterances in ``<out>/scores``, with what the report code computes today (e.g. the
+    paired WER differences for a report made before them); nothing is trained or decoded."""
+    out = Path(out)
+    saved = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    derived = ("preset", "settings", "cuts", "configurations", "wer_differences")
+    extra = {key: value for key, value in saved.items() if key not in derived}
+    settings = {**saved["settings"], "cuts": PRESETS[saved["preset"]].cuts}
+    return write_report(out, saved["configurations"], saved["preset"], Preset(**settings), extra)
 
 
 def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, out: Path, encoder: str, lm: str,

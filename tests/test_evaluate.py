@@ -1,11 +1,13 @@
 """lalm_fast.evaluate against hand-computed values."""
 
 import json
+import random
 
+import numpy as np
 import pytest
 
 from lalm_fast.evaluate import (EvalReport, audio_tokens_per_second, bleu, normalize_english, real_time_factor,
-                                wer)
+                                wer, wer_difference)
 
 
 @pytest.mark.parametrize("raw, normalized", [
@@ -47,6 +49,52 @@ def test_wer_bad_input():
         wer(["[noise]"], ["hello"])
     with pytest.raises(TypeError, match="sequences of strings"):
         wer("a b", "a b")
+
+
+def _edited(sentences: list[str], rate: float, rng: random.Random) -> list[str]:
+    """Each word dropped, replaced or followed by an extra word with probability ``rate`` each."""
+    edited = []
+    for sentence in sentences:
+        words = []
+        for word in sentence.split():
+            roll = rng.random()
+            words += [] if roll < rate else ["zzz"] if roll < 2 * rate else [word, "yyy"] if roll < 3 * rate else [word]
+        edited.append(" ".join(words))
+    return edited
+
+
+def test_wer_difference_equals_resampling_whole_sets_through_wer():
+    rng = random.Random(0)
+    vocabulary = "the lord said to moses go and speak unto all people of israel".split()
+    references = [" ".join(rng.choices(vocabulary, k=rng.randint(1, 12))) for _ in range(40)]
+    a, b = _edited(references, 0.05, rng), _edited(references, 0.12, rng)
+    result = wer_difference(references, a, b, resamples=60, seed=3)
+    assert result.difference == pytest.approx(wer(references, a).wer - wer(references, b).wer, abs=1e-12)
+    # The reference: each resample's two sets scored by wer() itself (one alignment per resample).
+    picks = np.random.default_rng(3).integers(0, len(references), size=(60, len(references)))
+    differences = [wer([references[i] for i in row], [a[i] for i in row]).wer
+                   - wer([references[i] for i in row], [b[i] for i in row]).wer for row in picks]
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-12)
+    assert result.low <= result.difference <= result.high and (result.utterances, result.resamples) == (40, 60)
+
+
+def test_wer_difference_separates_a_better_system_and_not_an_equal_one():
+    references = [f"verse number {i} says the same words again" for i in range(30)]
+    dropped = [" ".join(r.split()[1:]) for r in references]  # one deletion in every utterance
+    better = wer_difference(references, references, dropped)
+    assert better.difference == pytest.approx(-1 / 8) and better.high < 0
+    same = wer_difference(references, dropped, dropped)
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert "-12.5 points" in str(better)
+
+
+def test_wer_difference_bad_input():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        wer_difference(["a", "b"], ["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="resamples must be >= 1"):
+        wer_difference(["a"], ["a"], ["a"], resamples=0)
+    with pytest.raises(ValueError, match="no words"):
+        wer_difference(["[noise]"], ["a"], ["b"])
 
 
 def test_bleu_identical_corpus_is_100_with_signature():

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
 import jiwer
+import numpy as np
 from sacrebleu.metrics import BLEU
 
 from lalm_fast.data.files import atomic_write
@@ -176,6 +177,56 @@ def wer_by_group(references: Sequence[str], hypotheses: Sequence[str],
             members.setdefault(str(group), []).append(i)
     return {group: wer([references[i] for i in idx], [hypotheses[i] for i in idx])
             for group, idx in sorted(members.items())}
+
+
+@dataclass
+class WerDifference:
+    difference: float  # WER(a) - WER(b) on the whole set, as fractions
+    low: float  # 95% bootstrap interval of that difference
+    high: float
+    utterances: int
+    resamples: int
+
+    def __str__(self) -> str:
+        return (f"WER difference {100 * self.difference:+.1f} points "
+                f"[{100 * self.low:+.1f}, {100 * self.high:+.1f}] (95%, {self.resamples} resamples)")
+
+
+def wer_difference(references: Sequence[str], hypotheses_a: Sequence[str], hypotheses_b: Sequence[str],
+                   resamples: int = 1000, seed: int = 0) -> WerDifference:
+    """Corpus WER of ``hypotheses_a`` minus that of ``hypotheses_b`` on the same references, with a
+    95% paired bootstrap interval (Bisani & Ney 2004): utterances are resampled with replacement and
+    both systems are scored on each resample, so what the two get right or wrong together cancels.
+    An interval that excludes 0 means the test set separates the two systems."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    references, hypotheses_a = _paired(references, hypotheses_a)
+    _, hypotheses_b = _paired(references, hypotheses_b)
+    words, errors_a = _utterance_errors(references, hypotheses_a)
+    _, errors_b = _utterance_errors(references, hypotheses_b)
+    if words.sum() == 0:
+        raise ValueError("references have no words (after normalisation): WER is undefined")
+    picks = np.random.default_rng(seed).integers(0, len(words), size=(resamples, len(words)))
+    totals = np.maximum(words[picks].sum(axis=1), 1)  # a resample of empty references only: count errors
+    differences = (errors_a[picks].sum(axis=1) - errors_b[picks].sum(axis=1)) / totals
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return WerDifference(float((errors_a.sum() - errors_b.sum()) / words.sum()), float(low), float(high),
+                         len(words), resamples)
+
+
+def _utterance_errors(references: list[str], hypotheses: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per utterance, after :func:`normalize_english`: reference words and word errors (S + D + I),
+    from one jiwer alignment of the whole set, so their sums are the corpus counts of :func:`wer`."""
+    alignment = jiwer.process_words([normalize_english(t) for t in references],
+                                    [normalize_english(t) for t in hypotheses])
+    words, errors = np.zeros(len(references), np.int64), np.zeros(len(references), np.int64)
+    for i, chunks in enumerate(alignment.alignments):
+        for chunk in chunks:
+            reference_span = chunk.ref_end_idx - chunk.ref_start_idx
+            words[i] += reference_span
+            if chunk.type != "equal":
+                errors[i] += max(reference_span, chunk.hyp_end_idx - chunk.hyp_start_idx)
+    return words, errors
 
 
 @dataclass
