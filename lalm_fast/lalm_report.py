@@ -119,9 +119,9 @@ def _difference_lines(report: dict) -> list[str]:
         for key in ("as_decoded", "guarded"):
             d = record[key]
             cells.append(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
-        relative = record["as_decoded"]["difference"] / wer_of[record["against"]] if wer_of[record["against"]] else None
-        lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | "
-                     f"{'-' if relative is None else f'{100 * relative:+.0f}%'} | {cells[1]} |")
+        against = wer_of[record["against"]]
+        relative = f"{100 * record['as_decoded']['difference'] / against:+.0f}%" if against else "-"
+        lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | {relative} | {cells[1]} |")
     return lines + [""]
 
 
