@@ -73,8 +73,9 @@ def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[
     against the base, and each projector-only configuration against the LoRA one with the same
     compressor. Read from the decoded utterances in ``<out>/scores``; pairs without them are left out."""
     from lalm_fast.evaluate import wer_difference
+    from lalm_fast.evaluate.model import read_predictions
     from lalm_fast.evaluate.repetition import trim_repetition
-    from lalm_fast.lalm_track import BASE_RUN, SCORES
+    from lalm_fast.lalm_track import BASE_RUN, decoded_path
 
     names = [row["configuration"] for row in rows]
     pairs = [(name, BASE_RUN) for name in names if name != BASE_RUN and BASE_RUN in names]
@@ -83,8 +84,11 @@ def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[
               and lora["configuration"] != BASE_RUN]
     differences = []
     for name, other in pairs:
-        decoded = [_decoded(out / SCORES / f"{n}-asr.jsonl") for n in (name, other)]
-        if None in decoded or decoded[0].keys() != decoded[1].keys():
+        paths = [decoded_path(out, n, "asr") for n in (name, other)]
+        if not all(path.is_file() for path in paths):
+            continue
+        decoded = [read_predictions(path) for path in paths]
+        if decoded[0].keys() != decoded[1].keys():
             continue
         ids = sorted(decoded[0])
         references = [decoded[0][i]["reference"] for i in ids]
@@ -94,13 +98,6 @@ def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[
             record[key] = asdict(wer_difference(references, a, b, resamples=resamples))
         differences.append(record)
     return differences
-
-
-def _decoded(path: Path) -> Optional[dict]:
-    if not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"]: row for row in rows}
 
 
 def _difference_lines(report: dict) -> list[str]:

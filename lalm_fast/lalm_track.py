@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_config", "train_base", "adapt_config", "run_configuration", "score_model",
-           "read_curve", "plot_curve", "fill_cache"]
+           "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps
@@ -318,13 +318,18 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     return metrics
 
 
+def decoded_path(out: Path, name: str, task: str) -> Path:
+    """Where a configuration's decoded utterances for ``task`` ("asr", "st") are kept."""
+    return out / SCORES / f"{name}-{task}.jsonl"
+
+
 def _scored(scores: dict, out: Path, name: str) -> dict:
-    """``scores`` without the decoded utterances, which go to ``<out>/scores/<name>-<task>.jsonl``
+    """``scores`` without the decoded utterances, which go to :func:`decoded_path`
     (id, reference, hypothesis: any subset or rule can be re-scored later)."""
     from lalm_fast.evaluate.model import write_predictions
 
     for task, rows in scores.pop("decoded").items():
-        write_predictions(out / SCORES / f"{name}-{task}.jsonl", rows)
+        write_predictions(decoded_path(out, name, task), rows)
     return scores
 
 

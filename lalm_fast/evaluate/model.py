@@ -18,7 +18,7 @@ from lalm_fast.training.config import DataSpec, saved_spec
 from lalm_fast.training.dataset import Dataset, audio_inputs, epoch_batches, is_translation
 from lalm_fast.training.models import load_trained
 
-__all__ = ["decode_metrics", "evaluate_model", "evaluate_to_files", "write_predictions"]
+__all__ = ["decode_metrics", "evaluate_model", "evaluate_to_files", "read_predictions", "write_predictions"]
 
 
 @torch.no_grad()
@@ -107,6 +107,12 @@ def write_predictions(path: str | os.PathLike, rows: list[dict]) -> Path:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
+    """What :func:`write_predictions` wrote, by utterance id."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return {row["id"]: row for row in map(json.loads, filter(str.strip, lines))}
 
 
 def evaluate_to_files(model_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str | os.PathLike,
