@@ -38,6 +38,14 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
         lines += [f"Base: `{base.get('compressor')}` ({base.get('rate')}), step {base['step']} of "
                   f"{base['total_steps']}{'' if base['finished'] else ' (schedule not finished yet)'}; every other "
                   f"configuration starts from it and adapts for {preset.adapt_steps} steps.", ""]
+    rescored = report.get("rescored")
+    if rescored:
+        steps = sorted({row["base_step"] for row in rows})
+        kept = rescored["runs_test_utterances_kept"]
+        lines += [f"Rescored: the committed adapters of {', '.join(f'`{s}`' for s in rescored['sources'])} (base "
+                  f"step {', '.join(map(str, steps))}), nothing trained, each scored on the first "
+                  f"{rescored['test_utterances']} utterances of each test set (of which {kept['asr']} ASR and "
+                  f"{kept['st']} ST are the runs' own test utterances); zero-shot is not rescored.", ""]
     groups = sorted({g for row in rows for g in row.get("wer_groups") or {}})
     lines += ["| configuration | compressor | adapts | audio tokens/s | WER % | guarded | BLEU | zero-shot WER % "
               "(guarded) | zero-shot BLEU | adapt CPU-min |" + "".join(f" WER % {g} |" for g in groups),
@@ -45,6 +53,8 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
     for row in rows:
         zero = row.get("zero_shot") or {}
         adapts = "-" if not row.get("adapt_steps") else "projector + LoRA" if row["lora"] else "projector"
+        if row.get("adapt_steps") and row["adapt_steps"] != preset.adapt_steps:
+            adapts += f", {row['adapt_steps']} steps"
         lines.append(
             f"| {row['configuration']} | {row['compressor']} | {adapts} | "
             f"{format_number(row['audio_tokens_per_second'], 2)} | {format_percent(row['wer'])} | "

@@ -27,7 +27,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_config", "train_base", "adapt_config", "run_configuration", "score_model",
+__all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_config", "train_base", "adapt_config", "run_configuration", "rescore_configuration",
+           "score_model",
            "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
@@ -318,6 +319,33 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     return metrics
 
 
+def rescore_configuration(name: str, folder: Path, paths: dict, out: Path, max_new_tokens: int) -> dict:
+    """Score a committed configuration (its exported ``folder``, e.g. ``adapters/uniform-x3``) on the
+    test sets of ``paths``: its committed row (base step, adaptation steps and cost) with every score
+    replaced and ``rescored`` saying on what; zero-shot is dropped (it would need the base re-scored
+    with this compressor). Skipped when ``out`` holds this score already."""
+    from lalm_fast.data import read_manifest
+    from lalm_fast.data.files import atomic_write
+    from lalm_fast.training import load_trained
+
+    metrics_path = out / SCORES / f"{name}.json"
+    wanted = {"from": str(folder), "test_utterances": {task: len(read_manifest(paths[task])) for task in ("asr", "st")}}
+    if metrics_path.exists():
+        stored = json.loads(metrics_path.read_text())
+        if stored.get("rescored") == wanted:
+            print(f"== {name}: rescored already, skipped", flush=True)
+            return stored
+    print(f"== {name}: scoring {folder} on {wanted['test_utterances']} test utterances", flush=True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    model, spec = load_trained(folder)
+    metrics.update(_scored(score_model(model, spec, paths, out, max_new_tokens), out, name))
+    metrics.update(zero_shot=None, rescored=wanted, model_dir=str(folder))
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(metrics_path) as handle:
+        json.dump(metrics, handle, indent=2)
+    return metrics
+
+
 def decoded_path(out: Path, name: str, task: str) -> Path:
     """Where a configuration's decoded utterances for ``task`` ("asr", "st") are kept."""
     return out / SCORES / f"{name}-{task}.jsonl"
@@ -382,7 +410,8 @@ def score_model(model, spec, paths: dict, out: Path, max_new_tokens: int) -> dic
 
 
 def fill_cache(preset, paths: dict, out: Path, encoder: str, seed: int) -> None:
-    """Encode every train, held-out and test clip into the shared feature cache (hits cost nothing)."""
+    """Encode every clip of the manifests in ``paths`` (train, held-out, test) into the shared feature
+    cache (hits cost nothing)."""
     from lalm_fast.data import read_manifest
     from lalm_fast.training import DataSpec, Dataset, ModelSpec, feature_cache, load_encoder
 
@@ -390,8 +419,8 @@ def fill_cache(preset, paths: dict, out: Path, encoder: str, seed: int) -> None:
     data_spec = DataSpec(task="auto", batch_size=preset.batch_size, skip_bad=True, cache=True,
                          cache_dir=str(out / "feature_cache"))
     encode = _encode_with(load_encoder(spec), spec)
-    for key in ("train", "base_eval", "asr", "st"):
-        Dataset(read_manifest(paths[key]), spec, data_spec, feature_cache(spec, data_spec, out), encode)
+    for manifest in paths.values():
+        Dataset(read_manifest(manifest), spec, data_spec, feature_cache(spec, data_spec, out), encode)
 
 
 def _encode_with(encoder, spec):

@@ -37,8 +37,8 @@ from typing import Any, Optional, Sequence
 from lalm_fast.lalm_report import export_adapters, write_report
 from lalm_fast.lalm_track import BASE_RUN
 
-__all__ = ["BASE", "CONFIGURATIONS", "PRESETS", "Configuration", "Preset", "main", "reproduce", "ensure_corpora",
-           "cached_whisper_baseline"]
+__all__ = ["BASE", "CONFIGURATIONS", "PRESETS", "Configuration", "Preset", "main", "reproduce", "rescore",
+           "rewrite_report", "ensure_corpora", "cached_whisper_baseline"]
 
 
 @dataclass(frozen=True)
@@ -250,6 +250,67 @@ def rewrite_report(out: str | os.PathLike) -> dict:
     return write_report(out, saved["configurations"], saved["preset"], Preset(**settings), extra)
 
 
+def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, data: str | os.PathLike,
+            test_utterances: Optional[int] = None, configurations: Optional[Sequence[str]] = None,
+            jobs: int = 1) -> dict:
+    """Score committed runs' adapters again on the first ``test_utterances`` clips of each test set in
+    ``data`` (None: as many as the runs scored; more separate two configurations better); nothing is trained.
+    ``sources``: committed runs (folders with ``adapters/``); a configuration found in several comes
+    from the last. Writes ``out/report.*`` in the runs' format, each row its committed one with every
+    score replaced (:func:`~lalm_fast.lalm_track.rescore_configuration`); returns the report dict."""
+    from lalm_fast.data import read_manifest, write_manifest
+    from lalm_fast.lalm_report import ADAPTER_RUN_FILE, ADAPTERS
+    from lalm_fast.lalm_track import fill_cache, rescore_configuration
+
+    found, runs = {}, []
+    for source in map(Path, sources):
+        run_file = source / ADAPTERS / ADAPTER_RUN_FILE
+        if not run_file.is_file():
+            raise ReproduceError(f"{source} has no {ADAPTERS}/{ADAPTER_RUN_FILE}: not a committed LALM-track run")
+        runs.append(json.loads(run_file.read_text()))
+        found.update({row.parent.name: row.parent for row in sorted((source / ADAPTERS).glob("*/metrics.json"))})
+    models = {(run["encoder"], run["lm"], run["seed"]) for run in runs}
+    if len(models) > 1:
+        raise ReproduceError(f"the runs use different encoders, LMs or seeds: {sorted(models)}")
+    names = list(configurations) if configurations else [c.name for c in CONFIGURATIONS if c.name in found]
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ReproduceError(f"configuration(s) {missing} not among the adapters of {[str(s) for s in sources]}")
+    started, last = time.perf_counter(), runs[-1]
+    if test_utterances is None:
+        test_utterances = last["settings"]["test_utterances"] or last["settings"]["n_test"]
+    if test_utterances < 1 or jobs < 1:
+        raise ReproduceError(f"--test-utterances and --jobs must be >= 1, got {test_utterances} and {jobs}")
+    out, data = Path(out), Path(data)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for task in ("asr", "st"):
+        test = read_manifest(data / f"{task}_test.jsonl") if (data / f"{task}_test.jsonl").is_file() else []
+        if len(test) < test_utterances:
+            raise ReproduceError(f"{data} has {len(test)} {task} test utterances, fewer than --test-utterances "
+                                 f"{test_utterances} (build_corpora with a larger n_test)")
+        paths[task] = out / f"{task}_test_eval.jsonl"
+        write_manifest(paths[task], test[:test_utterances])
+    preset = replace(Preset(**{**last["settings"], "cuts": PRESETS[last["preset"]].cuts}),
+                     test_utterances=test_utterances)
+    fill_cache(preset, paths, out, last["encoder"], last["seed"])
+    rows = _map_jobs(rescore_configuration, [(name, found[name], paths, out, preset.max_new_tokens) for name in names],
+                     jobs)
+    scored_ids = {task: {u.id for u in read_manifest(paths[task])} for task in paths}
+    extra: dict[str, Any] = {
+        "encoder": last["encoder"], "lm": last["lm"], "seed": last["seed"], "data": {k: str(v) for k, v in paths.items()},
+        "dataset": json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None,
+        "rescored": {"sources": [str(s) for s in sources], "test_utterances": test_utterances,
+                     "runs_test_utterances_kept": {task: sum(i in scored_ids[task] for i in last["test_ids"][task])
+                                                   for task in scored_ids}}}
+    if preset.whisper_baseline and last["encoder"] == "packaged:tiny.en":
+        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"])
+    extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
+    report = write_report(out, rows, last["preset"], preset, extra)
+    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
+    return report
+
+
 def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
              seed: int, base: dict, jobs: int) -> list[dict]:
     """Every configuration; with ``jobs`` > 1 in that many worker processes of one thread each (on a
@@ -257,13 +318,18 @@ def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, o
     from lalm_fast.lalm_track import run_configuration
 
     args = (preset, paths, out, encoder, lm, seed, base)
-    if jobs == 1 or len(configurations) == 1:
-        return [run_configuration(c, *args) for c in configurations]
+    return _map_jobs(run_configuration, [(c, *args) for c in configurations], jobs)
+
+
+def _map_jobs(function, calls: list[tuple], jobs: int) -> list:
+    """``function(*call)`` for every call, in this process or in ``jobs`` one-thread worker processes."""
+    if jobs == 1 or len(calls) == 1:
+        return [function(*call) for call in calls]
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
-    with context.Pool(min(jobs, len(configurations)), initializer=_one_thread) as pool:
-        return pool.starmap(run_configuration, [(c, *args) for c in configurations])
+    with context.Pool(min(jobs, len(calls)), initializer=_one_thread) as pool:
+        return pool.starmap(function, calls)
 
 
 def _one_thread() -> None:
@@ -274,21 +340,25 @@ def _one_thread() -> None:
 
 def cached_whisper_baseline(out: Path, manifest, **options) -> dict:
     """Whisper's own decoder on ``manifest`` (a path or utterances; ``options`` go to
-    ``whisper_baseline``), scored once per ``out`` folder."""
+    ``whisper_baseline``), scored once per ``out`` folder and set of utterances."""
+    from lalm_fast.data import read_manifest
+
+    utterances = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
+    ids = [u.id for u in utterances]
     path = out / "whisper_baseline.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        if "wer_guarded" in stored:  # older files lack the repetition-guarded scores: score again
+        if "wer_guarded" in stored and stored.pop("ids", ids) == ids:  # older files lack the guarded scores
             return stored
     from lalm_fast.baselines import whisper_baseline
     from lalm_fast.data.files import atomic_write
 
-    result = whisper_baseline(manifest, **options)
+    result = whisper_baseline(utterances, **options)
     summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()},
                "wer_guarded": result.wer_guarded.wer,
                "groups_guarded": {group: r.wer for group, r in result.groups_guarded.items()}}
     with atomic_write(path) as handle:
-        json.dump(summary, handle)
+        json.dump({**summary, "ids": ids}, handle)
     return summary
 
 
@@ -324,7 +394,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "goes on from when OUT has no base checkpoint yet (float16 weights: close to, not equal to, "
                         "the uninterrupted run)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, help="configurations trained at once, 1 thread each (quick: 2)")
+    parser.add_argument("--jobs", type=int, help="configurations trained (or rescored) at once, 1 thread each "
+                        "(quick: 2)")
+    parser.add_argument("--rescore", nargs="+", metavar="RUN", help="score the adapters of committed runs (e.g. "
+                        "results/lalm-track-cpu) again on the test sets of --data, training nothing; a "
+                        "configuration in several runs comes from the last")
+    parser.add_argument("--test-utterances", type=int, help="with --rescore: utterances scored per test set "
+                        "(default: the runs' own number)")
     parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3, segment-rate3 and segment-rate3-min2 "
                         "(default 2)")
     try:
@@ -333,6 +409,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _whisper_main(args)
         if args.seeds is not None:
             raise ReproduceError("--seeds applies to the whisper track only")
+        if args.rescore:
+            return _rescore_main(args)
+        if args.test_utterances is not None:
+            raise ReproduceError("--test-utterances applies to --rescore only")
         preset = "tiny" if args.dry_run else "cpu"
         out = "results/reproduce-dry-run" if args.out == "results/reproduce" and args.dry_run else args.out
         reproduce(out, preset, data=args.data, encoder=args.encoder, lm=args.lm,
@@ -342,6 +422,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ReproduceError as error:
         print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _rescore_main(args) -> int:
+    training = [flag for flag, value in (("--dry-run", args.dry_run or None), ("--quick", args.quick or None),
+                ("--encoder", args.encoder), ("--lm", args.lm), ("--steps", args.steps), ("--ctc-steps", args.ctc_steps),
+                ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None),
+                ("--continue-from", args.continue_from)) if value is not None]
+    if training:
+        raise ReproduceError(f"--rescore trains nothing: {', '.join(training)} do not apply")
+    if not args.data or args.out == "results/reproduce":
+        raise ReproduceError("--rescore needs --data (the corpora to score on) and --out (where its report goes)")
+    rescore(args.out, args.rescore, data=args.data, test_utterances=args.test_utterances,
+            configurations=args.configs.split(",") if args.configs else None, jobs=args.jobs or 1)
     return 0
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,93 @@ def test_a_report_is_written_again_from_its_saved_scores(tmp_path):
     (tmp_path / "report.md").unlink()
     rep.rewrite_report(tmp_path)
     assert {name: (tmp_path / name).read_text() for name in written} == written
+
+
+RESCORED = [rep.BASE.name, "uniform-x3", "uniform-x3-projector-only"]
+
+
+def test_committed_adapters_are_rescored_on_more_test_utterances_training_nothing(tmp_path, monkeypatch):
+    from lalm_fast import lalm_track
+    from lalm_fast.evaluate import wer
+    from lalm_fast.evaluate.model import read_predictions
+
+    committed = tmp_path / "run"
+    rep.reproduce(committed, "tiny", configurations=RESCORED)
+    later = tmp_path / "later"  # a second committed run: its uniform-x3 replaces the first one's
+    rep.reproduce(later, "tiny", configurations=["uniform-x3"], adapt_steps=rep.PRESETS["tiny"].adapt_steps + 1)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("rescoring trained a model")
+
+    monkeypatch.setattr(training, "train", no_training)
+    n = rep.PRESETS["tiny"].n_test  # more than the runs scored (test_utterances)
+    assert n > rep.PRESETS["tiny"].test_utterances
+    out = tmp_path / "rescored"
+    report = rep.rescore(out, [committed, later], data=committed / "data", test_utterances=n)
+    rows = {row["configuration"]: row for row in report["configurations"]}
+    assert list(rows) == RESCORED
+    assert rows["uniform-x3"]["model_dir"] == str(later / "adapters" / "uniform-x3")
+    assert rows["uniform-x3"]["adapt_steps"] == rep.PRESETS["tiny"].adapt_steps + 1
+    for name, row in rows.items():
+        kept = json.loads((Path(row["model_dir"]) / "metrics.json").read_text())
+        assert {k: row[k] for k in ("base_step", "adapt_steps", "adapt_cpu_minutes")} == \
+               {k: kept[k] for k in ("base_step", "adapt_steps", "adapt_cpu_minutes")}
+        assert row["zero_shot"] is None and row["rescored"]["test_utterances"] == {"asr": n, "st": n}
+        decoded = read_predictions(lalm_track.decoded_path(out, name, "asr"))
+        assert len(decoded) == n and len(read_predictions(lalm_track.decoded_path(out, name, "st"))) == n
+        assert row["wer"] == wer([d["reference"] for d in decoded.values()],
+                                 [d["hypothesis"] for d in decoded.values()]).wer
+    assert all(d["as_decoded"]["utterances"] == n for d in report["wer_differences"])
+    table = (out / "report.md").read_text()
+    assert f"each scored on the first {n} utterances" in table and "| projector, 2 steps |" in table  # the last run's budget: 3
+    # resumable: a second call scores nothing again; fewer utterances are scored anew
+    calls = []
+    monkeypatch.setattr(lalm_track, "score_model", lambda *args: calls.append(args) or no_training())
+    assert rep.rescore(out, [committed, later], data=committed / "data", test_utterances=n)["configurations"] == \
+        report["configurations"]
+    assert calls == []
+    with pytest.raises(AssertionError, match="trained a model"):
+        rep.rescore(out, [committed], data=committed / "data", test_utterances=n - 1, configurations=["uniform-x3"])
+
+
+def test_the_whisper_baseline_is_scored_again_for_other_utterances(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lalm_fast import baselines
+    from lalm_fast.data import Utterance
+
+    scored = []
+
+    def fake_baseline(utterances, **options):
+        scored.append([u.id for u in utterances])
+        result = SimpleNamespace(wer=len(utterances) / 10)
+        return SimpleNamespace(wer=result, wer_guarded=result, groups={}, groups_guarded={})
+
+    monkeypatch.setattr(baselines, "whisper_baseline", fake_baseline)
+    clips = [Utterance(audio=f"{i}.wav", text="a b", id=f"u{i}") for i in range(3)]
+    first = rep.cached_whisper_baseline(tmp_path, clips[:2])
+    assert rep.cached_whisper_baseline(tmp_path, clips[:2]) == first and scored == [["u0", "u1"]]
+    assert rep.cached_whisper_baseline(tmp_path, clips)["wer"] == pytest.approx(0.3)
+    assert scored == [["u0", "u1"], ["u0", "u1", "u2"]] and "ids" not in first
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rescore", "{run}", "--data", "{run}/data", "--test-utterances", "9"], "fewer than --test-utterances 9"),
+    (["--rescore", "{run}", "--data", "{run}/data", "--test-utterances", "0"], "must be >= 1"),
+    (["--rescore", "{run}", "--data", "{run}/data", "--configs", "uniform-x4"], "['uniform-x4'] not among the adapters"),
+    (["--rescore", "{run}/data", "--data", "{run}/data"], "not a committed LALM-track run"),
+    (["--rescore", "{run}", "--data", "{run}/data", "--steps", "3"], "--rescore trains nothing: --steps"),
+    (["--rescore", "{run}"], "--rescore needs --data"),
+    (["--dry-run", "--test-utterances", "9"], "--test-utterances applies to --rescore only"),
+])
+def test_bad_rescore_arguments_give_one_clear_error_line(argv, message, capsys, tmp_path):
+    run = tmp_path / "run"
+    rep.reproduce(run, "tiny", configurations=[rep.BASE.name])
+    argv = [arg.format(run=run) for arg in argv]
+    capsys.readouterr()  # the run's progress bars
+    assert cli.main(["reproduce", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("lalm-fast reproduce: error:")
 
 
 def test_the_base_warm_up_trains_once_and_the_adapted_models_start_from_the_base(tmp_path):
