@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "wer_differences", "export_adapters", "format_number",
+__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "paired_differences", "export_adapters", "format_number",
            "format_percent", "plot_quality"]
 
 
@@ -18,7 +18,7 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: d
     from lalm_fast.data.files import atomic_write
 
     report = {"preset": preset_name, "settings": asdict(preset), "cuts": preset.cuts, "configurations": rows,
-              **extra, "wer_differences": wer_differences(out, rows)}
+              **extra, "paired_differences": paired_differences(out, rows)}
     with atomic_write(out / "report.json") as handle:
         json.dump(report, handle, indent=2, default=str)
     with atomic_write(out / "report.md") as handle:
@@ -77,15 +77,15 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
     return lines
 
 
-def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[dict]:
-    """Paired WER differences on the ASR test utterances, each with a 95% bootstrap interval
-    (:func:`lalm_fast.evaluate.wer_difference`), as decoded and guarded: every configuration
-    against the base, and each projector-only configuration against the LoRA one with the same
-    compressor. Read from the decoded utterances in ``<out>/scores``; pairs without them are left out."""
-    from lalm_fast.evaluate import wer_difference
-    from lalm_fast.evaluate.model import read_predictions
+def paired_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[dict]:
+    """Paired differences on the test utterances, each with a 95% bootstrap interval: WER as decoded
+    and guarded (:func:`lalm_fast.evaluate.wer_difference`) and BLEU (:func:`~lalm_fast.evaluate.bleu_difference`),
+    every configuration against the base, and each projector-only configuration against the LoRA one
+    with the same compressor. Read from the decoded utterances in ``<out>/scores``; pairs without
+    them are left out (BLEU alone when the translations are missing)."""
+    from lalm_fast.evaluate import bleu_difference, wer_difference
     from lalm_fast.evaluate.repetition import trim_repetition
-    from lalm_fast.lalm_track import BASE_RUN, decoded_path
+    from lalm_fast.lalm_track import BASE_RUN
 
     names = [row["configuration"] for row in rows]
     pairs = [(name, BASE_RUN) for name in names if name != BASE_RUN and BASE_RUN in names]
@@ -94,41 +94,60 @@ def wer_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[
               and lora["configuration"] != BASE_RUN]
     differences = []
     for name, other in pairs:
-        paths = [decoded_path(out, n, "asr") for n in (name, other)]
-        if not all(path.is_file() for path in paths):
+        asr = _decoded_pair(out, name, other, "asr")
+        if asr is None:
             continue
-        decoded = [read_predictions(path) for path in paths]
-        if decoded[0].keys() != decoded[1].keys():
-            continue
-        ids = sorted(decoded[0])
-        references = [decoded[0][i]["reference"] for i in ids]
+        references, a, b = asr
         record = {"configuration": name, "against": other}
         for key, trim in (("as_decoded", str), ("guarded", trim_repetition)):
-            a, b = ([trim(d[i]["hypothesis"]) for i in ids] for d in decoded)
-            record[key] = asdict(wer_difference(references, a, b, resamples=resamples))
+            record[key] = asdict(wer_difference(references, [trim(h) for h in a], [trim(h) for h in b],
+                                                resamples=resamples))
+        st = _decoded_pair(out, name, other, "st")
+        record["bleu"] = st and asdict(bleu_difference(*st, resamples=resamples))
         differences.append(record)
     return differences
 
 
+def _decoded_pair(out: Path, name: str, other: str, task: str) -> Optional[tuple[list, list, list]]:
+    """References and both configurations' hypotheses for ``task``, on the utterances both decoded
+    (None when either is missing or they decoded different utterances)."""
+    from lalm_fast.evaluate.model import read_predictions
+    from lalm_fast.lalm_track import decoded_path
+
+    paths = [decoded_path(out, n, task) for n in (name, other)]
+    if not all(path.is_file() for path in paths):
+        return None
+    decoded = [read_predictions(path) for path in paths]
+    if decoded[0].keys() != decoded[1].keys():
+        return None
+    ids = sorted(decoded[0])
+    return ([decoded[0][i]["reference"] for i in ids], *([d[i]["hypothesis"] for i in ids] for d in decoded))
+
+
 def _difference_lines(report: dict) -> list[str]:
-    differences = report.get("wer_differences") or []
+    differences = report.get("paired_differences") or []
     if not differences:
         return []
     first = differences[0]["as_decoded"]
-    lines = [f"Paired WER differences on the {first['utterances']} ASR test utterances, percentage points with "
-             f"95% bootstrap intervals ({first['resamples']} resamples of the utterances, both systems scored on "
-             "each): an interval that excludes 0 means this test set tells the two apart.", "",
-             "| configuration | against | WER difference [95%] | relative | guarded difference [95%] |",
-             "|---|---|---|---|---|"]
+    lines = [f"Paired differences on the {first['utterances']} ASR test utterances (WER, percentage points) and "
+             f"the ST ones (BLEU), with 95% bootstrap intervals ({first['resamples']} resamples of the "
+             "utterances, both systems scored on each): an interval that excludes 0 means this test set tells "
+             "the two apart.", "",
+             "| configuration | against | WER difference [95%] | relative | guarded difference [95%] | "
+             "BLEU difference [95%] |",
+             "|---|---|---|---|---|---|"]
     wer_of = {row["configuration"]: row["wer"] for row in report["configurations"]}
     for record in differences:
         cells = []
         for key in ("as_decoded", "guarded"):
             d = record[key]
             cells.append(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
+        d = record.get("bleu")
+        cells.append(f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "-")
         against = wer_of[record["against"]]
         relative = f"{100 * record['as_decoded']['difference'] / against:+.0f}%" if against else "-"
-        lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | {relative} | {cells[1]} |")
+        lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | {relative} | {cells[1]} | "
+                     f"{cells[2]} |")
     return lines + [""]
 
 

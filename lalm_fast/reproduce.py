@@ -244,7 +244,8 @@ def rewrite_report(out: str | os.PathLike) -> dict:
     paired WER differences for a report made before them); nothing is trained or decoded."""
     out = Path(out)
     saved = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    derived = ("preset", "settings", "cuts", "configurations", "wer_differences")
+    derived = ("preset", "settings", "cuts", "configurations", "paired_differences",
+               "wer_differences")  # the name of the paired differences before they held BLEU
     extra = {key: value for key, value in saved.items() if key not in derived}
     settings = {**saved["settings"], "cuts": PRESETS[saved["preset"]].cuts}
     return write_report(out, saved["configurations"], saved["preset"], Preset(**settings), extra)

@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from lalm_fast.evaluate import (EvalReport, audio_tokens_per_second, bleu, normalize_english, real_time_factor,
-                                wer, wer_difference)
+from lalm_fast.evaluate import (EvalReport, audio_tokens_per_second, bleu, bleu_difference, normalize_english,
+                                real_time_factor, wer, wer_difference)
 
 
 @pytest.mark.parametrize("raw, normalized", [
@@ -95,6 +95,28 @@ def test_wer_difference_bad_input():
         wer_difference(["a"], ["a"], ["a"], resamples=0)
     with pytest.raises(ValueError, match="no words"):
         wer_difference(["[noise]"], ["a"], ["b"])
+
+
+def test_bleu_difference_equals_resampling_whole_sets_through_bleu():
+    rng = random.Random(1)
+    vocabulary = "y dijo jehová á moisés ve y habla á todo el pueblo de israel".split()
+    references = [" ".join(rng.choices(vocabulary, k=rng.randint(3, 14))) for _ in range(30)]
+    a, b = _edited(references, 0.1, rng), _edited(references, 0.3, rng)
+    result = bleu_difference(references, a, b, resamples=40, seed=5)
+    assert result.difference == pytest.approx(bleu(references, a).score - bleu(references, b).score, abs=1e-9)
+    # The reference: each resample's two corpora scored by bleu() itself (sacrebleu's corpus_score).
+    picks = np.random.default_rng(5).integers(0, len(references), size=(40, len(references)))
+    differences = [bleu([references[i] for i in row], [a[i] for i in row]).score
+                   - bleu([references[i] for i in row], [b[i] for i in row]).score for row in picks]
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-9)
+    assert result.low <= result.difference <= result.high and (result.utterances, result.resamples) == (30, 40)
+    assert result.difference > 0 and str(result).startswith(f"BLEU difference {result.difference:+.2f} [")
+    same = bleu_difference(references, a, a)
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        bleu_difference(["a", "b"], ["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="resamples must be >= 1"):
+        bleu_difference(["a"], ["a"], ["a"], resamples=0)
 
 
 def test_bleu_identical_corpus_is_100_with_signature():

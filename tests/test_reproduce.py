@@ -49,13 +49,16 @@ def test_dry_run_writes_the_report_for_every_configuration(tmp_path):
     assert saved["preset"] == "tiny" and saved["base"]["finished"] and saved["base"]["evaluations"]
     # paired WER differences, read back from the decoded utterances: each equals the rows' difference
     rows = {row["configuration"]: row for row in report["configurations"]}
-    differences = {(d["configuration"], d["against"]): d for d in saved["wer_differences"]}
+    differences = {(d["configuration"], d["against"]): d for d in saved["paired_differences"]}
     assert set(differences) == {(n, rep.BASE.name) for n in names[1:]} | {("uniform-x3-projector-only", "uniform-x3")}
     for (name, other), record in differences.items():
         for key, column in (("as_decoded", "wer"), ("guarded", "wer_guarded")):
             d = record[key]
             assert d["difference"] == pytest.approx(rows[name][column] - rows[other][column], abs=1e-12)
             assert d["low"] <= d["high"] and d["utterances"] == rep.PRESETS["tiny"].test_utterances
+        bleu = record["bleu"]
+        assert bleu["difference"] == pytest.approx(rows[name]["bleu"] - rows[other]["bleu"], abs=1e-9)
+        assert bleu["low"] <= bleu["high"] and bleu["utterances"] == rep.PRESETS["tiny"].test_utterances
     assert "| uniform-x3-projector-only | uniform-x3 |" in table and "bootstrap" in table
 
 
@@ -63,7 +66,7 @@ def test_a_report_is_written_again_from_its_saved_scores(tmp_path):
     rep.reproduce(tmp_path, "tiny", configurations=[rep.BASE.name, "uniform-x3", "uniform-x3-projector-only"])
     written = {name: (tmp_path / name).read_text() for name in ("report.json", "report.md")}
     older = json.loads(written["report.json"])
-    del older["wer_differences"]  # a report from before the paired differences
+    older["wer_differences"] = older.pop("paired_differences")  # a report from before they held BLEU
     (tmp_path / "report.json").write_text(json.dumps(older))
     (tmp_path / "report.md").unlink()
     rep.rewrite_report(tmp_path)
@@ -104,7 +107,7 @@ def test_committed_adapters_are_rescored_on_more_test_utterances_training_nothin
         assert len(decoded) == n and len(read_predictions(lalm_track.decoded_path(out, name, "st"))) == n
         assert row["wer"] == wer([d["reference"] for d in decoded.values()],
                                  [d["hypothesis"] for d in decoded.values()]).wer
-    assert all(d["as_decoded"]["utterances"] == n for d in report["wer_differences"])
+    assert all(d["as_decoded"]["utterances"] == d["bleu"]["utterances"] == n for d in report["paired_differences"])
     table = (out / "report.md").read_text()
     assert f"each scored on the first {n} utterances" in table and "| projector, 2 steps |" in table  # the last run's budget: 3
     # resumable: a second call scores nothing again; fewer utterances are scored anew

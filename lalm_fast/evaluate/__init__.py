@@ -1,8 +1,8 @@
 """Evaluation.
 
 - :mod:`lalm_fast.evaluate.metrics`: WER (jiwer) after Whisper-style English normalisation, a
-  paired bootstrap interval for the WER difference of two systems, corpus BLEU (sacrebleu, with its
-  signature), audio tokens per second, real-time factor, and a JSON + markdown report. Needs only
+  paired bootstrap interval for the WER (or BLEU) difference of two systems, corpus BLEU (sacrebleu,
+  with its signature), audio tokens per second, real-time factor, and a JSON + markdown report. Needs only
   jiwer, sacrebleu and numpy.
 - :mod:`lalm_fast.evaluate.model`: a trained :class:`~lalm_fast.models.AudioLM` scored on a dataset
   (:func:`evaluate_model`, :func:`decode_metrics`, :func:`evaluate_to_files`, what ``lalm-fast eval``
@@ -10,14 +10,15 @@
   :mod:`lalm_fast.training` uses it in turn.
 """
 
-from lalm_fast.evaluate.metrics import (BleuResult, EvalReport, EvalRow, WerDifference, WerResult,
-                                        audio_tokens_per_second, bleu, normalize_english, real_time_factor, wer,
-                                        wer_by_group, wer_difference)
+from lalm_fast.evaluate.metrics import (BleuDifference, BleuResult, EvalReport, EvalRow, PairedDifference,
+                                        WerDifference, WerResult, audio_tokens_per_second, bleu, bleu_difference,
+                                        normalize_english, real_time_factor, wer, wer_by_group, wer_difference)
 
 _MODEL_NAMES = ("decode_metrics", "evaluate_model", "evaluate_to_files")
 
-__all__ = ["BleuResult", "EvalReport", "EvalRow", "WerDifference", "WerResult", "audio_tokens_per_second", "bleu",
-           "normalize_english", "real_time_factor", "wer", "wer_by_group", "wer_difference", *_MODEL_NAMES]
+__all__ = ["BleuDifference", "BleuResult", "EvalReport", "EvalRow", "PairedDifference", "WerDifference", "WerResult",
+           "audio_tokens_per_second", "bleu", "bleu_difference", "normalize_english", "real_time_factor", "wer",
+           "wer_by_group", "wer_difference", *_MODEL_NAMES]
 
 
 def __getattr__(name: str):

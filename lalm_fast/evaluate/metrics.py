@@ -180,16 +180,31 @@ def wer_by_group(references: Sequence[str], hypotheses: Sequence[str],
 
 
 @dataclass
-class WerDifference:
-    difference: float  # WER(a) - WER(b) on the whole set, as fractions
-    low: float  # 95% bootstrap interval of that difference
+class PairedDifference:
+    difference: float  # metric(a) - metric(b) on the whole set (WER as a fraction, BLEU in points)
+    low: float  # 95% paired bootstrap interval of that difference
     high: float
     utterances: int
     resamples: int
 
+
+class WerDifference(PairedDifference):
     def __str__(self) -> str:
         return (f"WER difference {100 * self.difference:+.1f} points "
                 f"[{100 * self.low:+.1f}, {100 * self.high:+.1f}] (95%, {self.resamples} resamples)")
+
+
+class BleuDifference(PairedDifference):
+    def __str__(self) -> str:
+        return (f"BLEU difference {self.difference:+.2f} [{self.low:+.2f}, {self.high:+.2f}] "
+                f"(95%, {self.resamples} resamples)")
+
+
+def _resamples(count: int, resamples: int, seed: int) -> np.ndarray:
+    """The paired bootstrap's resamples: ``resamples`` rows of ``count`` utterance indices."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    return np.random.default_rng(seed).integers(0, count, size=(resamples, count))
 
 
 def wer_difference(references: Sequence[str], hypotheses_a: Sequence[str], hypotheses_b: Sequence[str],
@@ -198,15 +213,13 @@ def wer_difference(references: Sequence[str], hypotheses_a: Sequence[str], hypot
     95% paired bootstrap interval (Bisani & Ney 2004): utterances are resampled with replacement and
     both systems are scored on each resample, so what the two get right or wrong together cancels.
     An interval that excludes 0 means the test set separates the two systems."""
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
     references, hypotheses_a = _paired(references, hypotheses_a)
     _, hypotheses_b = _paired(references, hypotheses_b)
+    picks = _resamples(len(references), resamples, seed)
     words, errors_a = _utterance_errors(references, hypotheses_a)
     _, errors_b = _utterance_errors(references, hypotheses_b)
     if words.sum() == 0:
         raise ValueError("references have no words (after normalisation): WER is undefined")
-    picks = np.random.default_rng(seed).integers(0, len(words), size=(resamples, len(words)))
     totals = np.maximum(words[picks].sum(axis=1), 1)  # a resample of empty references only: count errors
     differences = (errors_a[picks].sum(axis=1) - errors_b[picks].sum(axis=1)) / totals
     low, high = np.percentile(differences, [2.5, 97.5])
@@ -247,6 +260,29 @@ def bleu(references: Sequence[str], hypotheses: Sequence[str], tokenize: str = "
     metric = BLEU(tokenize=tokenize, lowercase=lowercase)
     result = metric.corpus_score(list(hypotheses), [list(references)])
     return BleuResult(result.score, str(metric.get_signature()), str(result))
+
+
+def bleu_difference(references: Sequence[str], hypotheses_a: Sequence[str], hypotheses_b: Sequence[str],
+                    resamples: int = 1000, seed: int = 0, tokenize: str = "13a") -> BleuDifference:
+    """Corpus BLEU of ``hypotheses_a`` minus that of ``hypotheses_b`` (points) with a 95% paired
+    bootstrap interval: segments resampled with replacement (the same resamples as
+    :func:`wer_difference` for the same count and seed), both systems' corpus BLEU computed on each
+    from sacrebleu's per-segment n-gram statistics, as sacrebleu's own paired bootstrap does."""
+    references, hypotheses_a = _paired(references, hypotheses_a)
+    _, hypotheses_b = _paired(references, hypotheses_b)
+    picks = _resamples(len(references), resamples, seed)
+    metric = BLEU(tokenize=tokenize)
+    stats = [np.array(metric._extract_corpus_statistics(list(h), [references]), dtype=np.int64)
+             for h in (hypotheses_a, hypotheses_b)]
+
+    def score(rows: np.ndarray, which: int) -> float:
+        return metric._compute_score_from_stats(stats[which][rows].sum(axis=0).tolist()).score
+
+    everything = np.arange(len(references))
+    differences = [score(row, 0) - score(row, 1) for row in picks]
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return BleuDifference(score(everything, 0) - score(everything, 1), float(low), float(high),
+                          len(references), resamples)
 
 
 def _paired(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[list[str], list[str]]:
