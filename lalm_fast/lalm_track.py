@@ -27,14 +27,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BASE_RUN", "CURVE", "SCORES", "has_base", "seed_from_export", "base_config", "train_base", "adapt_config", "run_configuration", "rescore_configuration",
-           "score_model",
+__all__ = ["BASE_RUN", "CURVE", "SCORES", "DataPositionError", "has_base", "seed_from_export", "train_set_identity",
+           "base_config", "train_base", "adapt_config", "run_configuration", "rescore_configuration", "score_model",
            "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps
+_TRAIN_SET_FILE = "train_set.json"  # in the base's run folder: the training set its data position counts in
 SCORES = "scores"           # <out>/scores/<configuration>.json: its report row
 CURVE = "curve.json"        # <out>/curve.json: the base's learning curve (read_curve)
+
+
+class DataPositionError(ValueError):
+    """A base's data position (epoch, batch) would be read over another training set than its own."""
 
 
 # ----- training configs ---------------------------------------------------------------------------
@@ -86,18 +91,24 @@ def adapt_config(configuration, preset, paths: dict, out: Path, encoder: str, lm
 
 
 def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
-               minutes: Optional[float] = None, continue_from: Optional[Path] = None) -> dict:
+               minutes: Optional[float] = None, continue_from: Optional[Path] = None, new_epoch: bool = False) -> dict:
     """Train or continue the base for about ``minutes`` of LM steps (None: to the end of its schedule).
     ``continue_from``: a committed run (``adapters/base-25hz`` and ``curve.json``) to go on from when
-    this run has no checkpoint of its own (:func:`seed_from_export`).
-    Returns ``{"dir": final/ or latest/, "step", "total_steps", "finished", "position"}``."""
+    this run has no checkpoint of its own (:func:`seed_from_export`; ``new_epoch`` there).
+    Returns ``{"dir": final/ or latest/, "step", "total_steps", "finished", "position", "train_set"}``."""
     from lalm_fast.training import latest_checkpoint
     from lalm_fast.training.loop import LATEST
 
     config = base_config(preset, paths, out, encoder, lm, seed)
     run_dir = Path(config.run.output_dir)
-    if continue_from is not None and latest_checkpoint(run_dir) is None:
-        seed_from_export(Path(continue_from), config)
+    train_set = train_set_identity(paths["train"])
+    seeding = continue_from is not None and latest_checkpoint(run_dir) is None
+    if new_epoch and not seeding:
+        raise DataPositionError(f"--new-epoch applies when a run starts from a committed base (--continue-from) and "
+                                f"has no checkpoint of its own; {run_dir} has one")
+    _check_train_set(run_dir, train_set, resuming=latest_checkpoint(run_dir) is not None)
+    if seeding:
+        seed_from_export(Path(continue_from), config, train_set, new_epoch)
     if minutes == 0:  # use the base as it stands
         if latest_checkpoint(run_dir) is None:
             raise ValueError(f"no base to use as it stands: {run_dir} has no checkpoint (train it first)")
@@ -109,7 +120,37 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
     folder = final if finished else _export(config, checkpoint, run_dir / LATEST)
     position = _position(checkpoint) if checkpoint else {"step": 0, "epoch": 0, "batch": 0}
     return {"dir": str(folder), "step": position["step"], "total_steps": config.optim.total_steps,
-            "finished": finished, "position": position}
+            "finished": finished, "position": position, "train_set": train_set}
+
+
+def train_set_identity(manifest) -> dict:
+    """Which training set a base's data position counts in: its utterance count and a hash of each
+    utterance's id, text, translation and duration in manifest order (the epochs' batch plans are
+    drawn over exactly these; audio paths differ between machines and copies of one corpus)."""
+    import hashlib
+
+    from lalm_fast.data import read_manifest
+
+    utterances = read_manifest(manifest)
+    content = "\n".join(json.dumps([u.id, u.text, u.translation, u.duration]) for u in utterances)
+    return {"utterances": len(utterances), "sha256": hashlib.sha256(content.encode()).hexdigest()}
+
+
+def _check_train_set(run_dir: Path, train_set: dict, resuming: bool) -> None:
+    """A base's checkpoints hold a position in its training set's epochs: resuming them over another
+    set would silently skip and repeat other utterances. The set is recorded in ``train_set.json``."""
+    from lalm_fast.data.files import atomic_write
+
+    record = run_dir / _TRAIN_SET_FILE
+    if record.exists() and resuming:
+        trained_on = json.loads(record.read_text())
+        if trained_on != train_set:
+            raise DataPositionError(f"{run_dir} trains on another training set ({trained_on['utterances']} utterances; "
+                                    f"this one has {train_set['utterances']}): its data position means nothing here. "
+                                    "Go on in a new --out from this run's export with --continue-from and --new-epoch")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(record) as handle:
+        json.dump(train_set, handle)
 
 
 def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) -> None:
@@ -170,24 +211,38 @@ def _position(checkpoint: Path) -> dict:
     return {f.name: record[f.name] for f in fields(Position)}
 
 
-def seed_from_export(committed: Path, config) -> None:
+def seed_from_export(committed: Path, config, train_set: dict, new_epoch: bool = False) -> None:
     """Start ``config``'s run from a committed base (float16 weights, the data position and the
     learning curve of ``committed``): a checkpoint at that step (:func:`~lalm_fast.training.loop.seed_checkpoint`:
-    the same schedule and data order, optimiser moments from zero) and the curve so far."""
+    the same schedule and data order, optimiser moments from zero) and the curve so far.
+    ``train_set`` (:func:`train_set_identity`) must be the one the base trained on, as far as its
+    export records it; ``new_epoch`` instead goes on from the first batch of the next epoch (the
+    same step and learning-rate schedule): the deliberate way to continue on a new or larger set."""
     from lalm_fast.training.checkpoint import Position
     from lalm_fast.training.loop import TRAIN_LOG, seed_checkpoint
 
     weights = committed / "adapters" / BASE_RUN
     if not (weights / "metrics.json").is_file() or not (committed / CURVE).is_file():
         raise ValueError(f"{committed} is not a committed LALM-track run (needs adapters/{BASE_RUN}/ and {CURVE})")
-    position = json.loads((weights / "metrics.json").read_text())["base_position"]
+    exported = json.loads((weights / "metrics.json").read_text())
+    position, trained_on = exported["base_position"], exported.get("base_train_set")
+    if new_epoch:
+        position = {**position, "epoch": position["epoch"] + 1, "batch": 0}
+    elif trained_on is None:
+        print(f"== {BASE_RUN}: {committed} does not record its training set; its data position is taken to count in "
+              "this one (--new-epoch if it does not)", flush=True)
+    elif trained_on != train_set:
+        raise DataPositionError(f"{committed}'s base trained on another training set ({trained_on['utterances']} "
+                                f"utterances; this one has {train_set['utterances']}): its data position means nothing "
+                                "here; go on from the start of its next epoch over this set with --new-epoch")
     run_dir = Path(config.run.output_dir)
     seed_checkpoint(config, weights, Position(**position))
     curve = json.loads((committed / CURVE).read_text())
     for name, records in ((TRAIN_LOG, curve["train"]), ("metrics.jsonl", curve["eval"])):
         with open(run_dir / name, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= position["step"])
-    print(f"== {BASE_RUN}: continuing from {committed} at step {position['step']} (optimiser moments restart)",
+    print(f"== {BASE_RUN}: continuing from {committed} at step {position['step']} (optimiser moments restart"
+          f"{'; a new epoch over ' + str(train_set['utterances']) + ' training utterances' if new_epoch else ''})",
           flush=True)
 
 
@@ -284,7 +339,7 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     model, spec = load_trained(base["dir"])
     metrics: dict[str, Any] = {"configuration": configuration.name, "compressor": configuration.compressor,
                                "lora": configuration.lora, "base_step": base["step"],
-                               "base_position": base["position"]}
+                               "base_position": base["position"], "base_train_set": base.get("train_set")}
     if configuration.name == BASE_RUN:
         print(f"== {BASE_RUN}: scoring the base (step {base['step']})", flush=True)
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))

@@ -177,7 +177,7 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
               encoder: Optional[str] = None, lm: Optional[str] = None, configurations: Optional[Sequence[str]] = None,
               adapt_steps: Optional[int] = None, ctc_steps: Optional[int] = None, seed: int = 0,
               jobs: Optional[int] = None, base_minutes: Optional[float] = None, base_only: bool = False,
-              continue_from: Optional[str] = None) -> dict:
+              continue_from: Optional[str] = None, new_epoch: bool = False) -> dict:
     """Run the recipe into ``out``; returns the report dict (also in ``out/report.json``), or with
     ``base_only`` the base's state (``{"dir", "step", "total_steps", "finished"}``) once it has trained."""
     from lalm_fast import lalm_track
@@ -191,6 +191,8 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
         raise ReproduceError(f"--steps must be >= 1 and --ctc-steps >= 0, got {chosen.adapt_steps} and {chosen.ctc_steps}")
     if base_minutes is not None and not base_minutes >= 0:
         raise ReproduceError(f"--base-minutes must be >= 0 (0: the base as it stands), got {base_minutes}")
+    if new_epoch and not continue_from:
+        raise ReproduceError("--new-epoch goes on from a committed base: it needs --continue-from")
     jobs = chosen.jobs if jobs is None else jobs
     if jobs < 1:
         raise ReproduceError(f"--jobs must be >= 1, got {jobs}")
@@ -213,8 +215,11 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
           flush=True)
     if base_minutes == 0 and not continue_from and not lalm_track.has_base(out):
         raise ReproduceError(f"--base-minutes 0 uses the base as it stands, but {out} has no base checkpoint yet")
-    base = lalm_track.train_base(chosen, paths, out, encoder, lm, seed, base_minutes,
-                                 Path(continue_from) if continue_from else None)
+    try:
+        base = lalm_track.train_base(chosen, paths, out, encoder, lm, seed, base_minutes,
+                                     Path(continue_from) if continue_from else None, new_epoch)
+    except lalm_track.DataPositionError as error:
+        raise ReproduceError(str(error)) from None
     print(f"== {BASE_RUN}: step {base['step']} of {base['total_steps']}", flush=True)
     if base_only:
         return base
@@ -394,6 +399,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--continue-from", help="a committed run (e.g. results/lalm-track-cpu) whose base this run "
                         "goes on from when OUT has no base checkpoint yet (float16 weights: close to, not equal to, "
                         "the uninterrupted run)")
+    parser.add_argument("--new-epoch", action="store_true", help="with --continue-from: go on from the start of "
+                        "the base's next epoch (same step and schedule) instead of its data position, e.g. on a "
+                        "larger training set in --data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, help="configurations trained (or rescored) at once, 1 thread each "
                         "(quick: 2)")
@@ -419,7 +427,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reproduce(out, preset, data=args.data, encoder=args.encoder, lm=args.lm,
                   configurations=args.configs.split(",") if args.configs else None, adapt_steps=args.steps,
                   ctc_steps=args.ctc_steps, seed=args.seed, jobs=args.jobs, base_minutes=args.base_minutes,
-                  base_only=args.base_only, continue_from=args.continue_from)
+                  base_only=args.base_only, continue_from=args.continue_from, new_epoch=args.new_epoch)
     except ReproduceError as error:
         print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
         return 2
@@ -430,7 +438,7 @@ def _rescore_main(args) -> int:
     training = [flag for flag, value in (("--dry-run", args.dry_run or None), ("--quick", args.quick or None),
                 ("--encoder", args.encoder), ("--lm", args.lm), ("--steps", args.steps), ("--ctc-steps", args.ctc_steps),
                 ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None),
-                ("--continue-from", args.continue_from)) if value is not None]
+                ("--continue-from", args.continue_from), ("--new-epoch", args.new_epoch or None)) if value is not None]
     if training:
         raise ReproduceError(f"--rescore trains nothing: {', '.join(training)} do not apply")
     if not args.data or args.out == "results/reproduce":
@@ -445,7 +453,8 @@ def _whisper_main(args) -> int:
 
     unsupported = [flag for flag, value in (("--encoder", args.encoder), ("--lm", args.lm), ("--ctc-steps",
                    args.ctc_steps), ("--jobs", args.jobs), ("--base-minutes", args.base_minutes),
-                   ("--base-only", args.base_only or None), ("--continue-from", args.continue_from))
+                   ("--base-only", args.base_only or None), ("--continue-from", args.continue_from),
+                   ("--new-epoch", args.new_epoch or None))
                    if value is not None]
     if unsupported:
         raise ReproduceError(f"{', '.join(unsupported)} apply to the lalm track only")

@@ -266,6 +266,33 @@ def test_a_new_run_continues_a_committed_base_from_its_float16_export(tmp_path):
         rep.reproduce(tmp_path / "other", "tiny", continue_from=str(tmp_path), base_only=True)
 
 
+def test_a_base_goes_on_over_another_training_set_only_from_a_new_epoch(tmp_path, capsys):
+    from lalm_fast.lalm_track import train_set_identity
+
+    committed = tmp_path / "committed"
+    rep.reproduce(committed, "tiny", configurations=[rep.BASE.name], base_minutes=1e-9)  # stops after step 1
+    exported = json.loads((committed / "adapters" / rep.BASE.name / "metrics.json").read_text())
+    other = {"data": str(tmp_path / "other-data"), "seed": 1}  # the tiny preset's tone clips of another seed
+    with pytest.raises(rep.ReproduceError, match="base trained on another training set .*--new-epoch"):
+        rep.reproduce(tmp_path / "a", "tiny", **other, continue_from=str(committed), base_only=True)
+    with pytest.raises(rep.ReproduceError, match="trains on another training set"):  # its own checkpoint, too
+        rep.reproduce(committed, "tiny", **other, base_minutes=1e-9, base_only=True)
+    fresh = tmp_path / "fresh"
+    base = rep.reproduce(fresh, "tiny", **other, continue_from=str(committed), new_epoch=True, base_minutes=1e-9,
+                         base_only=True)
+    position = exported["base_position"]
+    assert base["position"] == {"step": position["step"] + 1, "epoch": position["epoch"] + 1, "batch": 1}
+    assert base["train_set"] != exported["base_train_set"] == train_set_identity(committed / "data" / "train_mixed.jsonl")
+    report = rep.reproduce(fresh, "tiny", **other, configurations=[rep.BASE.name])  # resumes its own checkpoint
+    assert report["configurations"][0]["base_train_set"] == base["train_set"] and report["base"]["finished"]
+    capsys.readouterr()
+    assert cli.main(["reproduce", "--dry-run", "--out", str(fresh), "--continue-from", str(committed),
+                     "--new-epoch", "--base-only"]) == 2
+    assert "has no checkpoint of its own" in capsys.readouterr().err
+    assert cli.main(["reproduce", "--dry-run", "--out", str(fresh), "--new-epoch"]) == 2
+    assert "it needs --continue-from" in capsys.readouterr().err
+
+
 def test_ctc_warmup_lowers_its_loss_and_is_reused_on_resume(tmp_path):
     config = TrainConfig.from_file(TINY, output_dir=str(tmp_path), progress=False)
     config.data.train, config.data.batch_size = "synthetic:4", 4  # one fixed batch
