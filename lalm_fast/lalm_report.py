@@ -80,15 +80,17 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
 def paired_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[dict]:
     """Paired differences on the test utterances, each with a 95% bootstrap interval: WER as decoded
     and guarded (:func:`lalm_fast.evaluate.wer_difference`) and BLEU (:func:`~lalm_fast.evaluate.bleu_difference`),
-    every configuration against the base, and each projector-only configuration against the LoRA one
-    with the same compressor. Read from the decoded utterances in ``<out>/scores``; pairs without
-    them are left out (BLEU alone when the translations are missing)."""
+    every configuration against the base, each projector-only configuration against the LoRA one
+    with the same compressor, and the base against Whisper's own decoder. Read from the decoded
+    utterances in ``<out>/scores``; pairs without decoded transcripts are left out, and ``bleu`` is
+    None for pairs without decoded translations."""
     from lalm_fast.evaluate import bleu_difference, wer_difference
     from lalm_fast.evaluate.repetition import trim_repetition
-    from lalm_fast.lalm_track import BASE_RUN
+    from lalm_fast.lalm_track import BASE_RUN, WHISPER
 
     names = [row["configuration"] for row in rows]
     pairs = [(name, BASE_RUN) for name in names if name != BASE_RUN and BASE_RUN in names]
+    pairs += [(BASE_RUN, WHISPER)] if BASE_RUN in names else []
     pairs += [(row["configuration"], lora["configuration"]) for row in rows if not row["lora"]
               for lora in rows if lora["lora"] and lora["compressor"] == row["compressor"]
               and lora["configuration"] != BASE_RUN]
@@ -136,7 +138,10 @@ def _difference_lines(report: dict) -> list[str]:
              "| configuration | against | WER difference [95%] | relative | guarded difference [95%] | "
              "BLEU difference [95%] |",
              "|---|---|---|---|---|---|"]
+    from lalm_fast.lalm_track import WHISPER
+
     wer_of = {row["configuration"]: row["wer"] for row in report["configurations"]}
+    wer_of[WHISPER] = (report.get("whisper_baseline") or {}).get("wer")
     for record in differences:
         cells = []
         for key in ("as_decoded", "guarded"):

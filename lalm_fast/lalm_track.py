@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BASE_RUN", "CURVE", "SCORES", "DataPositionError", "has_base", "seed_from_export", "train_set_identity",
+__all__ = ["BASE_RUN", "CURVE", "SCORES", "WHISPER", "DataPositionError", "has_base", "seed_from_export", "train_set_identity",
            "base_config", "train_base", "adapt_config", "run_configuration", "rescore_configuration", "score_model",
            "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
@@ -35,6 +35,7 @@ BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and i
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps
 _TRAIN_SET_FILE = "train_set.json"  # in the base's run folder: the training set its data position counts in
 SCORES = "scores"           # <out>/scores/<configuration>.json: its report row
+WHISPER = "whisper-tiny.en"  # <out>/scores/whisper-tiny.en-asr.jsonl: Whisper's own decoder on the ASR test clips
 CURVE = "curve.json"        # <out>/curve.json: the base's learning curve (read_curve)
 
 

@@ -231,7 +231,8 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
                              "base": {**base, "compressor": chosen.base_compressor, "rate": "25 Hz",
                                       "evaluations": curve["eval"]}}
     if chosen.whisper_baseline and encoder == "packaged:tiny.en":
-        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"])
+        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"], lalm_track.decoded_path(
+            out, lalm_track.WHISPER, "asr"))
     (out / lalm_track.CURVE).write_text(json.dumps(curve))
     lalm_track.plot_curve(out / "curve.png", curve, (extra.get("whisper_baseline") or {}).get("wer"))
     extra["curve_plot"] = "curve.png"
@@ -266,7 +267,7 @@ def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, dat
     score replaced (:func:`~lalm_fast.lalm_track.rescore_configuration`); returns the report dict."""
     from lalm_fast.data import read_manifest, write_manifest
     from lalm_fast.lalm_report import ADAPTER_RUN_FILE, ADAPTERS
-    from lalm_fast.lalm_track import fill_cache, rescore_configuration
+    from lalm_fast import lalm_track
 
     found, runs = {}, []
     for source in map(Path, sources):
@@ -299,9 +300,9 @@ def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, dat
         write_manifest(paths[task], test[:test_utterances])
     preset = replace(Preset(**{**last["settings"], "cuts": PRESETS[last["preset"]].cuts}),
                      test_utterances=test_utterances)
-    fill_cache(preset, paths, out, last["encoder"], last["seed"])
-    rows = _map_jobs(rescore_configuration, [(name, found[name], paths, out, preset.max_new_tokens) for name in names],
-                     jobs)
+    lalm_track.fill_cache(preset, paths, out, last["encoder"], last["seed"])
+    rows = _map_jobs(lalm_track.rescore_configuration,
+                     [(name, found[name], paths, out, preset.max_new_tokens) for name in names], jobs)
     scored_ids = {task: {u.id for u in read_manifest(paths[task])} for task in paths}
     extra: dict[str, Any] = {
         "encoder": last["encoder"], "lm": last["lm"], "seed": last["seed"], "data": {k: str(v) for k, v in paths.items()},
@@ -310,7 +311,8 @@ def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, dat
                      "runs_test_utterances_kept": {task: sum(i in scored_ids[task] for i in last["test_ids"][task])
                                                    for task in scored_ids}}}
     if preset.whisper_baseline and last["encoder"] == "packaged:tiny.en":
-        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"])
+        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"], lalm_track.decoded_path(
+            out, lalm_track.WHISPER, "asr"))
     extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
     report = write_report(out, rows, last["preset"], preset, extra)
     print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
@@ -344,22 +346,27 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def cached_whisper_baseline(out: Path, manifest, **options) -> dict:
+def cached_whisper_baseline(out: Path, manifest, decoded: Optional[Path] = None, **options) -> dict:
     """Whisper's own decoder on ``manifest`` (a path or utterances; ``options`` go to
-    ``whisper_baseline``), scored once per ``out`` folder and set of utterances."""
+    ``whisper_baseline``), scored once per ``out`` folder and set of utterances; ``decoded``: where
+    its decoded utterances are kept (``write_predictions``), for paired differences."""
     from lalm_fast.data import read_manifest
 
     utterances = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
     ids = [u.id for u in utterances]
     path = out / "whisper_baseline.json"
-    if path.exists():
+    if path.exists() and (decoded is None or decoded.exists()):
         stored = json.loads(path.read_text())
         if "wer_guarded" in stored and stored.pop("ids", ids) == ids:  # older files lack the guarded scores
             return stored
     from lalm_fast.baselines import whisper_baseline
     from lalm_fast.data.files import atomic_write
+    from lalm_fast.evaluate.model import write_predictions
 
     result = whisper_baseline(utterances, **options)
+    if decoded is not None:
+        write_predictions(decoded, [{"id": i, "reference": r, "hypothesis": h}
+                                    for i, r, h in zip(result.ids, result.references, result.hypotheses)])
     summary = {"wer": result.wer.wer, "groups": {group: r.wer for group, r in result.groups.items()},
                "wer_guarded": result.wer_guarded.wer,
                "groups_guarded": {group: r.wer for group, r in result.groups_guarded.items()}}

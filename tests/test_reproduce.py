@@ -131,7 +131,9 @@ def test_the_whisper_baseline_is_scored_again_for_other_utterances(tmp_path, mon
     def fake_baseline(utterances, **options):
         scored.append([u.id for u in utterances])
         result = SimpleNamespace(wer=len(utterances) / 10)
-        return SimpleNamespace(wer=result, wer_guarded=result, groups={}, groups_guarded={})
+        return SimpleNamespace(wer=result, wer_guarded=result, groups={}, groups_guarded={},
+                               ids=scored[-1], references=[u.text for u in utterances],
+                               hypotheses=["a"] * len(utterances))
 
     monkeypatch.setattr(baselines, "whisper_baseline", fake_baseline)
     clips = [Utterance(audio=f"{i}.wav", text="a b", id=f"u{i}") for i in range(3)]
@@ -139,6 +141,29 @@ def test_the_whisper_baseline_is_scored_again_for_other_utterances(tmp_path, mon
     assert rep.cached_whisper_baseline(tmp_path, clips[:2]) == first and scored == [["u0", "u1"]]
     assert rep.cached_whisper_baseline(tmp_path, clips)["wer"] == pytest.approx(0.3)
     assert scored == [["u0", "u1"], ["u0", "u1", "u2"]] and "ids" not in first
+    decoded = tmp_path / "scores" / "whisper-asr.jsonl"  # asked for its decoded utterances: scored again
+    rep.cached_whisper_baseline(tmp_path, clips, decoded)
+    assert len(scored) == 3 and rep.cached_whisper_baseline(tmp_path, clips, decoded) and len(scored) == 3
+    assert [line["hypothesis"] for line in map(json.loads, decoded.read_text().splitlines())] == ["a"] * 3
+
+
+def test_the_base_is_paired_with_whispers_own_decoder_when_its_decoded_clips_are_kept(tmp_path):
+    from lalm_fast.evaluate import wer_difference
+    from lalm_fast.evaluate.model import write_predictions
+    from lalm_fast.lalm_report import paired_differences
+    from lalm_fast.lalm_track import WHISPER, decoded_path
+
+    references = [f"verse {i} of the book" for i in range(20)]
+    base = [r if i % 4 else "verse of the book" for i, r in enumerate(references)]
+    whisper = [r if i % 2 else "verse" for i, r in enumerate(references)]
+    for name, hypotheses in ((rep.BASE.name, base), (WHISPER, whisper)):
+        write_predictions(decoded_path(tmp_path, name, "asr"), [
+            {"id": f"u{i:02d}", "reference": r, "hypothesis": h} for i, (r, h) in enumerate(zip(references, hypotheses))])
+    rows = [{"configuration": rep.BASE.name, "compressor": rep.BASE.compressor, "lora": True}]
+    [record] = paired_differences(tmp_path, rows)
+    assert (record["configuration"], record["against"], record["bleu"]) == (rep.BASE.name, WHISPER, None)
+    assert record["as_decoded"]["difference"] == pytest.approx(wer_difference(references, base, whisper).difference)
+    assert record["as_decoded"]["high"] < 0  # the base is better on every utterance it differs on
 
 
 @pytest.mark.parametrize("argv, message", [
