@@ -135,13 +135,9 @@ def _difference_lines(report: dict) -> list[str]:
              f"the ST ones (BLEU), with 95% bootstrap intervals ({first['resamples']} resamples of the "
              "utterances, both systems scored on each): an interval that excludes 0 means this test set tells "
              "the two apart.", "",
-             "| configuration | against | WER difference [95%] | relative | guarded difference [95%] | "
+             "| configuration | against | WER difference [95%] | relative [95%] | guarded difference [95%] | "
              "BLEU difference [95%] |",
              "|---|---|---|---|---|---|"]
-    from lalm_fast.lalm_track import WHISPER
-
-    wer_of = {row["configuration"]: row["wer"] for row in report["configurations"]}
-    wer_of[WHISPER] = (report.get("whisper_baseline") or {}).get("wer")
     for record in differences:
         cells = []
         for key in ("as_decoded", "guarded"):
@@ -149,8 +145,9 @@ def _difference_lines(report: dict) -> list[str]:
             cells.append(f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]")
         d = record.get("bleu")
         cells.append(f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" if d else "-")
-        against = wer_of[record["against"]]
-        relative = f"{100 * record['as_decoded']['difference'] / against:+.0f}%" if against else "-"
+        d = record["as_decoded"]
+        relative = (f"{100 * d['relative']:+.0f}% [{100 * d['relative_low']:+.0f}, {100 * d['relative_high']:+.0f}]"
+                    if d.get("relative") is not None else "-")
         lines.append(f"| {record['configuration']} | {record['against']} | {cells[0]} | {relative} | {cells[1]} | "
                      f"{cells[2]} |")
     return lines + [""]

@@ -72,9 +72,14 @@ def test_wer_difference_equals_resampling_whole_sets_through_wer():
     assert result.difference == pytest.approx(wer(references, a).wer - wer(references, b).wer, abs=1e-12)
     # The reference: each resample's two sets scored by wer() itself (one alignment per resample).
     picks = np.random.default_rng(3).integers(0, len(references), size=(60, len(references)))
-    differences = [wer([references[i] for i in row], [a[i] for i in row]).wer
-                   - wer([references[i] for i in row], [b[i] for i in row]).wer for row in picks]
+    pairs = [(wer([references[i] for i in row], [a[i] for i in row]).wer,
+              wer([references[i] for i in row], [b[i] for i in row]).wer) for row in picks]
+    differences = [wa - wb for wa, wb in pairs]
     assert (result.low, result.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-12)
+    assert result.relative == pytest.approx(wer(references, a).wer / wer(references, b).wer - 1, abs=1e-12)
+    assert (result.relative_low, result.relative_high) == pytest.approx(
+        tuple(np.percentile([wa / wb - 1 for wa, wb in pairs], [2.5, 97.5])), abs=1e-12)
+    assert result.relative_low <= result.relative <= result.relative_high < 0  # a makes fewer errors
     assert result.low <= result.difference <= result.high and (result.utterances, result.resamples) == (40, 60)
 
 
@@ -85,6 +90,7 @@ def test_wer_difference_separates_a_better_system_and_not_an_equal_one():
     assert better.difference == pytest.approx(-1 / 8) and better.high < 0
     same = wer_difference(references, dropped, dropped)
     assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert better.relative == -1.0 and wer_difference(references, dropped, references).relative is None  # b: no errors
     assert "-12.5 points" in str(better)
 
 

@@ -188,7 +188,14 @@ class PairedDifference:
     resamples: int
 
 
+@dataclass
 class WerDifference(PairedDifference):
+    # WER(a) / WER(b) - 1 with its 95% interval from the same resamples (targets are often relative);
+    # None when b makes no errors
+    relative: Optional[float] = None
+    relative_low: Optional[float] = None
+    relative_high: Optional[float] = None
+
     def __str__(self) -> str:
         return (f"WER difference {100 * self.difference:+.1f} points "
                 f"[{100 * self.low:+.1f}, {100 * self.high:+.1f}] (95%, {self.resamples} resamples)")
@@ -221,10 +228,16 @@ def wer_difference(references: Sequence[str], hypotheses_a: Sequence[str], hypot
     if words.sum() == 0:
         raise ValueError("references have no words (after normalisation): WER is undefined")
     totals = np.maximum(words[picks].sum(axis=1), 1)  # a resample of empty references only: count errors
-    differences = (errors_a[picks].sum(axis=1) - errors_b[picks].sum(axis=1)) / totals
-    low, high = np.percentile(differences, [2.5, 97.5])
+    sums_a, sums_b = errors_a[picks].sum(axis=1), errors_b[picks].sum(axis=1)
+    low, high = np.percentile((sums_a - sums_b) / totals, [2.5, 97.5])
+    relative = {}
+    if errors_b.sum() > 0:  # same references, so the WER ratio is the error-count ratio
+        ratios = np.where(sums_b > 0, sums_a / np.maximum(sums_b, 1) - 1, np.inf)
+        relative_low, relative_high = np.percentile(ratios, [2.5, 97.5])
+        relative = {"relative": float(errors_a.sum() / errors_b.sum() - 1), "relative_low": float(relative_low),
+                    "relative_high": float(relative_high)}
     return WerDifference(float((errors_a.sum() - errors_b.sum()) / words.sum()), float(low), float(high),
-                         len(words), resamples)
+                         len(words), resamples, **relative)
 
 
 def _utterance_errors(references: list[str], hypotheses: list[str]) -> tuple[np.ndarray, np.ndarray]:
