@@ -27,9 +27,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BASE_RUN", "CURVE", "SCORES", "WHISPER", "DataPositionError", "has_base", "seed_from_export", "train_set_identity",
-           "base_config", "train_base", "adapt_config", "run_configuration", "rescore_configuration", "score_model",
-           "read_curve", "plot_curve", "fill_cache", "decoded_path"]
+__all__ = ["BASE_RUN", "CURVE", "SCORES", "WHISPER", "DataPositionError", "has_base", "seed_from_export",
+           "train_set_identity", "base_config", "train_base", "adapt_config", "run_configuration",
+           "rescore_configuration", "score_model", "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps

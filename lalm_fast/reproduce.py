@@ -19,6 +19,9 @@
 Resumable: the corpora, the cache, the base's checkpoints and every finished configuration are
 reused; a configuration scored against an earlier base step is redone.
 
+``rescore`` (``--rescore RUN ...``) scores committed adapters again on more test clips, training
+nothing: what decides a difference that the run's own test set cannot.
+
 Presets (``PRESETS``): ``cpu`` (sized for our 2-core CPU, in pieces) and ``tiny`` (``--dry-run``:
 tiny random models on a handful of synthetic tone clips, the whole pipeline in seconds, for the tests).
 """
@@ -261,13 +264,50 @@ def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, dat
             test_utterances: Optional[int] = None, configurations: Optional[Sequence[str]] = None,
             jobs: int = 1) -> dict:
     """Score committed runs' adapters again on the first ``test_utterances`` clips of each test set in
-    ``data`` (None: as many as the runs scored; more separate two configurations better); nothing is trained.
-    ``sources``: committed runs (folders with ``adapters/``); a configuration found in several comes
-    from the last. Writes ``out/report.*`` in the runs' format, each row its committed one with every
-    score replaced (:func:`~lalm_fast.lalm_track.rescore_configuration`); returns the report dict."""
-    from lalm_fast.data import read_manifest, write_manifest
-    from lalm_fast.lalm_report import ADAPTER_RUN_FILE, ADAPTERS
+    ``data`` (None: as many as the runs scored; more separate two configurations better); nothing is
+    trained. ``sources``: committed runs (folders with ``adapters/``); a configuration found in several
+    comes from the last. Writes ``out/report.*`` in the runs' format, each row its committed one with
+    every score replaced (:func:`~lalm_fast.lalm_track.rescore_configuration`); returns the report dict."""
     from lalm_fast import lalm_track
+    from lalm_fast.data import read_manifest
+
+    found, last = _committed_adapters(sources)
+    names = list(configurations) if configurations else [c.name for c in CONFIGURATIONS if c.name in found]
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ReproduceError(f"configuration(s) {missing} not among the adapters of {[str(s) for s in sources]}")
+    if test_utterances is None:
+        test_utterances = last["settings"]["test_utterances"] or last["settings"]["n_test"]
+    if test_utterances < 1 or jobs < 1:
+        raise ReproduceError(f"--test-utterances and --jobs must be >= 1, got {test_utterances} and {jobs}")
+    started, out, data = time.perf_counter(), Path(out), Path(data)
+    paths = _first_test_utterances(data, test_utterances, out)
+    preset = replace(Preset(**{**last["settings"], "cuts": PRESETS[last["preset"]].cuts}),
+                     test_utterances=test_utterances)
+    lalm_track.fill_cache(preset, paths, out, last["encoder"], last["seed"])
+    rows = _map_jobs(lalm_track.rescore_configuration,
+                     [(name, found[name], paths, out, preset.max_new_tokens) for name in names], jobs)
+    scored = {task: {u.id for u in read_manifest(path)} for task, path in paths.items()}
+    extra: dict[str, Any] = {
+        "encoder": last["encoder"], "lm": last["lm"], "seed": last["seed"],
+        "data": {task: str(path) for task, path in paths.items()},
+        "dataset": json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None,
+        "rescored": {"sources": [str(s) for s in sources], "test_utterances": test_utterances,
+                     "runs_test_utterances_kept": {task: sum(i in scored[task] for i in last["test_ids"][task])
+                                                   for task in scored}}}
+    if preset.whisper_baseline and last["encoder"] == "packaged:tiny.en":
+        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"], lalm_track.decoded_path(
+            out, lalm_track.WHISPER, "asr"))
+    extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
+    report = write_report(out, rows, last["preset"], preset, extra)
+    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
+    return report
+
+
+def _committed_adapters(sources: Sequence[str | os.PathLike]) -> tuple[dict[str, Path], dict]:
+    """Each configuration's exported folder among the committed runs ``sources`` (the last run that
+    has it), and the last run's ``run.json``; the runs must share encoder, LM and seed."""
+    from lalm_fast.lalm_report import ADAPTER_RUN_FILE, ADAPTERS
 
     found, runs = {}, []
     for source in map(Path, sources):
@@ -279,44 +319,23 @@ def rescore(out: str | os.PathLike, sources: Sequence[str | os.PathLike], *, dat
     models = {(run["encoder"], run["lm"], run["seed"]) for run in runs}
     if len(models) > 1:
         raise ReproduceError(f"the runs use different encoders, LMs or seeds: {sorted(models)}")
-    names = list(configurations) if configurations else [c.name for c in CONFIGURATIONS if c.name in found]
-    missing = [name for name in names if name not in found]
-    if missing:
-        raise ReproduceError(f"configuration(s) {missing} not among the adapters of {[str(s) for s in sources]}")
-    started, last = time.perf_counter(), runs[-1]
-    if test_utterances is None:
-        test_utterances = last["settings"]["test_utterances"] or last["settings"]["n_test"]
-    if test_utterances < 1 or jobs < 1:
-        raise ReproduceError(f"--test-utterances and --jobs must be >= 1, got {test_utterances} and {jobs}")
-    out, data = Path(out), Path(data)
-    out.mkdir(parents=True, exist_ok=True)
+    return found, runs[-1]
+
+
+def _first_test_utterances(data: Path, count: int, out: Path) -> dict[str, Path]:
+    """``out/<task>_test_eval.jsonl``: the first ``count`` utterances of each test set of the corpora in ``data``."""
+    from lalm_fast.data import read_manifest, write_manifest
+
     paths = {}
     for task in ("asr", "st"):
         test = read_manifest(data / f"{task}_test.jsonl") if (data / f"{task}_test.jsonl").is_file() else []
-        if len(test) < test_utterances:
+        if len(test) < count:
             raise ReproduceError(f"{data} has {len(test)} {task} test utterances, fewer than --test-utterances "
-                                 f"{test_utterances} (build_corpora with a larger n_test)")
+                                 f"{count} (build_corpora with a larger n_test)")
+        out.mkdir(parents=True, exist_ok=True)
         paths[task] = out / f"{task}_test_eval.jsonl"
-        write_manifest(paths[task], test[:test_utterances])
-    preset = replace(Preset(**{**last["settings"], "cuts": PRESETS[last["preset"]].cuts}),
-                     test_utterances=test_utterances)
-    lalm_track.fill_cache(preset, paths, out, last["encoder"], last["seed"])
-    rows = _map_jobs(lalm_track.rescore_configuration,
-                     [(name, found[name], paths, out, preset.max_new_tokens) for name in names], jobs)
-    scored_ids = {task: {u.id for u in read_manifest(paths[task])} for task in paths}
-    extra: dict[str, Any] = {
-        "encoder": last["encoder"], "lm": last["lm"], "seed": last["seed"], "data": {k: str(v) for k, v in paths.items()},
-        "dataset": json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None,
-        "rescored": {"sources": [str(s) for s in sources], "test_utterances": test_utterances,
-                     "runs_test_utterances_kept": {task: sum(i in scored_ids[task] for i in last["test_ids"][task])
-                                                   for task in scored_ids}}}
-    if preset.whisper_baseline and last["encoder"] == "packaged:tiny.en":
-        extra["whisper_baseline"] = cached_whisper_baseline(out, paths["asr"], lalm_track.decoded_path(
-            out, lalm_track.WHISPER, "asr"))
-    extra["seconds_this_call"] = round(time.perf_counter() - started, 1)
-    report = write_report(out, rows, last["preset"], preset, extra)
-    print(f"== report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}", flush=True)
-    return report
+        write_manifest(paths[task], test[:count])
+    return paths
 
 
 def _run_all(configurations: list[Configuration], preset: Preset, paths: dict, out: Path, encoder: str, lm: str,
@@ -442,10 +461,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _rescore_main(args) -> int:
-    training = [flag for flag, value in (("--dry-run", args.dry_run or None), ("--quick", args.quick or None),
-                ("--encoder", args.encoder), ("--lm", args.lm), ("--steps", args.steps), ("--ctc-steps", args.ctc_steps),
-                ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None),
-                ("--continue-from", args.continue_from), ("--new-epoch", args.new_epoch or None)) if value is not None]
+    training = [flag for flag, value in (
+        ("--dry-run", args.dry_run or None), ("--quick", args.quick or None), ("--encoder", args.encoder),
+        ("--lm", args.lm), ("--steps", args.steps), ("--ctc-steps", args.ctc_steps),
+        ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None),
+        ("--continue-from", args.continue_from), ("--new-epoch", args.new_epoch or None)) if value is not None]
     if training:
         raise ReproduceError(f"--rescore trains nothing: {', '.join(training)} do not apply")
     if not args.data or args.out == "results/reproduce":

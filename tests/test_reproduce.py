@@ -109,7 +109,8 @@ def test_committed_adapters_are_rescored_on_more_test_utterances_training_nothin
                                  [d["hypothesis"] for d in decoded.values()]).wer
     assert all(d["as_decoded"]["utterances"] == d["bleu"]["utterances"] == n for d in report["paired_differences"])
     table = (out / "report.md").read_text()
-    assert f"each scored on the first {n} utterances" in table and "| projector, 2 steps |" in table  # the last run's budget: 3
+    assert f"each scored on the first {n} utterances" in table
+    assert "| projector, 2 steps |" in table  # the budget differs from the last run's (3 steps)
     # resumable: a second call scores nothing again; fewer utterances are scored anew
     calls = []
     monkeypatch.setattr(lalm_track, "score_model", lambda *args: calls.append(args) or no_training())
@@ -158,7 +159,8 @@ def test_the_base_is_paired_with_whispers_own_decoder_when_its_decoded_clips_are
     whisper = [r if i % 2 else "verse" for i, r in enumerate(references)]
     for name, hypotheses in ((rep.BASE.name, base), (WHISPER, whisper)):
         write_predictions(decoded_path(tmp_path, name, "asr"), [
-            {"id": f"u{i:02d}", "reference": r, "hypothesis": h} for i, (r, h) in enumerate(zip(references, hypotheses))])
+            {"id": f"u{i:02d}", "reference": r, "hypothesis": h}
+            for i, (r, h) in enumerate(zip(references, hypotheses))])
     rows = [{"configuration": rep.BASE.name, "compressor": rep.BASE.compressor, "lora": True}]
     [record] = paired_differences(tmp_path, rows)
     assert (record["configuration"], record["against"], record["bleu"]) == (rep.BASE.name, WHISPER, None)
@@ -169,7 +171,8 @@ def test_the_base_is_paired_with_whispers_own_decoder_when_its_decoded_clips_are
 @pytest.mark.parametrize("argv, message", [
     (["--rescore", "{run}", "--data", "{run}/data", "--test-utterances", "9"], "fewer than --test-utterances 9"),
     (["--rescore", "{run}", "--data", "{run}/data", "--test-utterances", "0"], "must be >= 1"),
-    (["--rescore", "{run}", "--data", "{run}/data", "--configs", "uniform-x4"], "['uniform-x4'] not among the adapters"),
+    (["--rescore", "{run}", "--data", "{run}/data", "--configs", "uniform-x4"],
+     "['uniform-x4'] not among the adapters"),
     (["--rescore", "{run}/data", "--data", "{run}/data"], "not a committed LALM-track run"),
     (["--rescore", "{run}", "--data", "{run}/data", "--steps", "3"], "--rescore trains nothing: --steps"),
     (["--rescore", "{run}"], "--rescore needs --data"),
@@ -307,7 +310,8 @@ def test_a_base_goes_on_over_another_training_set_only_from_a_new_epoch(tmp_path
                          base_only=True)
     position = exported["base_position"]
     assert base["position"] == {"step": position["step"] + 1, "epoch": position["epoch"] + 1, "batch": 1}
-    assert base["train_set"] != exported["base_train_set"] == train_set_identity(committed / "data" / "train_mixed.jsonl")
+    trained_on = train_set_identity(committed / "data" / "train_mixed.jsonl")
+    assert base["train_set"] != exported["base_train_set"] == trained_on
     report = rep.reproduce(fresh, "tiny", **other, configurations=[rep.BASE.name])  # resumes its own checkpoint
     assert report["configurations"][0]["base_train_set"] == base["train_set"] and report["base"]["finished"]
     capsys.readouterr()
