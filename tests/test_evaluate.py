@@ -63,17 +63,27 @@ def _edited(sentences: list[str], rate: float, rng: random.Random) -> list[str]:
     return edited
 
 
+def _two_systems(seed: int, vocabulary: str, count: int, shortest: int, rates: tuple[float, float]):
+    """Random references over ``vocabulary`` and two edited copies (the second with more errors)."""
+    rng = random.Random(seed)
+    references = [" ".join(rng.choices(vocabulary.split(), k=rng.randint(shortest, shortest + 11)))
+                  for _ in range(count)]
+    return references, _edited(references, rates[0], rng), _edited(references, rates[1], rng)
+
+
+def _resampled(score, references, a, b, seed: int, resamples: int) -> list[tuple[float, float]]:
+    """The paired bootstrap by hand: each resample's two sets scored by ``score`` itself."""
+    picks = np.random.default_rng(seed).integers(0, len(references), size=(resamples, len(references)))
+    return [(score([references[i] for i in row], [a[i] for i in row]),
+             score([references[i] for i in row], [b[i] for i in row])) for row in picks]
+
+
 def test_wer_difference_equals_resampling_whole_sets_through_wer():
-    rng = random.Random(0)
-    vocabulary = "the lord said to moses go and speak unto all people of israel".split()
-    references = [" ".join(rng.choices(vocabulary, k=rng.randint(1, 12))) for _ in range(40)]
-    a, b = _edited(references, 0.05, rng), _edited(references, 0.12, rng)
+    references, a, b = _two_systems(0, "the lord said to moses go and speak unto all people of israel", 40, 1,
+                                    (0.05, 0.12))
     result = wer_difference(references, a, b, resamples=60, seed=3)
     assert result.difference == pytest.approx(wer(references, a).wer - wer(references, b).wer, abs=1e-12)
-    # The reference: each resample's two sets scored by wer() itself (one alignment per resample).
-    picks = np.random.default_rng(3).integers(0, len(references), size=(60, len(references)))
-    pairs = [(wer([references[i] for i in row], [a[i] for i in row]).wer,
-              wer([references[i] for i in row], [b[i] for i in row]).wer) for row in picks]
+    pairs = _resampled(lambda r, h: wer(r, h).wer, references, a, b, seed=3, resamples=60)
     differences = [wa - wb for wa, wb in pairs]
     assert (result.low, result.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-12)
     assert result.relative == pytest.approx(wer(references, a).wer / wer(references, b).wer - 1, abs=1e-12)
@@ -104,16 +114,13 @@ def test_wer_difference_bad_input():
 
 
 def test_bleu_difference_equals_resampling_whole_sets_through_bleu():
-    rng = random.Random(1)
-    vocabulary = "y dijo jehová á moisés ve y habla á todo el pueblo de israel".split()
-    references = [" ".join(rng.choices(vocabulary, k=rng.randint(3, 14))) for _ in range(30)]
-    a, b = _edited(references, 0.1, rng), _edited(references, 0.3, rng)
+    references, a, b = _two_systems(1, "y dijo jehová á moisés ve y habla á todo el pueblo de israel", 30, 3,
+                                    (0.1, 0.3))
     result = bleu_difference(references, a, b, resamples=40, seed=5)
     assert result.difference == pytest.approx(bleu(references, a).score - bleu(references, b).score, abs=1e-9)
-    # The reference: each resample's two corpora scored by bleu() itself (sacrebleu's corpus_score).
-    picks = np.random.default_rng(5).integers(0, len(references), size=(40, len(references)))
-    differences = [bleu([references[i] for i in row], [a[i] for i in row]).score
-                   - bleu([references[i] for i in row], [b[i] for i in row]).score for row in picks]
+    # each resample's two corpora scored by bleu() itself (sacrebleu's corpus_score)
+    differences = [sa - sb for sa, sb in _resampled(lambda r, h: bleu(r, h).score, references, a, b, seed=5,
+                                                       resamples=40)]
     assert (result.low, result.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])), abs=1e-9)
     assert result.low <= result.difference <= result.high and (result.utterances, result.resamples) == (30, 40)
     assert result.difference > 0 and str(result).startswith(f"BLEU difference {result.difference:+.2f} [")
