@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = ["BASE_RUN", "CURVE", "SCORES", "WHISPER", "DataPositionError", "has_base", "seed_from_export",
-           "train_set_identity", "base_config", "train_base", "adapt_config", "run_configuration",
+           "manifest_identity", "base_config", "train_base", "adapt_config", "run_configuration",
            "rescore_configuration", "score_model", "read_curve", "plot_curve", "fill_cache", "decoded_path"]
 
 BASE_RUN = "base-25hz"      # <out>/runs/base-25hz: the base's run folder (and its configuration name)
 _BASE_FILE = "base.json"    # in a configuration's run folder: which base step it adapts, for how many steps
 _TRAIN_SET_FILE = "train_set.json"  # in the base's run folder: the training set its data position counts in
+_SESSIONS_FILE = "sessions.jsonl"   # in a run folder: each call's training (steps, wall and CPU seconds)
 SCORES = "scores"           # <out>/scores/<configuration>.json: its report row
 WHISPER = "whisper-tiny.en"  # <out>/scores/whisper-tiny.en-asr.jsonl: Whisper's own decoder on the ASR test clips
 CURVE = "curve.json"        # <out>/curve.json: the base's learning curve (read_curve)
@@ -102,7 +103,7 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
 
     config = base_config(preset, paths, out, encoder, lm, seed)
     run_dir = Path(config.run.output_dir)
-    train_set = train_set_identity(paths["train"])
+    train_set = manifest_identity(paths["train"])
     seeding = continue_from is not None and latest_checkpoint(run_dir) is None
     if new_epoch and not seeding:
         raise DataPositionError(f"--new-epoch applies when a run starts from a committed base (--continue-from) and "
@@ -124,10 +125,10 @@ def train_base(preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
             "finished": finished, "position": position, "train_set": train_set}
 
 
-def train_set_identity(manifest) -> dict:
-    """Which training set a base's data position counts in: its utterance count and a hash of each
-    utterance's id, text, translation and duration in manifest order (the epochs' batch plans are
-    drawn over exactly these; audio paths differ between machines and copies of one corpus)."""
+def manifest_identity(manifest) -> dict:
+    """Which utterances a manifest holds: their count and a hash of each one's id, text, translation
+    and duration in manifest order (a base's epochs are drawn over exactly these; audio paths differ
+    between machines and copies of one corpus). Names a base's training set and a score's test set."""
     import hashlib
 
     from lalm_fast.data import read_manifest
@@ -154,10 +155,10 @@ def _check_train_set(run_dir: Path, train_set: dict, resuming: bool) -> None:
         json.dump(train_set, handle)
 
 
-def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) -> None:
-    """One call's base training, recorded in ``sessions.jsonl`` (steps, wall and CPU time, how it
-    stopped) also when it stops on SIGTERM, which the loop signals with ``SystemExit``, or on
-    Ctrl-C, which stops it mid-step (the run goes on from its last checkpoint)."""
+def _train_recording_session(config, run_dir: Path, minutes: Optional[float] = None) -> None:
+    """One call's training (the base's or an adaptation's), recorded in ``sessions.jsonl`` (steps,
+    wall and CPU time, how it stopped) also when it stops on SIGTERM, which the loop signals with
+    ``SystemExit``, or on Ctrl-C, which stops it mid-step (the run goes on from its last checkpoint)."""
     from lalm_fast.training import latest_checkpoint, train
 
     def step_now() -> int:
@@ -177,7 +178,7 @@ def _train_recording_session(config, run_dir: Path, minutes: Optional[float]) ->
         raise
     finally:
         ended = step_now()
-        _append_jsonl(run_dir / "sessions.jsonl", {
+        _append_jsonl(run_dir / _SESSIONS_FILE, {
             "ended_at_step": ended, "steps": ended - first, "stopped_by": stopped_by,
             "finished": stopped_by == "end of schedule",
             "wall_seconds": round(time.perf_counter() - started, 1),
@@ -216,7 +217,7 @@ def seed_from_export(committed: Path, config, train_set: dict, new_epoch: bool =
     """Start ``config``'s run from a committed base (float16 weights, the data position and the
     learning curve of ``committed``): a checkpoint at that step (:func:`~lalm_fast.training.loop.seed_checkpoint`:
     the same schedule and data order, optimiser moments from zero) and the curve so far.
-    ``train_set`` (:func:`train_set_identity`) must be the one the base trained on, as far as its
+    ``train_set`` (:func:`manifest_identity`) must be the one the base trained on, as far as its
     export records it; ``new_epoch`` instead goes on from the first batch of the next epoch (the
     same step and learning-rate schedule): the deliberate way to continue on a new or larger set."""
     from lalm_fast.training.checkpoint import Position
@@ -285,7 +286,7 @@ def plot_curve(path: Path, curve: dict, baseline_wer: Optional[float] = None) ->
         window = min(50, len(losses))
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         loss_axis.plot(steps[window - 1:], smooth, label=f"train loss ({window}-step mean)")
-    evals = curve["eval"]
+    evals, bleu_axis = curve["eval"], None
     if evals:
         loss_axis.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="held-out loss")
         for key, label in (("wer", "WER %"), ("wer_guarded", "WER % (repetition guard)")):
@@ -297,17 +298,21 @@ def plot_curve(path: Path, curve: dict, baseline_wer: Optional[float] = None) ->
             bleu_axis = wer_axis.twinx()
             bleu_axis.plot(*zip(*bleu), "s--", color="tab:green", label="BLEU (right axis)")
             bleu_axis.set_ylabel("BLEU")
-            bleu_axis.legend(fontsize=7, loc="upper center")
     if baseline_wer is not None:
         wer_axis.axhline(100 * baseline_wer, linestyle="--", color="gray", label="Whisper tiny.en (own decoder)")
     loss_axis.set_xlabel("optimizer step")
     loss_axis.set_ylabel("cross-entropy")
     wer_axis.set_xlabel("optimizer step")
     wer_axis.set_ylabel("WER % on the held-out decode")
-    for axis in (loss_axis, wer_axis):
+    for axis, twin in ((loss_axis, None), (wer_axis, bleu_axis)):
         axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7, loc="upper right")
+        handles, labels = axis.get_legend_handles_labels()
+        if twin is not None:  # one legend for both y axes: two would overlap
+            more = twin.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        if handles:  # under the axes: the curves fill every corner
+            (twin or axis).legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                                  ncol=2, frameon=False)
     fig.suptitle("base LALM learning curve (held-out: evaluations during training)")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -322,25 +327,29 @@ def plot_curve(path: Path, curve: dict, baseline_wer: Optional[float] = None) ->
 def run_configuration(configuration, preset, paths: dict, out: Path, encoder: str, lm: str, seed: int,
                       base: dict) -> dict:
     """Score the base (``base-25hz``) or one compressed configuration zero-shot and after its
-    adaptation; skipped when its metrics exist for this base step and adaptation budget, redone
-    from the base when either changed."""
+    adaptation; skipped when its metrics exist for this base step, adaptation budget and test set;
+    adapted again from the base when the step or budget changed, scored again (not adapted) when
+    only the test set did."""
     from lalm_fast.data.files import atomic_write
-    from lalm_fast.training import load_trained, train
+    from lalm_fast.training import load_trained
 
     run_dir = out / "runs" / configuration.name
     metrics_path = out / SCORES / f"{configuration.name}.json"
+    test_set = {task: manifest_identity(paths[task]) for task in ("asr", "st")}
     if metrics_path.exists():
         stored = json.loads(metrics_path.read_text())
         is_base = configuration.name == BASE_RUN
         weights_kept = is_base or (run_dir / "final").is_dir()  # exported with the scores
         same_budget = is_base or stored.get("adapt_steps") == preset.adapt_steps
-        if stored.get("base_step") == base["step"] and weights_kept and same_budget:
+        if (stored.get("base_step") == base["step"] and weights_kept and same_budget
+                and stored.get("test_set") == test_set):
             print(f"== {configuration.name}: done already for base step {base['step']}, skipped", flush=True)
             return stored
     model, spec = load_trained(base["dir"])
     metrics: dict[str, Any] = {"configuration": configuration.name, "compressor": configuration.compressor,
                                "lora": configuration.lora, "base_step": base["step"],
-                               "base_position": base["position"], "base_train_set": base.get("train_set")}
+                               "base_position": base["position"], "base_train_set": base.get("train_set"),
+                               "test_set": test_set}
     if configuration.name == BASE_RUN:
         print(f"== {BASE_RUN}: scoring the base (step {base['step']})", flush=True)
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))
@@ -357,18 +366,12 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
         config = adapt_config(configuration, preset, paths, out, encoder, lm, seed, Path(base["dir"]))
         print(f"== {configuration.name}: adapting {'projector + LoRA' if configuration.lora else 'the projector'} "
               f"for {config.optim.total_steps} steps", flush=True)
-        started, cpu = time.perf_counter(), time.process_time()
-        result = train(config, resume=True)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        model, spec = load_trained(result.final_dir)
+        _train_recording_session(config, run_dir)
+        model, spec = load_trained(run_dir / "final")
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))
         metrics.update(zero_shot=zero_shot and {key: zero_shot[key] for key in (
                            "audio_tokens_per_second", "wer", "wer_guarded", "wer_groups", "bleu", "asr_loss",
-                           "st_loss")},
-                       adapt_steps=result.step, adapt_steps_this_call=len(result.losses),
-                       adapt_cpu_minutes=round(cpu / 60, 2), adapt_wall_seconds=round(wall, 1),
-                       loss_first=result.losses[0] if result.losses else None,
-                       loss_last=sum(result.losses[-10:]) / len(result.losses[-10:]) if result.losses else None)
+                           "st_loss")}, **_adaptation_record(run_dir, config.optim.total_steps))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(metrics_path) as handle:
         json.dump(metrics, handle, indent=2)
@@ -415,6 +418,29 @@ def _scored(scores: dict, out: Path, name: str) -> dict:
     for task, rows in scores.pop("decoded").items():
         write_predictions(decoded_path(out, name, task), rows)
     return scores
+
+
+def _adaptation_record(run_dir: Path, total_steps: int) -> dict:
+    """An adaptation's steps, cost and first and last losses, over every call that trained it
+    (``sessions.jsonl``; a call that found it finished costs nothing). Steps of a call that left no
+    record (killed) are costed at the recorded calls' rate: ``adapt_cost_measured_steps`` says
+    how many were measured."""
+    from lalm_fast.training.loop import TRAIN_LOG
+
+    sessions = [json.loads(line) for line in (run_dir / _SESSIONS_FILE).read_text().splitlines() if line.strip()]
+    trained = [s for s in sessions if s["steps"] > 0]
+    measured = sum(s["steps"] for s in trained)
+
+    def all_steps(key: str) -> Optional[float]:
+        return sum(s[key] for s in trained) * total_steps / measured if measured else None
+
+    cpu, wall = all_steps("cpu_seconds"), all_steps("wall_seconds")
+    losses = [record["loss"] for record in read_curve(run_dir)["train"]] if (run_dir / TRAIN_LOG).exists() else []
+    return {"adapt_steps": total_steps, "adapt_steps_this_call": sessions[-1]["steps"],
+            "adapt_cpu_minutes": None if cpu is None else round(cpu / 60, 2),
+            "adapt_wall_seconds": None if wall is None else round(wall, 1), "adapt_cost_measured_steps": measured,
+            "loss_first": losses[0] if losses else None,
+            "loss_last": sum(losses[-10:]) / len(losses[-10:]) if losses else None}
 
 
 def _forget_stale_run(run_dir: Path, base_step: int, adapt_steps: int) -> None:

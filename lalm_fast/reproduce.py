@@ -108,8 +108,8 @@ PRESETS = {
     # 25 Hz on two threads), an adaptation costs 20-25 CPU-minutes (docs/lalm-track.md).
     "cpu": Preset(n_train=3000, n_test=100, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
                   base_steps=3000, adapt_steps=300, ctc_steps=1500, batch_size=8, test_utterances=100,
-                  cuts="3000 train + 100 test utterances per task; the base's 3000-step schedule may be "
-                       "unfinished (see its step)"),
+                  cuts="train and test utterances per task as in the settings (n_train; test_utterances of "
+                       "n_test scored); the base's 3000-step schedule may be unfinished (see its step)"),
     "tiny": Preset(n_train=None, n_test=8, encoder="tiny-random", lm="tiny-random", base_steps=4, adapt_steps=2,
                    ctc_steps=2, batch_size=4, test_utterances=4, window_seconds=1.0, lr=1e-2, adapt_lr=1e-2,
                    warmup_steps=1, adapt_warmup_steps=0, ctc_lr=1e-2, lora={"r": 4, "alpha": 8, "dropout": 0.0},
@@ -126,11 +126,12 @@ class ReproduceError(ValueError):
 # ----- data -------------------------------------------------------------------------------------
 
 
-def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
+def prepare_data(preset: Preset, data_dir: Path, seed: int, out: Path) -> dict:
     """Corpora (built unless ``data_dir/dataset.json`` exists) and the manifests the runs read:
-    ``train_mixed.jsonl`` (ASR + ST train), ``base_eval.jsonl`` (the base's held-out evaluations:
+    ``train_mixed.jsonl`` (ASR + ST train) and ``base_eval.jsonl`` (the base's held-out evaluations:
     the first ``eval_per_task`` test utterances of each task, alternating, so a partial decode
-    scores both) and the scored test subsets."""
+    scores both) in ``data_dir``; the scored test subsets in ``out`` (runs on one corpus may score
+    different numbers of clips)."""
     from lalm_fast.data import read_manifest, write_manifest
 
     sizes = {"n_train": preset.n_train, "n_test": preset.n_test} if preset.n_train is not None else None
@@ -140,9 +141,7 @@ def prepare_data(preset: Preset, data_dir: Path, seed: int) -> dict:
     tests = {task: read_manifest(data_dir / f"{task}_test.jsonl") for task in ("asr", "st")}
     write_manifest(paths["base_eval"], [utt for pair in zip(tests["asr"][:preset.eval_per_task],
                                                            tests["st"][:preset.eval_per_task]) for utt in pair])
-    for task, test in tests.items():
-        paths[task] = data_dir / f"{task}_test_eval.jsonl"
-        write_manifest(paths[task], test[:preset.test_utterances] if preset.test_utterances else test)
+    paths.update(_first_test_utterances(data_dir, preset.test_utterances, out))
     return {"paths": {k: str(v) for k, v in paths.items()}, "dataset": info}
 
 
@@ -180,18 +179,23 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
               encoder: Optional[str] = None, lm: Optional[str] = None, configurations: Optional[Sequence[str]] = None,
               adapt_steps: Optional[int] = None, ctc_steps: Optional[int] = None, seed: int = 0,
               jobs: Optional[int] = None, base_minutes: Optional[float] = None, base_only: bool = False,
-              continue_from: Optional[str] = None, new_epoch: bool = False) -> dict:
+              continue_from: Optional[str] = None, new_epoch: bool = False,
+              test_utterances: Optional[int] = None) -> dict:
     """Run the recipe into ``out``; returns the report dict (also in ``out/report.json``), or with
-    ``base_only`` the base's state (``{"dir", "step", "total_steps", "finished"}``) once it has trained."""
+    ``base_only`` the base's state (``{"dir", "step", "total_steps", "finished"}``) once it has trained.
+    ``test_utterances``: clips scored per test set (default: the preset's)."""
     from lalm_fast import lalm_track
 
     if preset not in PRESETS:
         raise ReproduceError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     chosen = PRESETS[preset]
     chosen = replace(chosen, adapt_steps=chosen.adapt_steps if adapt_steps is None else adapt_steps,
-                     ctc_steps=chosen.ctc_steps if ctc_steps is None else ctc_steps)
+                     ctc_steps=chosen.ctc_steps if ctc_steps is None else ctc_steps,
+                     test_utterances=chosen.test_utterances if test_utterances is None else test_utterances)
     if chosen.adapt_steps < 1 or chosen.ctc_steps < 0:
         raise ReproduceError(f"--steps must be >= 1 and --ctc-steps >= 0, got {chosen.adapt_steps} and {chosen.ctc_steps}")
+    if test_utterances is not None and test_utterances < 1:
+        raise ReproduceError(f"--test-utterances must be >= 1, got {test_utterances}")
     if base_minutes is not None and not base_minutes >= 0:
         raise ReproduceError(f"--base-minutes must be >= 0 (0: the base as it stands), got {base_minutes}")
     if new_epoch and not continue_from:
@@ -211,8 +215,10 @@ def reproduce(out: str | os.PathLike, preset: str = "cpu", *, data: Optional[str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    prepared = prepare_data(chosen, Path(data) if data else out / "data", seed)
+    prepared = prepare_data(chosen, Path(data) if data else out / "data", seed, out)
     paths = prepared["paths"]
+    if "n_train" in prepared["dataset"]:  # --data may hold corpora of other sizes than the preset's
+        chosen = replace(chosen, n_train=prepared["dataset"]["n_train"], n_test=prepared["dataset"]["n_test"])
     lalm_track.fill_cache(chosen, paths, out, encoder, seed)
     print(f"== {BASE_RUN}: training{'' if base_minutes is None else f' for about {base_minutes:g} minutes'}",
           flush=True)
@@ -322,14 +328,15 @@ def _committed_adapters(sources: Sequence[str | os.PathLike]) -> tuple[dict[str,
     return found, runs[-1]
 
 
-def _first_test_utterances(data: Path, count: int, out: Path) -> dict[str, Path]:
-    """``out/<task>_test_eval.jsonl``: the first ``count`` utterances of each test set of the corpora in ``data``."""
+def _first_test_utterances(data: Path, count: Optional[int], out: Path) -> dict[str, Path]:
+    """``out/<task>_test_eval.jsonl``: the first ``count`` (None: all) utterances of each test set of
+    the corpora in ``data``."""
     from lalm_fast.data import read_manifest, write_manifest
 
     paths = {}
     for task in ("asr", "st"):
         test = read_manifest(data / f"{task}_test.jsonl") if (data / f"{task}_test.jsonl").is_file() else []
-        if len(test) < count:
+        if len(test) < (count or 1):
             raise ReproduceError(f"{data} has {len(test)} {task} test utterances, fewer than --test-utterances "
                                  f"{count} (build_corpora with a larger n_test)")
         out.mkdir(parents=True, exist_ok=True)
@@ -434,8 +441,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rescore", nargs="+", metavar="RUN", help="score the adapters of committed runs (e.g. "
                         "results/lalm-track-cpu) again on the test sets of --data, training nothing; a "
                         "configuration in several runs comes from the last")
-    parser.add_argument("--test-utterances", type=int, help="with --rescore: utterances scored per test set "
-                        "(default: the runs' own number)")
+    parser.add_argument("--test-utterances", type=int, help="utterances scored per test set (default: the "
+                        "preset's 100; with --rescore: the runs' own number)")
     parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3, segment-rate3 and segment-rate3-min2 "
                         "(default 2)")
     try:
@@ -446,14 +453,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ReproduceError("--seeds applies to the whisper track only")
         if args.rescore:
             return _rescore_main(args)
-        if args.test_utterances is not None:
-            raise ReproduceError("--test-utterances applies to --rescore only")
         preset = "tiny" if args.dry_run else "cpu"
         out = "results/reproduce-dry-run" if args.out == "results/reproduce" and args.dry_run else args.out
         reproduce(out, preset, data=args.data, encoder=args.encoder, lm=args.lm,
                   configurations=args.configs.split(",") if args.configs else None, adapt_steps=args.steps,
                   ctc_steps=args.ctc_steps, seed=args.seed, jobs=args.jobs, base_minutes=args.base_minutes,
-                  base_only=args.base_only, continue_from=args.continue_from, new_epoch=args.new_epoch)
+                  base_only=args.base_only, continue_from=args.continue_from, new_epoch=args.new_epoch,
+                  test_utterances=args.test_utterances)
     except ReproduceError as error:
         print(f"lalm-fast reproduce: error: {error}", file=sys.stderr)
         return 2
@@ -479,8 +485,8 @@ def _whisper_main(args) -> int:
     from lalm_fast.whisper_track import run
 
     unsupported = [flag for flag, value in (("--encoder", args.encoder), ("--lm", args.lm), ("--ctc-steps",
-                   args.ctc_steps), ("--jobs", args.jobs), ("--base-minutes", args.base_minutes),
-                   ("--base-only", args.base_only or None), ("--continue-from", args.continue_from),
+                   args.ctc_steps), ("--jobs", args.jobs), ("--test-utterances", args.test_utterances),
+                   ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None), ("--continue-from", args.continue_from),
                    ("--new-epoch", args.new_epoch or None))
                    if value is not None]
     if unsupported:

@@ -176,7 +176,6 @@ def test_the_base_is_paired_with_whispers_own_decoder_when_its_decoded_clips_are
     (["--rescore", "{run}/data", "--data", "{run}/data"], "not a committed LALM-track run"),
     (["--rescore", "{run}", "--data", "{run}/data", "--steps", "3"], "--rescore trains nothing: --steps"),
     (["--rescore", "{run}"], "--rescore needs --data"),
-    (["--dry-run", "--test-utterances", "9"], "--test-utterances applies to --rescore only"),
 ])
 def test_bad_rescore_arguments_give_one_clear_error_line(argv, message, capsys, tmp_path):
     run = tmp_path / "run"
@@ -221,6 +220,38 @@ def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, m
     steps = rep.PRESETS["tiny"].adapt_steps + 1
     report = rep.reproduce(tmp_path, "tiny", configurations=TWO[:1], adapt_steps=steps)
     assert report["configurations"][0]["adapt_steps"] == report["configurations"][0]["adapt_steps_this_call"] == steps
+
+
+def test_more_test_utterances_score_the_models_again_without_adapting_them_again(tmp_path, monkeypatch):
+    from lalm_fast import lalm_track
+    from lalm_fast.evaluate.model import read_predictions
+
+    names = [rep.BASE.name, "uniform-x3"]
+    first = {row["configuration"]: row for row in rep.reproduce(tmp_path, "tiny", configurations=names)["configurations"]}
+    n = rep.PRESETS["tiny"].n_test
+    assert n > rep.PRESETS["tiny"].test_utterances
+    original = rep.ensure_corpora  # a corpus of another size than the preset's: the report says which
+    monkeypatch.setattr(rep, "ensure_corpora", lambda *args: {**original(*args), "n_train": 8, "n_test": n})
+    report = rep.reproduce(tmp_path, "tiny", configurations=names, test_utterances=n)
+    assert report["settings"]["test_utterances"] == n and report["settings"]["n_train"] == 8
+    rows = {row["configuration"]: row for row in report["configurations"]}
+    for name in ("uniform-x3", "uniform-x3-zero-shot", rep.BASE.name):
+        assert len(read_predictions(lalm_track.decoded_path(tmp_path, name, "asr"))) == n
+    assert rows["uniform-x3"]["test_set"]["asr"]["utterances"] == n
+    assert rows["uniform-x3"]["adapt_steps_this_call"] == 0  # scored again, not adapted again: its cost is kept
+    assert {k: rows["uniform-x3"][k] for k in ("adapt_steps", "adapt_cpu_minutes", "loss_first", "loss_last")} == \
+           {k: first["uniform-x3"][k] for k in ("adapt_steps", "adapt_cpu_minutes", "loss_first", "loss_last")}
+    assert all(d["as_decoded"]["utterances"] == n for d in report["paired_differences"])
+    # a call killed mid-adaptation leaves no record: its steps are costed at the recorded calls' rate
+    sessions = tmp_path / "runs" / "uniform-x3" / "sessions.jsonl"
+    [trained] = [json.loads(line) for line in sessions.read_text().splitlines() if json.loads(line)["steps"]]
+    sessions.write_text(json.dumps({**trained, "steps": 1, "cpu_seconds": 6.0, "wall_seconds": 9.0}) + "\n")
+    record = lalm_track._adaptation_record(sessions.parent, total_steps=3)
+    assert (record["adapt_cpu_minutes"], record["adapt_wall_seconds"], record["adapt_cost_measured_steps"]) == \
+        (0.3, 27.0, 1)
+    monkeypatch.setattr(lalm_track, "score_model", lambda *args: pytest.fail("scored again"))
+    assert rep.reproduce(tmp_path, "tiny", configurations=names, test_utterances=n)["configurations"] == \
+        report["configurations"]
 
 
 def test_a_base_trained_in_pieces_gives_the_configurations_its_current_step(tmp_path):
@@ -295,7 +326,7 @@ def test_a_new_run_continues_a_committed_base_from_its_float16_export(tmp_path):
 
 
 def test_a_base_goes_on_over_another_training_set_only_from_a_new_epoch(tmp_path, capsys):
-    from lalm_fast.lalm_track import train_set_identity
+    from lalm_fast.lalm_track import manifest_identity
 
     committed = tmp_path / "committed"
     rep.reproduce(committed, "tiny", configurations=[rep.BASE.name], base_minutes=1e-9)  # stops after step 1
@@ -310,7 +341,7 @@ def test_a_base_goes_on_over_another_training_set_only_from_a_new_epoch(tmp_path
                          base_only=True)
     position = exported["base_position"]
     assert base["position"] == {"step": position["step"] + 1, "epoch": position["epoch"] + 1, "batch": 1}
-    trained_on = train_set_identity(committed / "data" / "train_mixed.jsonl")
+    trained_on = manifest_identity(committed / "data" / "train_mixed.jsonl")
     assert base["train_set"] != exported["base_train_set"] == trained_on
     report = rep.reproduce(fresh, "tiny", **other, configurations=[rep.BASE.name])  # resumes its own checkpoint
     assert report["configurations"][0]["base_train_set"] == base["train_set"] and report["base"]["finished"]
@@ -373,6 +404,9 @@ def test_normalize_target():
     (["--dry-run", "--base-minutes", "0"], "has no base checkpoint yet"),
     (["--track", "whisper", "--dry-run", "--base-only"], "--base-only apply to the lalm track only"),
     (["--dry-run", "--jobs", "0"], "--jobs must be >= 1"),
+    (["--dry-run", "--test-utterances", "0"], "--test-utterances must be >= 1"),
+    (["--dry-run", "--test-utterances", "9"], "has 8 asr test utterances, fewer than --test-utterances 9"),
+    (["--track", "whisper", "--dry-run", "--test-utterances", "3"], "--test-utterances apply to the lalm track only"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_arguments_give_one_clear_error_line(argv, message, capsys, tmp_path):
