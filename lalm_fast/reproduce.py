@@ -104,10 +104,11 @@ class Preset:
 
 
 PRESETS = {
-    # Sized for our 2-core CPU: the base trains in pieces of --base-minutes (3.5-6 s per step at
-    # 25 Hz on two threads), an adaptation costs 20-25 CPU-minutes (docs/lalm-track.md).
-    "cpu": Preset(n_train=3000, n_test=100, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
-                  base_steps=3000, adapt_steps=300, ctc_steps=1500, batch_size=8, test_utterances=100,
+    # Sized for our 2-core CPU: the base trains in pieces of --base-minutes (3.5-6.5 s per step at
+    # 25 Hz on two threads), a 600-step adaptation costs about 40 CPU-minutes and scoring 300 + 300
+    # clips about 20 minutes on one thread (docs/lalm-track.md).
+    "cpu": Preset(n_train=5500, n_test=300, encoder="packaged:tiny.en", lm="packaged:smollm2-135m",
+                  base_steps=3000, adapt_steps=600, ctc_steps=1500, batch_size=8, test_utterances=300,
                   cuts="train and test utterances per task as in the settings (n_train; test_utterances of "
                        "n_test scored); the base's 3000-step schedule may be unfinished (see its step)"),
     "tiny": Preset(n_train=None, n_test=8, encoder="tiny-random", lm="tiny-random", base_steps=4, adapt_steps=2,
