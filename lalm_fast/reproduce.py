@@ -17,7 +17,8 @@
    ``curve.png`` (the base's learning curve) and ``adapters/`` (float16, what ``lalm-fast demo`` loads).
 
 Resumable: the corpora, the cache, the base's checkpoints and every finished configuration are
-reused; a configuration scored against an earlier base step is redone.
+reused; a configuration scored against an earlier base step is redone, one scored on other test
+clips is scored again (not adapted again).
 
 ``rescore`` (``--rescore RUN ...``) scores committed adapters again on more test clips, training
 nothing: what decides a difference that the run's own test set cannot.
@@ -443,7 +444,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "results/lalm-track-cpu) again on the test sets of --data, training nothing; a "
                         "configuration in several runs comes from the last")
     parser.add_argument("--test-utterances", type=int, help="utterances scored per test set (default: the "
-                        "preset's 100; with --rescore: the runs' own number)")
+                        "preset's; with --rescore: the runs' own number)")
     parser.add_argument("--seeds", type=int, help="whisper track: seeds for none, uniform-x3, segment-rate3 and segment-rate3-min2 "
                         "(default 2)")
     try:
@@ -487,8 +488,8 @@ def _whisper_main(args) -> int:
 
     unsupported = [flag for flag, value in (("--encoder", args.encoder), ("--lm", args.lm), ("--ctc-steps",
                    args.ctc_steps), ("--jobs", args.jobs), ("--test-utterances", args.test_utterances),
-                   ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None), ("--continue-from", args.continue_from),
-                   ("--new-epoch", args.new_epoch or None))
+                   ("--base-minutes", args.base_minutes), ("--base-only", args.base_only or None),
+                   ("--continue-from", args.continue_from), ("--new-epoch", args.new_epoch or None))
                    if value is not None]
     if unsupported:
         raise ReproduceError(f"{', '.join(unsupported)} apply to the lalm track only")

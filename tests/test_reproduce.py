@@ -227,7 +227,8 @@ def test_more_test_utterances_score_the_models_again_without_adapting_them_again
     from lalm_fast.evaluate.model import read_predictions
 
     names = [rep.BASE.name, "uniform-x3"]
-    first = {row["configuration"]: row for row in rep.reproduce(tmp_path, "tiny", configurations=names)["configurations"]}
+    first = {row["configuration"]: row
+             for row in rep.reproduce(tmp_path, "tiny", configurations=names)["configurations"]}
     n = rep.PRESETS["tiny"].n_test
     assert n > rep.PRESETS["tiny"].test_utterances
     original = rep.ensure_corpora  # a corpus of another size than the preset's: the report says which
