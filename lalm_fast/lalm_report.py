@@ -9,14 +9,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "paired_differences", "export_adapters", "format_number",
-           "format_percent", "plot_quality"]
+__all__ = ["ADAPTERS", "ADAPTER_RUN_FILE", "write_report", "guarded_bleu", "paired_differences", "export_adapters",
+           "format_number", "format_percent", "plot_quality"]
 
 
 def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: dict) -> dict:
     """``report.json`` (settings, rows, base, baseline), ``report.md`` (the tables) and ``report.png``."""
     from lalm_fast.data.files import atomic_write
 
+    for row in rows:
+        row["bleu_guarded"] = guarded_bleu(out, row["configuration"])
+        if row.get("zero_shot"):
+            row["zero_shot"]["bleu_guarded"] = guarded_bleu(out, f"{row['configuration']}-zero-shot")
     report = {"preset": preset_name, "settings": asdict(preset), "cuts": preset.cuts, "configurations": rows,
               **extra, "paired_differences": paired_differences(out, rows)}
     with atomic_write(out / "report.json") as handle:
@@ -27,6 +31,21 @@ def write_report(out: Path, rows: list[dict], preset_name: str, preset, extra: d
     plot_quality(out / "report.png", rows, baseline_wer=baseline["wer"] if baseline else None,
                  baseline_label="Whisper tiny.en (own decoder)")
     return report
+
+
+def guarded_bleu(out: Path, name: str) -> Optional[float]:
+    """BLEU of configuration ``name``'s decoded translations in ``<out>/scores`` after the repetition
+    guard (:func:`lalm_fast.evaluate.repetition.trim_repetition`); None where they were not kept."""
+    from lalm_fast.evaluate import bleu
+    from lalm_fast.evaluate.model import read_predictions
+    from lalm_fast.evaluate.repetition import trim_repetition
+    from lalm_fast.lalm_track import decoded_path
+
+    path = decoded_path(out, name, "st")
+    if not path.is_file():
+        return None
+    decoded = list(read_predictions(path).values())
+    return bleu([d["reference"] for d in decoded], [trim_repetition(d["hypothesis"]) for d in decoded]).score
 
 
 def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[str]:
@@ -47,8 +66,8 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
                   f"{rescored['test_utterances']} utterances of each test set (of which {kept['asr']} ASR and "
                   f"{kept['st']} ST are the runs' own test utterances); zero-shot is not rescored.", ""]
     groups = sorted({g for row in rows for g in row.get("wer_groups") or {}})
-    lines += ["| configuration | compressor | adapts | audio tokens/s | WER % | guarded | BLEU | zero-shot WER % "
-              "(guarded) | zero-shot BLEU | adapt CPU-min |" + "".join(f" WER % {g} |" for g in groups),
+    lines += ["| configuration | compressor | adapts | audio tokens/s | WER % | guarded | BLEU (guarded) | "
+              "zero-shot WER % (guarded) | zero-shot BLEU (guarded) | adapt CPU-min |" + "".join(f" WER % {g} |" for g in groups),
               "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
         zero = row.get("zero_shot") or {}
@@ -58,9 +77,9 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
         lines.append(
             f"| {row['configuration']} | {row['compressor']} | {adapts} | "
             f"{format_number(row['audio_tokens_per_second'], 2)} | {format_percent(row['wer'])} | "
-            f"{format_percent(row.get('wer_guarded'))} | {format_number(row['bleu'], 2)} | "
-            f"{format_percent(zero.get('wer'))} ({format_percent(zero.get('wer_guarded'))}) | "
-            f"{format_number(zero.get('bleu'), 2)} | {format_number(row.get('adapt_cpu_minutes'), 1)} |"
+            f"{format_percent(row.get('wer_guarded'))} | {_with_guarded(row, 'bleu', 2, 1)} | "
+            f"{_with_guarded(zero, 'wer', 1, 100)} | {_with_guarded(zero, 'bleu', 2, 1)} | "
+            f"{format_number(row.get('adapt_cpu_minutes'), 1)} |"
             + "".join(f" {format_percent((row.get('wer_groups') or {}).get(g))} |" for g in groups))
     if baseline:
         lines += ["", f"Whisper tiny.en's own decoder on the same ASR test utterances: "
@@ -68,13 +87,21 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
                       + "".join(f"; {g} {format_percent(w)}%" for g, w in sorted((baseline.get("groups") or {}).items()))
                       + "."]
     lines += ["", "WER: corpus-level on normalised text (lalm_fast.evaluate.normalize_english); guarded: after the "
-              "repetition guard (lalm_fast.evaluate.repetition). "
+              "repetition guard (lalm_fast.evaluate.repetition), which BLEU (guarded) applies to the translations. "
               f"BLEU: sacrebleu, {rows[0]['bleu_signature'] if rows else ''}. Adapt CPU-min: CPU time of the "
               "adaptation (all threads of its process), what compressing the base costs.", ""]
     lines += _difference_lines(report)
     if (report.get("curve_plot")):
         lines += [f"Learning curve of the base: `{report['curve_plot']}`.", ""]
     return lines
+
+
+def _with_guarded(scores: dict, key: str, digits: int, scale: float) -> str:
+    """A report cell: ``scores[key]`` and, in brackets, ``scores[key + "_guarded"]``; "-" without scores."""
+    if scores.get(key) is None:
+        return "-"
+    return (f"{format_number(scores.get(key), digits, scale)} "
+            f"({format_number(scores.get(key + '_guarded'), digits, scale)})")
 
 
 def paired_differences(out: Path, rows: list[dict], resamples: int = 1000) -> list[dict]:

@@ -30,6 +30,7 @@ def test_dry_run_writes_the_report_for_every_configuration(tmp_path):
     assert names == [c.name for c in rep.CONFIGURATIONS] and names[0] == rep.BASE.name
     for row in report["configurations"]:
         assert row["wer"] >= 0 and row["wer_guarded"] >= 0 and row["bleu"] >= 0 and row["audio_tokens_per_second"] > 0
+        assert row["bleu_guarded"] >= 0 and (not row.get("zero_shot") or row["zero_shot"]["bleu_guarded"] >= 0)
         assert row["base_step"] == rep.PRESETS["tiny"].base_steps
         if row["configuration"] != rep.BASE.name:
             assert row["adapt_steps"] == rep.PRESETS["tiny"].adapt_steps and row["adapt_cpu_minutes"] >= 0
@@ -166,6 +167,23 @@ def test_the_base_is_paired_with_whispers_own_decoder_when_its_decoded_clips_are
     assert (record["configuration"], record["against"], record["bleu"]) == (rep.BASE.name, WHISPER, None)
     assert record["as_decoded"]["difference"] == pytest.approx(wer_difference(references, base, whisper).difference)
     assert record["as_decoded"]["high"] < 0  # the base is better on every utterance it differs on
+
+
+def test_guarded_bleu_scores_the_kept_translations_cut_before_their_loops(tmp_path):
+    from lalm_fast.evaluate import bleu
+    from lalm_fast.evaluate.model import write_predictions
+    from lalm_fast.lalm_report import guarded_bleu
+    from lalm_fast.lalm_track import decoded_path
+
+    references = [f"y dijo el señor a su siervo {i} que fuese a la ciudad" for i in range(12)]
+    hypotheses = [r.replace("siervo", "hijo") for r in references]
+    looping = [h if i % 3 else h + " a la ciudad" * 8 for i, h in enumerate(hypotheses)]
+    write_predictions(decoded_path(tmp_path, "uniform-x3", "st"), [
+        {"id": f"u{i:02d}", "reference": r, "hypothesis": h} for i, (r, h) in enumerate(zip(references, looping))])
+    guarded = guarded_bleu(tmp_path, "uniform-x3")
+    assert guarded == pytest.approx(bleu(references, hypotheses).score)  # each loop cut after its first copy
+    assert bleu(references, looping).score < guarded < 100
+    assert guarded_bleu(tmp_path, "uniform-x4") is None
 
 
 @pytest.mark.parametrize("argv, message", [
