@@ -357,11 +357,8 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
     else:
         zero_shot = None  # with the base's own compressor, zero-shot is the base's row
         if configuration.compressor != preset.base_compressor:
-            print(f"== {configuration.name}: {configuration.compressor} inserted into the base (step {base['step']}), "
-                  f"zero-shot", flush=True)
-            model.set_compressor(configuration.compressor)
-            zero_shot = _scored(score_model(model, spec, paths, out, preset.max_new_tokens), out,
-                                f"{configuration.name}-zero-shot")
+            zero_shot = _zero_shot(configuration, model, spec, paths, out, preset.max_new_tokens,
+                                   {key: metrics[key] for key in ("compressor", "base_step", "test_set")})
         _forget_stale_run(run_dir, base["step"], preset.adapt_steps)
         config = adapt_config(configuration, preset, paths, out, encoder, lm, seed, Path(base["dir"]))
         print(f"== {configuration.name}: adapting {'projector + LoRA' if configuration.lora else 'the projector'} "
@@ -369,13 +366,34 @@ def run_configuration(configuration, preset, paths: dict, out: Path, encoder: st
         _train_recording_session(config, run_dir)
         model, spec = load_trained(run_dir / "final")
         metrics.update(_scored(score_model(model, spec, paths, out, preset.max_new_tokens), out, configuration.name))
-        metrics.update(zero_shot=zero_shot and {key: zero_shot[key] for key in (
-                           "audio_tokens_per_second", "wer", "wer_guarded", "wer_groups", "bleu", "asr_loss",
-                           "st_loss")}, **_adaptation_record(run_dir, config.optim.total_steps))
+        metrics.update(zero_shot=zero_shot, **_adaptation_record(run_dir, config.optim.total_steps))
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(metrics_path) as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
+
+
+def _zero_shot(configuration, model, spec, paths: dict, out: Path, max_new_tokens: int, scored_on: dict) -> dict:
+    """The base with ``configuration``'s compressor inserted, scored before any adaptation; kept in
+    ``scores/<configuration>-zero-shot.json`` with what it was scored on (``scored_on``: compressor,
+    base step, test set), so a run stopped during the adaptation does not score it again."""
+    from lalm_fast.data.files import atomic_write
+
+    path = out / SCORES / f"{configuration.name}-zero-shot.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("scored_on") == scored_on:
+            return stored["scores"]
+    print(f"== {configuration.name}: {configuration.compressor} inserted into the base (step "
+          f"{scored_on['base_step']}), zero-shot", flush=True)
+    model.set_compressor(configuration.compressor)
+    scores = _scored(score_model(model, spec, paths, out, max_new_tokens), out, f"{configuration.name}-zero-shot")
+    scores = {key: scores[key] for key in ("audio_tokens_per_second", "wer", "wer_guarded", "wer_groups", "bleu",
+                                           "asr_loss", "st_loss")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        json.dump({"scored_on": scored_on, "scores": scores}, handle, indent=2)
+    return scores
 
 
 def rescore_configuration(name: str, folder: Path, paths: dict, out: Path, max_new_tokens: int) -> dict:

@@ -240,6 +240,19 @@ def test_a_rerun_skips_finished_configurations_and_finishes_the_rest(tmp_path, m
     assert report["configurations"][0]["adapt_steps"] == report["configurations"][0]["adapt_steps_this_call"] == steps
 
 
+def test_a_run_stopped_during_an_adaptation_keeps_its_zero_shot_scores(tmp_path, monkeypatch):
+    from lalm_fast import lalm_track
+
+    first = rep.reproduce(tmp_path, "tiny", configurations=["uniform-x3"])["configurations"][0]
+    (tmp_path / "scores" / "uniform-x3.json").unlink()  # stopped before its adapted scores were written
+    shutil.rmtree(tmp_path / "runs" / "uniform-x3")
+    scored, original = [], lalm_track.score_model
+    monkeypatch.setattr(lalm_track, "score_model", lambda *args: scored.append(1) or original(*args))
+    again = rep.reproduce(tmp_path, "tiny", configurations=["uniform-x3"])["configurations"][0]
+    assert len(scored) == 1 and again["zero_shot"] == first["zero_shot"]  # only the adapted model was scored
+    assert again["adapt_steps_this_call"] == rep.PRESETS["tiny"].adapt_steps
+
+
 def test_more_test_utterances_score_the_models_again_without_adapting_them_again(tmp_path, monkeypatch):
     from lalm_fast import lalm_track
     from lalm_fast.evaluate.model import read_predictions
