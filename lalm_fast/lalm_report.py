@@ -67,7 +67,8 @@ def _markdown(report: dict, rows: list[dict], preset_name: str, preset) -> list[
                   f"{kept['st']} ST are the runs' own test utterances); zero-shot is not rescored.", ""]
     groups = sorted({g for row in rows for g in row.get("wer_groups") or {}})
     lines += ["| configuration | compressor | adapts | audio tokens/s | WER % | guarded | BLEU (guarded) | "
-              "zero-shot WER % (guarded) | zero-shot BLEU (guarded) | adapt CPU-min |" + "".join(f" WER % {g} |" for g in groups),
+              "zero-shot WER % (guarded) | zero-shot BLEU (guarded) | adapt CPU-min |"
+              + "".join(f" WER % {g} |" for g in groups),
               "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(groups)]
     for row in rows:
         zero = row.get("zero_shot") or {}
