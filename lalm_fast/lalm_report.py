@@ -280,6 +280,7 @@ def export_adapters(out: Path, report: dict) -> Path:
                     (target / name).write_bytes((final / name).read_bytes())
             _relative_init_from(target / "lalm_train.json")
             (target / "metrics.json").write_text(json.dumps(row, indent=2, default=str))
+        _share_the_base_lora(staging)
         run = {"made_by": f"lalm-fast reproduce (preset {report['preset']})", "preset": report["preset"],
                "settings": report["settings"], "seed": report["seed"], "encoder": report["encoder"],
                "lm": report["lm"], "weights_dtype": "float16",
@@ -289,6 +290,25 @@ def export_adapters(out: Path, report: dict) -> Path:
                "configurations": [row["configuration"] for row in report["configurations"]]}
         (staging / ADAPTER_RUN_FILE).write_text(json.dumps(run, indent=2, default=str))
     return out / ADAPTERS
+
+
+def _share_the_base_lora(adapters: Path) -> None:
+    """A configuration adapted with the projector alone keeps the base's LoRA byte for byte: it names
+    the base's folder (``lora_dir``) instead of carrying a copy (3.7 MB a configuration)."""
+    from lalm_fast.lalm_track import BASE_RUN
+    from lalm_fast.models.audio_lm import CONFIG_FILE
+
+    base_lora = adapters / BASE_RUN / _WEIGHT_FILES[1]
+    if not base_lora.exists():
+        return
+    for lora in adapters.glob(f"*/{_WEIGHT_FILES[1]}"):
+        if lora != base_lora and lora.read_bytes() == base_lora.read_bytes():
+            config_file = lora.parent / CONFIG_FILE
+            config = json.loads(config_file.read_text())
+            config["lora_dir"] = f"../{BASE_RUN}"
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+            lora.unlink()
+            (lora.parent / "adapter_config.json").unlink()
 
 
 def _relative_init_from(spec_file: Path) -> None:

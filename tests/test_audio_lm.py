@@ -210,6 +210,28 @@ def test_load_from_local_sources(tmp_path):
         torch.testing.assert_close(loaded(features, frame_lengths).logits, model.eval()(features, frame_lengths).logits)
 
 
+def test_a_model_sharing_another_models_lora_loads_it_from_there(tmp_path):
+    model = tiny_model("uniform:2")
+    model.add_lora(r=4)
+    features, frame_lengths = batch()
+    train(model, features, frame_lengths, TARGETS, steps=3)
+    model.save_pretrained(tmp_path / "base")
+    model.save_pretrained(tmp_path / "sharer")
+    config = json.loads((tmp_path / "sharer" / CONFIG_FILE).read_text())
+    (tmp_path / "sharer" / CONFIG_FILE).write_text(json.dumps({**config, "lora_dir": "../base"}))
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / "sharer" / name).unlink()
+    with torch.no_grad():
+        expected = model.eval()(features, frame_lengths).logits
+        fresh = tiny_model(seed=0)
+        loaded = AudioLM.from_pretrained(tmp_path / "sharer", encoder=fresh.encoder, lm=fresh.lm,
+                                         tokenizer=fresh.tokenizer).eval()
+        torch.testing.assert_close(loaded(features, frame_lengths).logits, expected)
+    (tmp_path / "sharer" / CONFIG_FILE).write_text(json.dumps({**config, "lora_dir": "../gone"}))
+    with pytest.raises(ValueError, match="lora_dir '../gone'.*holds no LoRA adapter"):
+        AudioLM.from_pretrained(tmp_path / "sharer", encoder=fresh.encoder, lm=fresh.lm, tokenizer=fresh.tokenizer)
+
+
 def test_load_rejects_a_folder_without_config(tmp_path):
     with pytest.raises(ValueError, match=CONFIG_FILE):
         AudioLM.from_pretrained(tmp_path)

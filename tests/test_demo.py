@@ -39,8 +39,13 @@ def test_reproduce_exports_float16_adapters_with_their_run(dry_run):
     assert run["test_ids"]["asr"] == [u.id for u in read_manifest(report["data"]["asr"])]
     for row in report["configurations"]:
         name, final = row["configuration"], Path(row["model_dir"])
+        # the projector-only model's LoRA is the base's, byte for byte: it names the base's folder
+        shares = name == "uniform-x3-projector-only"
+        assert json.loads((adapters / name / "audio_lm_config.json").read_text())["lora_dir"] == (
+            f"../{rep.BASE.name}" if shares else None)
         for weights in ("projector.safetensors", "adapter_model.safetensors"):
-            full, half = load_file(final / weights), load_file(adapters / name / weights)
+            exported = adapters / (rep.BASE.name if shares and weights.startswith("adapter") else name)
+            full, half = load_file(final / weights), load_file(exported / weights)
             assert full.keys() == half.keys()
             for key, tensor in half.items():
                 assert tensor.dtype == torch.float16

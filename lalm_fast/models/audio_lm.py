@@ -60,7 +60,9 @@ class AudioLMConfig:
     ``encoder`` / ``lm`` name where the base weights come from (hub id or local folder); they
     are never copied into a saved model. ``encoder_stride`` is input frames per encoder frame
     (2 for Whisper: 100 mel frames/s -> 50 frames/s). ``window`` (input frames, 3000 for
-    Whisper's 30 s) makes longer audio be encoded window by window and joined.
+    Whisper's 30 s) makes longer audio be encoded window by window and joined. ``lora_dir`` lets a
+    model whose LoRA is byte for byte another's (adapted with the projector alone) ship without a
+    copy: the folder, relative to the saved model, holding the adapter it shares.
     """
 
     encoder: Optional[str] = None
@@ -76,6 +78,7 @@ class AudioLMConfig:
     encoder_stride: int = 2
     encoder_frames_per_second: float = 50.0
     window: Optional[int] = None
+    lora_dir: Optional[str] = None  # the LoRA is that of another saved model (a folder relative to this one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -380,11 +383,21 @@ class AudioLM(nn.Module):
         projector = MLPProjector(**config.projector)
         projector.load_state_dict(load_file(os.path.join(directory, PROJECTOR_FILE)))
         if config.lora is not None:
-            lm = PeftModel.from_pretrained(lm, directory, is_trainable=is_trainable)
+            lm = PeftModel.from_pretrained(lm, _lora_folder(directory, config), is_trainable=is_trainable)
         return cls(encoder, config.compressor, projector, lm, tokenizer, config)
 
 
 # ----- module-level helpers ---------------------------------------------------------------------
+
+
+def _lora_folder(directory: str, config: AudioLMConfig) -> str:
+    if config.lora_dir is None:
+        return directory
+    folder = os.path.normpath(os.path.join(directory, config.lora_dir))
+    if not os.path.exists(os.path.join(folder, "adapter_config.json")):
+        raise ValueError(f"{directory} takes its LoRA from lora_dir {config.lora_dir!r}, but {folder} holds no "
+                         "LoRA adapter (adapter_config.json)")
+    return folder
 
 
 def _lora_config(options: dict[str, Any]) -> LoraConfig:
