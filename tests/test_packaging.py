@@ -71,6 +71,21 @@ def test_sdist_holds_the_sources_and_not_the_results(sdist):
     assert not [name for name in names if name.startswith("bench/results") or name.endswith((".so", ".pyc"))]
 
 
+# A GPU call (the device tool) carries at most 64 MiB of working tree; committed adapters and
+# scores must leave room for what a session has not committed yet.
+TRACKED_LIMIT_MIB = 60
+
+
+def test_the_tracked_files_fit_in_one_gpu_call():
+    listed = _run(["git", "ls-files", "-z"], REPO)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = [os.path.join(REPO, name) for name in listed.stdout.split("\0") if name]
+    sizes = sorted(((os.path.getsize(p), os.path.relpath(p, REPO)) for p in paths if os.path.isfile(p)), reverse=True)
+    total = sum(size for size, _ in sizes) / 2**20
+    assert total < TRACKED_LIMIT_MIB, f"tracked files: {total:.1f} MiB; largest: {sizes[:5]}"
+
+
 def test_installed_package_imports_and_runs_the_cpu_backend(venv, tmp_path):
     code = textwrap.dedent("""
         import lalm_fast, lalm_fast.ops as ops, lalm_fast.kernels, lalm_fast.bench, lalm_fast._C
