@@ -227,6 +227,9 @@ def test_a_model_sharing_another_models_lora_loads_it_from_there(tmp_path):
         loaded = AudioLM.from_pretrained(tmp_path / "sharer", encoder=fresh.encoder, lm=fresh.lm,
                                          tokenizer=fresh.tokenizer).eval()
         torch.testing.assert_close(loaded(features, frame_lengths).logits, expected)
+    loaded.save_pretrained(tmp_path / "saved-again")  # a standalone copy: its own LoRA, no lora_dir
+    assert json.loads((tmp_path / "saved-again" / CONFIG_FILE).read_text())["lora_dir"] is None
+    assert (tmp_path / "saved-again" / "adapter_model.safetensors").exists()
     (tmp_path / "sharer" / CONFIG_FILE).write_text(json.dumps({**config, "lora_dir": "../gone"}))
     with pytest.raises(ValueError, match="lora_dir '../gone'.*holds no LoRA adapter"):
         AudioLM.from_pretrained(tmp_path / "sharer", encoder=fresh.encoder, lm=fresh.lm, tokenizer=fresh.tokenizer)

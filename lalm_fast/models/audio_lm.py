@@ -384,7 +384,8 @@ class AudioLM(nn.Module):
         projector.load_state_dict(load_file(os.path.join(directory, PROJECTOR_FILE)))
         if config.lora is not None:
             lm = PeftModel.from_pretrained(lm, _lora_folder(directory, config), is_trainable=is_trainable)
-        return cls(encoder, config.compressor, projector, lm, tokenizer, config)
+        # the LoRA is this model's own from here on: saved again, it is written beside the projector
+        return cls(encoder, config.compressor, projector, lm, tokenizer, replace(config, lora_dir=None))
 
 
 # ----- module-level helpers ---------------------------------------------------------------------
