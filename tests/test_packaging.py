@@ -72,7 +72,7 @@ def test_sdist_holds_the_sources_and_not_the_results(sdist):
 
 
 # A GPU call (the device tool) carries at most 64 MiB of working tree; committed adapters and
-# scores must leave room for what a session has not committed yet.
+# scores must leave room for uncommitted work and build outputs carried beside them.
 TRACKED_LIMIT_MIB = 60
 
 
