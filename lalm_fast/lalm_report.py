@@ -251,8 +251,9 @@ def _label_points(axis, points: list, spacing: float = 9.0) -> None:
 
 ADAPTERS = "adapters"           # <out>/adapters/: what `lalm-fast demo` loads (small enough to commit)
 ADAPTER_RUN_FILE = "run.json"   # <out>/adapters/run.json: how they were made and how they scored
-_WEIGHT_FILES = ("projector.safetensors", "adapter_model.safetensors")
-_CONFIG_FILES = ("audio_lm_config.json", "adapter_config.json", "lalm_train.json")
+_LORA_FILES = ("adapter_model.safetensors", "adapter_config.json")  # peft's weights and config
+_WEIGHT_FILES = ("projector.safetensors", _LORA_FILES[0])
+_CONFIG_FILES = ("audio_lm_config.json", _LORA_FILES[1], "lalm_train.json")
 
 
 def export_adapters(out: Path, report: dict) -> Path:
@@ -298,17 +299,19 @@ def _share_the_base_lora(adapters: Path) -> None:
     from lalm_fast.lalm_track import BASE_RUN
     from lalm_fast.models.audio_lm import CONFIG_FILE
 
-    base_lora = adapters / BASE_RUN / _WEIGHT_FILES[1]
-    if not base_lora.exists():
+    base = adapters / BASE_RUN
+    if not (base / _LORA_FILES[0]).exists():
         return
-    for lora in adapters.glob(f"*/{_WEIGHT_FILES[1]}"):
-        if lora != base_lora and lora.read_bytes() == base_lora.read_bytes():
-            config_file = lora.parent / CONFIG_FILE
+    base_weights = (base / _LORA_FILES[0]).read_bytes()
+    for folder in adapters.iterdir():
+        weights = folder / _LORA_FILES[0]
+        if folder != base and weights.exists() and weights.read_bytes() == base_weights:
+            config_file = folder / CONFIG_FILE
             config = json.loads(config_file.read_text())
             config["lora_dir"] = f"../{BASE_RUN}"
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
-            lora.unlink()
-            (lora.parent / "adapter_config.json").unlink()
+            for name in _LORA_FILES:
+                (folder / name).unlink()
 
 
 def _relative_init_from(spec_file: Path) -> None:
